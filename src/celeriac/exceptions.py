@@ -1,0 +1,142 @@
+"""Exceptions raised by celeriac, under Celery's names where Celery has one."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any
+
+
+class CeleriacError(Exception):
+    """Base of every error celeriac raises on its own account."""
+
+
+class ConfigurationError(CeleriacError):
+    """A setting is unknown, mistyped or has a value of the wrong kind."""
+
+
+class ImproperlyConfigured(ConfigurationError):
+    """Celery's name for a broken configuration, kept for compatibility."""
+
+
+class MissingDependency(CeleriacError, ImportError):
+    """An optional integration was used without its extra installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs an optional dependency: pip install 'celeriac[{extra}]'")
+
+
+class DecodeError(CeleriacError):
+    """A message could not be turned into a task call; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ContentDisallowed(DecodeError):
+    """The message's content type is not in ``accept_content``."""
+
+
+class MessageTooLarge(DecodeError):
+    """A message (or its decompressed body) is over ``task_message_max_bytes``."""
+
+
+class NotRegistered(CeleriacError, KeyError):
+    """No task of this name is registered with the app."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class TimeoutError(CeleriacError, builtins.TimeoutError):
+    """Waiting for a result took longer than the caller allowed."""
+
+
+class TaskError(CeleriacError):
+    """Base of errors that describe what happened to a task."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task when its soft time limit passes; the task may clean up."""
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard time limit and was killed."""
+
+
+class WorkerLostError(TaskError):
+    """The process running the task died before the task finished."""
+
+
+class TaskRevokedError(TaskError):
+    """The task was revoked (or had expired) and did not run."""
+
+
+class MaxRetriesExceededError(TaskError):
+    """``Task.retry`` was called after the task used up its ``max_retries``."""
+
+
+class Retry(TaskError):
+    """Raised by ``Task.retry``: the task is sent again and this run ends in state RETRY."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | datetime | None = None,
+        **options: Any,
+    ) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        self.options = options
+        super().__init__(message, exc, when)
+
+    def humanize(self) -> str:
+        if isinstance(self.when, (int, float)):
+            return f"in {self.when}s"
+        return f"at {self.when}" if self.when is not None else "now"
+
+    def __str__(self) -> str:
+        if self.message:
+            return self.message
+        return f"Retry {self.humanize()}: {self.exc!r}" if self.exc else f"Retry {self.humanize()}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_retry, (self.message, self.exc, self.when, self.options))
+
+
+def _rebuild_retry(
+    message: str | None, exc: BaseException | None, when: Any, options: dict[str, Any]
+) -> Retry:
+    return Retry(message, exc, when, **options)
+
+
+class Reject(TaskError):
+    """Raised by a task to reject its message: dead-lettered, or requeued when ``requeue`` is true."""
+
+    def __init__(self, reason: str | None = None, requeue: bool = False) -> None:
+        self.reason = reason
+        self.requeue = requeue
+        super().__init__(reason, requeue)
+
+
+class Ignore(TaskError):
+    """Raised by a task to end without storing any state."""
+
+
+class RemoteTaskError(Exception):
+    """Stands for an exception raised in a task whose class this process may not import.
+
+    Result records name the exception's module and type; celeriac never imports a module because a
+    result record names it. When the class is not already importable without an import, the error is
+    re-raised as a subclass of this one carrying the original type name and module.
+    """
+
+    exc_type: str = "RemoteTaskError"
+    exc_module: str = ""
+
+
+class ChordError(TaskError):
+    """A task in a chord's header failed, so the chord's body cannot run."""
