@@ -1,0 +1,116 @@
+"""An in-process result backend for tests and eager use.
+
+Every ``MemoryBackend`` with the same URL in one process shares one store (``memory://`` and
+``memory://name`` are different stores), across threads and event loops. Records are kept encoded
+with the result serializer, in Celery's JSON layout (what the Redis backend stores), so a result
+that could not be stored on a real backend fails here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celeriac.backends.base import Backend, ResultMeta
+from celeriac.brokers.memory import Signal
+from celeriac.exceptions import TimeoutError
+
+__all__ = ["MemoryBackend", "reset"]
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.signal = Signal()
+        # task id -> (date_done, content type, encoded record)
+        self.records: dict[str, tuple[datetime | None, str, bytes]] = {}
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store_for(url: str) -> _Store:
+    key = url.rstrip("/")
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = _Store()
+        return store
+
+
+def reset(url: str | None = None) -> None:
+    """Forget every record of the memory store at ``url`` (of every store when None)."""
+    with _stores_lock:
+        if url is None:
+            _stores.clear()
+        else:
+            _stores.pop(url.rstrip("/"), None)
+
+
+class MemoryBackend(Backend):
+    """A result backend in this process's memory; ``wait`` wakes as soon as a record is stored."""
+
+    schemes = ("memory",)
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        serializer: str = "json",
+        accept: Sequence[str] = ("json",),
+        expires: float | None = 86400.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
+        self._store = _store_for(url)
+
+    async def store(self, metas: Sequence[ResultMeta]) -> None:
+        encoded = [(m.task_id, m.date_done, *self.encode(m.to_dict())) for m in metas]
+        store = self._store
+        with store.lock:
+            for task_id, date_done, content_type, data in encoded:
+                store.records[task_id] = (date_done, content_type, data)
+        store.signal.notify()
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
+        with self._store.lock:
+            found = {t: self._store.records[t] for t in task_ids if t in self._store.records}
+        return {t: ResultMeta.from_dict(self.decode(data, ctype)) for t, (_, ctype, data) in found.items()}
+
+    async def forget(self, task_id: str) -> None:
+        with self._store.lock:
+            self._store.records.pop(task_id, None)
+
+    async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        """Wait until ``task_id`` is ready, woken by the store itself; ``interval`` is not needed here."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._store.signal.armed() as stored:
+                meta = await self.get(task_id)
+                if meta.ready:
+                    return meta
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {task_id} not ready after {timeout}s (state {meta.status})")
+                await asyncio.wait((stored,), timeout=left)
+
+    async def cleanup(self, now: datetime | None = None) -> int:
+        """Delete records whose ``date_done`` is older than ``expires``; return how many."""
+        if self.expires is None:
+            return 0
+        cutoff = _aware(now or datetime.now(UTC)) - timedelta(seconds=self.expires)
+        with self._store.lock:
+            records = self._store.records
+            old = [t for t, (done, _, _) in records.items() if done is not None and _aware(done) < cutoff]
+            for task_id in old:
+                del records[task_id]
+        return len(old)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,249 @@
+"""A result backend in Celery's own tables, so Celery's database backend and celeriac read each other.
+
+What Celery's database backend (``celery/backends/database``) keeps, as read in Celery 5.5 to 5.7:
+
+* ``celery_taskmeta`` holds one row per task (``task_id`` unique). ``status`` is the state name,
+  ``traceback`` the formatted traceback, ``date_done`` a naive datetime set for ready states and NULL
+  for others (we write and read it as UTC).
+* ``result`` holds the *value only*, not the whole record. Celery 5.7 encodes it with
+  ``result_serializer``: with JSON a return value of 5 is ``b'5'``, None is ``b'null'``, and a failure
+  is the exception as ``{"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"}``
+  (``exc_message`` is the exception's args). Celery 5.5 and 5.6 declared the column as SQLAlchemy's
+  ``PickleType``, so their rows hold the same value pickled (with a JSON serializer the exception is
+  still that dict). Celery 5.7 reads such rows by unpickling when decoding fails and the bytes start
+  with ``b'\\x80'``; so do we, but only when pickle is in ``accept``.
+* ``children`` (a column new in 5.7) holds the result tuples of the tasks this task sent,
+  ``[[id, None], None]`` each, encoded with the result serializer, or NULL when there are none.
+* With ``result_extended``, ``name``, ``worker``, ``retries`` and ``queue`` are plain columns, and
+  ``args`` and ``kwargs`` are encoded with the result serializer. 5.7 adds ``stamps``, which we create
+  (so Celery 5.7 can write to our table) but leave alone.
+* ``parent_id`` and ``group_id`` have no column: neither Celery nor this backend keeps them here.
+* ``celery_tasksetmeta`` holds saved groups (``taskset_id`` unique, ``result`` encoded like above).
+
+A table that Celery created earlier may lack some of these columns; this backend reads and writes
+only the columns the table has. Unlike Celery 5.7, which ignores writes after SUCCESS, ``store``
+replaces the record as the Backend contract says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from celeriac import states
+from celeriac.backends.base import Backend, ResultMeta
+from celeriac.brokers.sql import Database, signal_for
+from celeriac.exceptions import DecodeError, TimeoutError
+
+__all__ = ["SQLBackend", "group_meta", "metadata", "task_meta"]
+
+metadata = sa.MetaData()
+# Celery declares plain BLOB and DATETIME; on MySQL those hold 64 KiB and whole seconds only.
+_blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_moment = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+task_meta = sa.Table(
+    "celery_taskmeta",
+    metadata,
+    sa.Column("id", sa.Integer(), sa.Sequence("task_id_sequence"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(155), unique=True),
+    sa.Column("status", sa.String(50)),
+    sa.Column("result", _blob, nullable=True),
+    sa.Column("date_done", _moment, nullable=True, index=True),
+    sa.Column("traceback", sa.Text(), nullable=True),
+    sa.Column("children", _blob, nullable=True),
+    sa.Column("name", sa.String(155), nullable=True),
+    sa.Column("args", _blob, nullable=True),
+    sa.Column("kwargs", _blob, nullable=True),
+    sa.Column("worker", sa.String(155), nullable=True),
+    sa.Column("retries", sa.Integer(), nullable=True),
+    sa.Column("queue", sa.String(155), nullable=True),
+    sa.Column("stamps", _blob, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+group_meta = sa.Table(
+    "celery_tasksetmeta",
+    metadata,
+    sa.Column("id", sa.Integer(), sa.Sequence("taskset_id_sequence"), primary_key=True, autoincrement=True),
+    sa.Column("taskset_id", sa.String(155), unique=True),
+    sa.Column("result", _blob, nullable=True),
+    sa.Column("date_done", _moment, nullable=True, index=True),
+    sqlite_autoincrement=True,
+)
+
+_t = task_meta.c
+_PLAIN = ("name", "worker", "retries", "queue")
+_ENCODED = ("args", "kwargs")
+_PICKLE = "application/x-python-serialize"
+
+
+class SQLBackend(Backend):
+    """Results in ``celery_taskmeta`` on SQLite, PostgreSQL, MySQL or MariaDB.
+
+    ``wait`` polls with backoff and wakes at once when this process stores the awaited result.
+    """
+
+    schemes = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        serializer: str = "json",
+        accept: Sequence[str] = ("json",),
+        expires: float | None = 86400.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
+        self._db = Database(url, metadata)
+        self._signal = signal_for("results " + self._db.key)
+        self._columns: frozenset[str] = frozenset()
+
+    async def store(self, metas: Sequence[ResultMeta]) -> None:
+        if not metas:
+            return
+        await self._open()
+        # One row per task id: PostgreSQL refuses to upsert one row twice in a statement.
+        rows = list({m.task_id: self._row(m) for m in metas}.values())
+        await self._db.call(self._db.write, partial(_upsert, rows))
+        self._signal.notify()
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
+        if not task_ids:
+            return {}
+        await self._open()
+        query = sa.select(*(c for c in task_meta.c if c.name in self._columns))
+        query = query.where(_t.task_id.in_(list(dict.fromkeys(task_ids))))
+        rows = await self._db.call(self._db.read, lambda conn: conn.execute(query).all())
+        return {row.task_id: self._meta(row._mapping) for row in rows}
+
+    async def forget(self, task_id: str) -> None:
+        await self._open()
+        delete = task_meta.delete().where(_t.task_id == task_id)
+        await self._db.call(self._db.write, lambda conn: conn.execute(delete))
+
+    async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        """Wait until ``task_id`` is ready: poll from 1 ms up to ``interval``, woken by local stores."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            with self._signal.armed() as stored:
+                meta = await self.get(task_id)
+                if meta.ready:
+                    return meta
+                wait = pause
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"task {task_id} not ready after {timeout}s (state {meta.status})")
+                    wait = min(wait, left)
+                await asyncio.wait((stored,), timeout=wait)
+            pause = min(pause * 2, interval)
+
+    async def cleanup(self, now: datetime | None = None) -> int:
+        """Delete task and group records finished more than ``expires`` ago; return how many tasks."""
+        if self.expires is None:
+            return 0
+        await self._open()
+        cutoff = _naive_utc(now or datetime.now(UTC)) - timedelta(seconds=self.expires)
+
+        def cleanup(conn: sa.Connection) -> int:
+            conn.execute(group_meta.delete().where(group_meta.c.date_done < cutoff))
+            return conn.execute(task_meta.delete().where(_t.date_done < cutoff)).rowcount
+
+        return await self._db.call(self._db.write, cleanup)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _open(self) -> None:
+        if not self._columns:
+            await self._db.open()
+            self._columns = await self._db.call(self._db.read, _columns_of)
+
+    def _row(self, meta: ResultMeta) -> dict[str, Any]:
+        done = meta.date_done
+        if done is None and meta.status in states.READY_STATES:
+            done = datetime.now(UTC)
+        row: dict[str, Any] = {
+            "task_id": meta.task_id,
+            "status": meta.status,
+            "result": self.encode(meta.result)[1],
+            "traceback": meta.traceback,
+            "date_done": None if done is None else _naive_utc(done),
+            "children": self.encode(meta.children)[1] if meta.children else None,
+        }
+        extended = meta.extended
+        row.update({name: extended.get(name) for name in _PLAIN})
+        row.update({name: self.encode(extended[name])[1] if name in extended else None for name in _ENCODED})
+        return {name: value for name, value in row.items() if name in self._columns}
+
+    def _meta(self, row: sa.RowMapping) -> ResultMeta:
+        extended = {name: row[name] for name in _PLAIN if row.get(name) is not None}
+        extended.update({name: self._load(row[name]) for name in _ENCODED if row.get(name) is not None})
+        done = row.get("date_done")
+        return ResultMeta(
+            task_id=row["task_id"],
+            status=row["status"] or states.PENDING,
+            result=self._load(row["result"]),
+            traceback=row.get("traceback"),
+            date_done=None if done is None else _aware_utc(done),
+            children=list(self._load(row.get("children")) or []),
+            extended=extended,
+        )
+
+    def _load(self, data: bytes | None) -> Any:
+        if data is None:
+            return None
+        data = bytes(data)
+        try:
+            return self.decode(data)
+        except DecodeError:
+            # Celery up to 5.6 pickled this column; ``decode`` refuses that unless pickle is accepted.
+            if data[:1] == b"\x80":
+                return self.decode(data, _PICKLE)
+            raise
+
+
+def _columns_of(conn: sa.Connection) -> frozenset[str]:
+    return frozenset(column["name"] for column in sa.inspect(conn).get_columns(task_meta.name))
+
+
+def _upsert(rows: list[dict[str, Any]], conn: sa.Connection) -> None:
+    changed = [name for name in rows[0] if name != "task_id"]
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert(task_meta) if dialect == "sqlite" else postgresql.insert(task_meta)
+        excluded = insert.excluded
+        conn.execute(
+            insert.on_conflict_do_update(index_elements=[_t.task_id], set_={n: excluded[n] for n in changed}),
+            rows,
+        )
+    elif dialect in ("mysql", "mariadb"):
+        upsert = mysql.insert(task_meta)
+        conn.execute(upsert.on_duplicate_key_update({n: upsert.inserted[n] for n in changed}), rows)
+    else:
+        ids = [row["task_id"] for row in rows]
+        present = set(conn.execute(sa.select(_t.task_id).where(_t.task_id.in_(ids))).scalars())
+        old = [{**row, "key": row["task_id"]} for row in rows if row["task_id"] in present]
+        new = [row for row in rows if row["task_id"] not in present]
+        if old:
+            conn.execute(task_meta.update().where(_t.task_id == sa.bindparam("key")), old)
+        if new:
+            conn.execute(task_meta.insert(), new)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _aware_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)

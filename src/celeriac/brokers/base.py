@@ -1,0 +1,112 @@
+"""The Broker contract: what every transport provides. It deals in ``Message`` objects, never tasks."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from celeriac.protocol.message import Message
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message a broker handed to one consumer, held under a lease until acked or rejected.
+
+    ``message`` is None when the broker could not read its own stored form; ``error`` then says why,
+    and the consumer dead-letters the delivery with that reason. ``deliveries`` counts how many times
+    this message was handed out, this time included; brokers that cannot count report 1.
+    """
+
+    tag: Any
+    queue: str
+    message: Message | None
+    deliveries: int = 1
+    error: str | None = None
+    raw: bytes = b""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
+
+
+class Broker(abc.ABC):
+    """A message transport.
+
+    Guarantees every broker keeps:
+
+    * at-least-once: a fetched message stays the consumer's until ``ack`` or ``reject``; if the
+      consumer dies first, the message returns to its queue within the lease timeout.
+    * ``publish(..., not_before=t)`` keeps the message out of reach until unix time ``t`` in the
+      broker itself (no worker holds it meanwhile).
+    * ``reject(requeue=False)`` moves the message to the dead-letter place with ``reason``; nothing is
+      dropped silently.
+    * priorities: a lower number is taken first within one queue (0 highest, as on Redis with Celery).
+
+    All methods are coroutines on the event loop that created the broker.
+    """
+
+    #: URL schemes this class serves, e.g. ("sqlite", "postgresql").
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.options: dict[str, Any] = dict(options or {})
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; publish and fetch call it on first use."""
+
+    async def declare(self, queue: str) -> None:  # noqa: B027 - optional hook
+        """Make sure ``queue`` exists (a no-op where queues need no declaring)."""
+
+    @abc.abstractmethod
+    async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
+        """Store ``message`` on ``queue``; with ``not_before`` (unix seconds), not before that time."""
+
+    @abc.abstractmethod
+    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Take up to ``limit`` due messages from ``queues``, waiting up to ``timeout`` s for the first.
+
+        Returns an empty list when nothing came within ``timeout``. Queues earlier in ``queues`` are not
+        starved by later ones, and within a queue lower priority numbers come first, then FIFO.
+        """
+
+    @abc.abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget these deliveries for good: their tasks are done."""
+
+    @abc.abstractmethod
+    async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
+        """Give a delivery back (``requeue``) or dead-letter it with ``reason``."""
+
+    @abc.abstractmethod
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back deliveries that never started (warm shutdown); their delivery count is not raised."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Delete every waiting message of ``queue`` (delayed ones too); return how many."""
+
+    @abc.abstractmethod
+    async def size(self, queue: str) -> int:
+        """How many messages wait on ``queue``, delayed ones included, leased ones not."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead-lettered messages (of one queue, or all), newest first."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release this consumer's leases (messages go back to their queues) and close connections."""
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message that was set aside with the reason why."""
+
+    queue: str
+    reason: str
+    raw: bytes
+    message: Message | None
+    time: float

@@ -1,0 +1,480 @@
+"""A broker on a SQL database: SQLite (the embedded default), PostgreSQL, MySQL and MariaDB.
+
+A message is a row of ``celeriac_message`` holding kombu's JSON envelope. A consumer takes rows by
+writing its lease (owner and expiry) on them in one transaction, renews the lease with a heartbeat
+while it holds them, and deletes them on ack. A row whose lease ran out (its worker died) is due
+again, so the same fetch query hands it to the next consumer: no sweeper is needed. Delayed messages
+wait in the same table behind ``not_before``; a queue is FIFO by due time within a priority.
+
+Row locking: PostgreSQL and MySQL/MariaDB take rows with ``FOR UPDATE SKIP LOCKED``, so consumers
+never wait on each other; SQLite has one writer at a time and takes rows under ``BEGIN IMMEDIATE``.
+Times are the clients' ``time.time()``: keep the clocks of publishers and workers in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.pool import StaticPool
+
+from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.memory import Signal, priority_of, read_dead_letter, read_delivery
+from celeriac.exceptions import ConfigurationError, MissingDependency
+from celeriac.protocol.envelope import to_envelope
+from celeriac.protocol.message import Message
+
+__all__ = ["Database", "SQLBroker", "dead_letters", "engine_url", "messages", "metadata", "signal_for"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+metadata = sa.MetaData()
+_blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+messages = sa.Table(
+    "celeriac_message",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("priority", sa.SmallInteger(), nullable=False),
+    # Unix seconds as doubles: MySQL's FLOAT is single precision, far too coarse for a timestamp.
+    sa.Column("not_before", sa.Double(), nullable=False),
+    sa.Column("payload", _blob, nullable=False),
+    sa.Column("deliveries", sa.Integer(), nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Double(), nullable=True),
+    sa.Column("created", sa.Double(), nullable=False),
+    # The fetch query walks this index in order and stops after ``limit`` due rows.
+    sa.Index("celeriac_message_fetch", "queue", "priority", "not_before", "id"),
+    # Ids are never reused, so an old delivery tag can never name a newer message.
+    sqlite_autoincrement=True,
+)
+
+dead_letters = sa.Table(
+    "celeriac_dead_letter",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("payload", _blob, nullable=False),
+    sa.Column("time", sa.Double(), nullable=False),
+    sa.Index("celeriac_dead_letter_time", "time"),
+    sqlite_autoincrement=True,
+)
+
+_m = messages.c
+_Taken = tuple[int, str, bytes, int]
+
+
+class SQLBroker(Broker):
+    """A broker whose queues are rows of one table in a SQL database.
+
+    Options:
+        lease_seconds: how long a fetched message stays this consumer's without a heartbeat
+            (default 30); the heartbeat renews it every fifth of that while the broker is open.
+        poll_interval_max: the longest pause between two looks at the table while fetch waits
+            (default 0.1 s); a publish in this process wakes the wait at once.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        self.lease_seconds = float(self.options.get("lease_seconds", 30.0))
+        self.poll_interval_max = float(self.options.get("poll_interval_max", 0.1))
+        self._db = Database(url, metadata)
+        self._signal = signal_for("broker " + self._db.key)
+        self._owner = uuid.uuid4().hex
+        self._held: set[int] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self._db.open()
+
+    async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
+        await self._db.open()
+        now = time.time()
+        row = {
+            "queue": queue,
+            "priority": priority_of(message),
+            "not_before": now if not_before is None else not_before,
+            "payload": to_envelope(message, routing_key=queue),
+            "deliveries": 0,
+            "created": now,
+        }
+        await self._db.call(self._db.write, lambda conn: conn.execute(messages.insert(), row))
+        self._signal.notify()
+
+    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        await self._db.open()
+        if limit < 1:
+            return []
+        if not queues:
+            await asyncio.sleep(max(timeout, 0.0))
+            return []
+        deadline = time.monotonic() + max(timeout, 0.0)
+        pause, look_ahead, next_due = 0.002, True, None
+        while True:
+            with self._signal.armed() as woken:
+                taken, upcoming = await self._db.call(
+                    self._take, list(dict.fromkeys(queues)), limit, look_ahead
+                )
+                if taken:
+                    self._hold(t[0] for t in taken)
+                    return [read_delivery(*t) for t in taken]
+                if look_ahead:
+                    look_ahead, next_due = False, upcoming
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                wait = min(pause, left)
+                if next_due is not None:
+                    wait = min(wait, max(next_due - time.time(), 0.0))
+                await asyncio.wait((woken,), timeout=wait)
+            if woken.done():
+                # Something changed in this process: look again now, and at what became delayed.
+                pause, look_ahead = 0.002, True
+            else:
+                pause = min(pause * 2, self.poll_interval_max)
+            if next_due is not None and time.time() >= next_due:
+                look_ahead, next_due = True, None
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        tags = [d.tag for d in deliveries]
+        if tags:
+            await self._db.open()
+            delete = messages.delete().where(_m.id.in_(tags), _m.lease_owner == self._owner)
+            await self._db.call(self._db.write, lambda conn: conn.execute(delete))
+        self._held.difference_update(tags)
+
+    async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
+        await self._db.open()
+        mine = sa.and_(_m.id == delivery.tag, _m.lease_owner == self._owner)
+        if requeue:
+            free = messages.update().where(mine).values(lease_owner=None, lease_until=None)
+            await self._db.call(self._db.write, lambda conn: conn.execute(free))
+        else:
+            await self._db.call(self._db.write, partial(_bury, mine, reason))
+        self._held.discard(delivery.tag)
+        if requeue:
+            self._signal.notify()
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        tags = [d.tag for d in deliveries]
+        if tags:
+            await self._db.open()
+            free = (
+                messages.update()
+                .where(_m.id.in_(tags), _m.lease_owner == self._owner)
+                .values(lease_owner=None, lease_until=None, deliveries=_m.deliveries - 1)
+            )
+            await self._db.call(self._db.write, lambda conn: conn.execute(free))
+        self._held.difference_update(tags)
+        self._signal.notify()
+
+    async def purge(self, queue: str) -> int:
+        await self._db.open()
+
+        def purge(conn: sa.Connection) -> int:
+            return conn.execute(messages.delete().where(_m.queue == queue, _waiting(time.time()))).rowcount
+
+        return await self._db.call(self._db.write, purge)
+
+    async def size(self, queue: str) -> int:
+        await self._db.open()
+
+        def size(conn: sa.Connection) -> int:
+            count = sa.select(sa.func.count()).select_from(messages)
+            return conn.execute(count.where(_m.queue == queue, _waiting(time.time()))).scalar_one()
+
+        return await self._db.call(self._db.read, size)
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        await self._db.open()
+        d = dead_letters.c
+        query = (
+            sa.select(d.queue, d.reason, d.payload, d.time).order_by(d.time.desc(), d.id.desc()).limit(limit)
+        )
+        if queue is not None:
+            query = query.where(d.queue == queue)
+        rows = await self._db.call(self._db.read, lambda conn: conn.execute(query).all())
+        return [read_dead_letter(r.queue, r.reason, bytes(r.payload), r.time) for r in rows]
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait((self._heartbeat,))
+            self._heartbeat = None
+        if self._db.opened:
+            free = (
+                messages.update()
+                .where(_m.lease_owner == self._owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            await self._db.call(self._db.write, lambda conn: conn.execute(free))
+            self._signal.notify()
+        self._held.clear()
+        await self._db.close()
+
+    # -- on the database thread
+
+    def _take(self, queues: list[str], limit: int, look_ahead: bool) -> tuple[list[_Taken], float | None]:
+        """Lease up to ``limit`` due rows; when none is due and ``look_ahead``, also say when one will be."""
+        now = time.time()
+        due = sa.and_(_m.queue.in_(queues), _m.not_before <= now, _waiting(now))
+        db = self._db
+        # On SQLite every BEGIN IMMEDIATE takes the one write lock: look without it first, so idle
+        # consumers polling an empty queue never stand in a publisher's way.
+        if (
+            db.sqlite
+            and db.read(lambda conn: conn.execute(sa.select(_m.id).where(due).limit(1)).first()) is None
+        ):
+            taken: list[_Taken] = []
+        else:
+            taken = db.write(partial(self._lease, due, limit, now))
+        if taken or not look_ahead:
+            return taken, None
+        soonest = sa.select(sa.func.min(_m.not_before)).where(
+            _m.queue.in_(queues), _m.not_before > now, _m.lease_owner.is_(None)
+        )
+        return taken, db.read(lambda conn: conn.execute(soonest).scalar())
+
+    def _lease(
+        self, due: sa.ColumnElement[bool], limit: int, now: float, conn: sa.Connection
+    ) -> list[_Taken]:
+        query = sa.select(_m.id, _m.queue, _m.payload, _m.deliveries).where(due)
+        query = query.order_by(_m.priority, _m.not_before, _m.id).limit(limit)
+        if not self._db.sqlite:
+            query = query.with_for_update(skip_locked=self._db.skip_locked)
+        rows = conn.execute(query).all()
+        if rows:
+            conn.execute(
+                messages.update()
+                .where(_m.id.in_([r.id for r in rows]))
+                .values(
+                    lease_owner=self._owner,
+                    lease_until=now + self.lease_seconds,
+                    deliveries=_m.deliveries + 1,
+                )
+            )
+        return [(r.id, r.queue, bytes(r.payload), r.deliveries + 1) for r in rows]
+
+    # -- leases
+
+    def _hold(self, tags: Any) -> None:
+        self._held.update(tags)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat(), name="celeriac-sql-lease-heartbeat")
+
+    async def _beat(self) -> None:
+        # While this consumer lives its leases never run out, however long a task runs; once it dies
+        # they do, and the fetch query of any other consumer takes the messages back.
+        while True:
+            await asyncio.sleep(self.lease_seconds / 5)
+            held = list(self._held)
+            if not held:
+                return
+            try:
+                await self._db.call(self._db.write, partial(self._renew, held))
+            except Exception:
+                log.warning("could not renew message leases; will retry", exc_info=True)
+
+    def _renew(self, held: list[int], conn: sa.Connection) -> None:
+        mine = sa.and_(_m.id.in_(held), _m.lease_owner == self._owner)
+        conn.execute(messages.update().where(mine).values(lease_until=time.time() + self.lease_seconds))
+
+
+def _waiting(now: float) -> sa.ColumnElement[bool]:
+    """Rows no live consumer holds: never leased, given back, or whose lease ran out."""
+    return sa.or_(_m.lease_owner.is_(None), _m.lease_until < now)
+
+
+def _bury(mine: sa.ColumnElement[bool], reason: str, conn: sa.Connection) -> None:
+    copy = sa.select(
+        _m.queue, sa.literal(reason, sa.Text()), _m.payload, sa.literal(time.time(), sa.Double())
+    )
+    d = dead_letters.c
+    conn.execute(dead_letters.insert().from_select([d.queue, d.reason, d.payload, d.time], copy.where(mine)))
+    conn.execute(messages.delete().where(mine))
+
+
+# -- the database plumbing, shared with the SQL result backend
+
+_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def engine_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL behind a broker or backend URL.
+
+    Drops kombu's ``sqla+`` and Celery's ``db+`` prefixes, names our drivers (psycopg 3, PyMySQL) when
+    the URL names none, and makes a SQLite file path absolute, so a later ``chdir`` changes nothing.
+    """
+    for prefix in ("sqla+", "db+"):
+        url = url.removeprefix(prefix)
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    parsed = parsed.set(drivername=f"{backend}+{driver or _DRIVERS.get(backend, '')}".rstrip("+"))
+    path = parsed.database
+    if backend == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+        parsed = parsed.set(database=str(Path(path).expanduser().resolve()))
+    return parsed
+
+
+_signals: dict[str, Signal] = {}
+_signals_lock = threading.Lock()
+
+
+def signal_for(key: str) -> Signal:
+    """The in-process signal for ``key``; every broker and backend on one database shares it."""
+    with _signals_lock:
+        return _signals.setdefault(key, Signal())
+
+
+class Database:
+    """A SQLAlchemy engine whose every call runs on one dedicated thread.
+
+    The event loop never waits on the database: coroutines hand synchronous functions to the thread
+    with ``call``. ``open`` creates the tables of ``metadata`` that do not exist yet, and is safe when
+    several processes start at once. SQLite connections get WAL, ``synchronous=NORMAL`` and a 10 s
+    busy timeout, and ``write`` transactions there begin with BEGIN IMMEDIATE, so two processes never
+    both hold a read lock that each needs to upgrade.
+    """
+
+    def __init__(self, url: str, metadata: sa.MetaData) -> None:
+        self.url = engine_url(url)
+        self.key = self.url.render_as_string(hide_password=True)
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        self.skip_locked = True
+        self._metadata = metadata
+        self._engine: sa.Engine | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            raise RuntimeError("the database is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Connect and create missing tables; later calls return at once."""
+        if self._engine is not None:
+            return
+        async with self._opening:
+            if self._engine is None:
+                self._engine = await self.call(self._create)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the database thread."""
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="celeriac-sql")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(fn, *args))
+
+    def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``fn`` inside a transaction that only reads."""
+        return self._transaction(fn, "DEFERRED")
+
+    def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``fn`` inside a transaction that writes."""
+        return self._transaction(fn, "IMMEDIATE")
+
+    async def close(self) -> None:
+        """Close every connection and stop the thread; a later ``open`` starts afresh."""
+        if self._engine is not None:
+            await self.call(self._engine.dispose)
+            self._engine = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    def _transaction(self, fn: Callable[[sa.Connection], T], begin: str) -> T:
+        for attempt in (1, 2):
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(celeriac_begin=begin)
+                    with conn.begin():
+                        return fn(conn)
+            except sa.exc.DBAPIError as exc:
+                # The server closed a pooled connection (restart, idle timeout): the pool dropped it,
+                # and one more try gets a fresh one.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _create(self) -> sa.Engine:
+        backend = self.url.get_backend_name()
+        options: dict[str, Any] = {}
+        if self.sqlite:
+            options["connect_args"] = {"check_same_thread": False}
+            if self.url.database in (None, "", ":memory:"):
+                options["poolclass"] = StaticPool
+            else:
+                Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        elif backend in ("mysql", "mariadb"):
+            # Without gap locks a fetch never blocks a concurrent publish.
+            options["isolation_level"] = "READ COMMITTED"
+            options["pool_recycle"] = 3600
+        try:
+            engine = sa.create_engine(self.url, **options)
+        except ImportError as exc:
+            raise MissingDependency(f"the {backend} database", _EXTRAS.get(backend, backend)) from exc
+        if self.sqlite:
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+        for attempt in range(1, 6):
+            try:
+                with engine.connect() as conn:
+                    conn.execution_options(celeriac_begin="IMMEDIATE")
+                    with conn.begin():
+                        self._metadata.create_all(conn, checkfirst=True)
+                break
+            except sa.exc.DBAPIError:
+                # Another process created a table between our check and our CREATE; look again.
+                if attempt == 5:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25))
+        dialect = engine.dialect
+        version = dialect.server_version_info or ()
+        if getattr(dialect, "is_mariadb", False):
+            self.skip_locked = version >= (10, 6)
+        elif dialect.name == "mysql":
+            self.skip_locked = version >= (8, 0, 1)
+        return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy's own recipe: let pysqlite stop managing transactions, so we can emit our own BEGIN.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('celeriac_begin', 'DEFERRED')}")

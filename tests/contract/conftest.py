@@ -1,0 +1,203 @@
+"""Fixtures for the contract suites: every broker and every backend behind one small kit.
+
+PostgreSQL and MySQL/MariaDB tests use the shared ``test`` database of the local servers; each test
+works on queues and task ids of its own and removes what it left behind. When a server does not
+answer, its tests are skipped, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import sqlalchemy as sa
+
+from celeriac.backends import Backend, create_backend
+from celeriac.backends import memory as memory_backend
+from celeriac.backends.sql import task_meta
+from celeriac.brokers import Broker, create_broker
+from celeriac.brokers import memory as memory_broker
+from celeriac.brokers.sql import dead_letters, engine_url, messages
+
+SERVERS = {
+    "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
+    "mysql": ("127.0.0.1", 3306, "pymysql", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+KINDS = ["memory", "sqlite", "postgresql", "mysql"]
+
+
+@functools.cache
+def _unavailable(kind: str) -> str | None:
+    host, port, driver, _ = SERVERS[kind]
+    if importlib.util.find_spec(driver) is None:
+        return f"{kind} tests need the {driver} driver (uv sync --group dev)"
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        return f"{kind} is not answering on {host}:{port} ({exc})"
+    return None
+
+
+def _require(kind: str) -> None:
+    reason = _unavailable(kind) if kind in SERVERS else None
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true every service must be up")
+    pytest.skip(reason)
+
+
+def run_in_thread(scenario: Callable[[], Awaitable[None]]) -> threading.Thread:
+    """Run ``scenario`` on a fresh event loop in another thread (another client of the same store)."""
+    thread = threading.Thread(target=lambda: asyncio.run(_as_coroutine(scenario)), daemon=True)
+    thread.start()
+    return thread
+
+
+async def _as_coroutine(scenario: Callable[[], Awaitable[None]]) -> None:
+    await scenario()
+
+
+class BrokerKit:
+    """One broker kind for one test: fresh queue names, brokers closed on the loop that made them."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.queues: list[str] = []
+        self._open: list[Broker] = []
+
+    def queue(self) -> str:
+        name = f"contract-{uuid.uuid4().hex[:12]}"
+        self.queues.append(name)
+        return name
+
+    def broker(self, **options: Any) -> Broker:
+        broker = create_broker(self.url, options)
+        self._open.append(broker)
+        return broker
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        async def main() -> None:
+            try:
+                await scenario()
+            finally:
+                while self._open:
+                    await self._open.pop().close()
+
+        asyncio.run(main())
+
+    @staticmethod
+    def freeze(broker: Broker) -> None:
+        """Stop a broker's lease heartbeat, as when its worker process is killed or hangs."""
+        heartbeat = cast(Any, broker)._heartbeat
+        if heartbeat is not None:
+            heartbeat.cancel()
+
+    async def put_raw(self, broker: Broker, queue: str, payload: bytes) -> None:
+        """Store bytes as a message, bypassing the envelope (a corrupt or foreign message)."""
+        if self.kind == "memory":
+            store = cast(Any, broker)._store
+            with store.lock:
+                store.add(queue, payload, 0, None)
+            return
+        await broker.connect()
+        engine = sa.create_engine(engine_url(self.url))
+        try:
+            with engine.begin() as conn:
+                row = {"queue": queue, "priority": 0, "not_before": 0.0, "payload": payload, "created": 0.0}
+                conn.execute(messages.insert(), row)
+        finally:
+            engine.dispose()
+
+    def clean(self) -> None:
+        if self.kind == "memory":
+            memory_broker.reset(self.url)
+        elif self.kind in SERVERS and self.queues:
+            engine = sa.create_engine(engine_url(self.url))
+            try:
+                with engine.begin() as conn:
+                    conn.execute(messages.delete().where(messages.c.queue.in_(self.queues)))
+                    conn.execute(dead_letters.delete().where(dead_letters.c.queue.in_(self.queues)))
+            finally:
+                engine.dispose()
+
+
+class BackendKit:
+    """One backend kind for one test; backends are closed on the loop that made them."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.task_ids: list[str] = []
+        self._open: list[Backend] = []
+
+    def task_id(self) -> str:
+        task_id = str(uuid.uuid4())
+        self.task_ids.append(task_id)
+        return task_id
+
+    def backend(self, **options: Any) -> Backend:
+        backend = create_backend(self.url, **options)
+        self._open.append(backend)
+        return backend
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        async def main() -> None:
+            try:
+                await scenario()
+            finally:
+                while self._open:
+                    await self._open.pop().close()
+
+        asyncio.run(main())
+
+    def clean(self) -> None:
+        if self.kind == "memory":
+            memory_backend.reset(self.url)
+        elif self.kind in SERVERS and self.task_ids:
+            engine = sa.create_engine(engine_url(self.url))
+            try:
+                with engine.begin() as conn:
+                    conn.execute(task_meta.delete().where(task_meta.c.task_id.in_(self.task_ids)))
+            finally:
+                engine.dispose()
+
+
+@pytest.fixture(params=KINDS)
+def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerKit]:
+    kind = request.param
+    _require(kind)
+    if kind == "memory":
+        url = f"memory://contract-{uuid.uuid4().hex[:12]}"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/broker.sqlite3"
+    else:
+        url = SERVERS[kind][3]
+    kit = BrokerKit(kind, url)
+    yield kit
+    kit.clean()
+
+
+@pytest.fixture(params=KINDS)
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
+    kind = request.param
+    _require(kind)
+    if kind == "memory":
+        url = f"memory://contract-{uuid.uuid4().hex[:12]}"
+    elif kind == "sqlite":
+        url = f"db+sqlite:///{tmp_path}/results.sqlite3"
+    else:
+        url = "db+" + SERVERS[kind][3]
+    kit = BackendKit(kind, url)
+    yield kit
+    kit.clean()
