@@ -21,12 +21,13 @@ from typing import Any, cast
 import pytest
 import sqlalchemy as sa
 
+from celeriac._sqldb import engine_url
 from celeriac.backends import Backend, create_backend
 from celeriac.backends import memory as memory_backend
 from celeriac.backends.sql import task_meta
 from celeriac.brokers import Broker, create_broker
 from celeriac.brokers import memory as memory_broker
-from celeriac.brokers.sql import dead_letters, engine_url, messages
+from celeriac.brokers.sql import dead_letters, messages
 
 SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celeriac._signal import Signal
 from celeriac.backends.base import Backend, ResultMeta
-from celeriac.brokers.memory import Signal
 from celeriac.exceptions import TimeoutError
 
 __all__ = ["MemoryBackend", "reset"]

@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from celeriac import states
+from celeriac._sqldb import Database, signal_for
 from celeriac.backends.base import Backend, ResultMeta
-from celeriac.brokers.sql import Database, signal_for
 from celeriac.exceptions import DecodeError, TimeoutError
 
 __all__ = ["SQLBackend", "group_meta", "metadata", "task_meta"]

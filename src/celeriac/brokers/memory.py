@@ -9,7 +9,6 @@ Redis brokers keep them, so a message that could not travel on a real broker fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import math
@@ -20,89 +19,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac._signal import Signal
+from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
-from celeriac.exceptions import DecodeError
-from celeriac.protocol.envelope import from_envelope, to_envelope
+from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 
-__all__ = ["MemoryBroker", "Signal", "reset"]
-
-
-class Signal:
-    """Wakes coroutines that wait on any thread's event loop; ``notify`` may be called from any thread.
-
-    A waiter arms a future *before* it looks at the state it waits on, then awaits the future, so a
-    change made between the look and the await still wakes it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
-
-    @contextlib.contextmanager
-    def armed(self) -> Iterator[asyncio.Future[None]]:
-        """A future of the running loop that the next ``notify`` completes."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            self._waiters[future] = loop
-        try:
-            yield future
-        finally:
-            with self._lock:
-                self._waiters.pop(future, None)
-
-    def notify(self) -> None:
-        """Wake every armed waiter, on whatever loop it waits."""
-        with self._lock:
-            waiters, self._waiters = self._waiters, {}
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for future, loop in waiters.items():
-            if loop is current:
-                _wake(future)
-            else:
-                # A closed loop has no one left waiting on it.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_wake, future)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def read_delivery(tag: Any, queue: str, payload: bytes, deliveries: int) -> Delivery:
-    """A Delivery for a stored envelope; an unreadable one gets ``message=None`` and the reason."""
-    try:
-        message = from_envelope(payload)
-    except DecodeError as exc:
-        return Delivery(
-            tag=tag, queue=queue, message=None, deliveries=deliveries, error=exc.reason, raw=payload
-        )
-    info = message.properties.get("delivery_info")
-    info = dict(info) if isinstance(info, dict) else {}
-    info.setdefault("exchange", "")
-    info.setdefault("routing_key", queue)
-    info["redelivered"] = deliveries > 1
-    message.properties["delivery_info"] = info
-    return Delivery(tag=tag, queue=queue, message=message, deliveries=deliveries, raw=payload)
-
-
-def read_dead_letter(queue: str, reason: str, payload: bytes, when: float) -> DeadLetter:
-    """A DeadLetter for a stored envelope, with ``message=None`` when it cannot be read."""
-    try:
-        message: Message | None = from_envelope(payload)
-    except DecodeError:
-        message = None
-    return DeadLetter(queue=queue, reason=reason, raw=payload, message=message, time=when)
-
-
-def priority_of(message: Message) -> int:
-    """The message's priority as brokers order it: 0 (first) to 255, 0 when unset."""
-    return min(max(message.priority or 0, 0), 255)
+__all__ = ["MemoryBroker", "reset"]
 
 
 _READY, _DELAYED, _LEASED = range(3)

@@ -1,0 +1,190 @@
+"""The SQLAlchemy plumbing of the SQL broker and backend.
+
+URLs, one engine per database with its calls on one dedicated thread, the SQLite pragmas and BEGIN
+modes, and the in-process signal that every broker and backend on one database shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from celeriac._signal import Signal
+from celeriac.exceptions import ConfigurationError, MissingDependency
+
+__all__ = ["Database", "engine_url", "signal_for"]
+
+T = TypeVar("T")
+
+_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def engine_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL behind a broker or backend URL.
+
+    Drops kombu's ``sqla+`` and Celery's ``db+`` prefixes, names our drivers (psycopg 3, PyMySQL) when
+    the URL names none, and makes a SQLite file path absolute, so a later ``chdir`` changes nothing.
+    """
+    for prefix in ("sqla+", "db+"):
+        url = url.removeprefix(prefix)
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    parsed = parsed.set(drivername=f"{backend}+{driver or _DRIVERS.get(backend, '')}".rstrip("+"))
+    path = parsed.database
+    if backend == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+        parsed = parsed.set(database=str(Path(path).expanduser().resolve()))
+    return parsed
+
+
+_signals: dict[str, Signal] = {}
+_signals_lock = threading.Lock()
+
+
+def signal_for(key: str) -> Signal:
+    """The in-process signal for ``key``; every broker and backend on one database shares it."""
+    with _signals_lock:
+        return _signals.setdefault(key, Signal())
+
+
+class Database:
+    """A SQLAlchemy engine whose every call runs on one dedicated thread.
+
+    The event loop never waits on the database: coroutines hand synchronous functions to the thread
+    with ``call``. ``open`` creates the tables of ``metadata`` that do not exist yet, and is safe when
+    several processes start at once. SQLite connections get WAL, ``synchronous=NORMAL`` and a 10 s
+    busy timeout, and ``write`` transactions there begin with BEGIN IMMEDIATE, so two processes never
+    both hold a read lock that each needs to upgrade.
+    """
+
+    def __init__(self, url: str, metadata: sa.MetaData) -> None:
+        self.url = engine_url(url)
+        self.key = self.url.render_as_string(hide_password=True)
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        self.skip_locked = True
+        self._metadata = metadata
+        self._engine: sa.Engine | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            raise RuntimeError("the database is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Connect and create missing tables; later calls return at once."""
+        if self._engine is not None:
+            return
+        async with self._opening:
+            if self._engine is None:
+                self._engine = await self.call(self._create)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the database thread."""
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="celeriac-sql")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(fn, *args))
+
+    def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``fn`` inside a transaction that only reads."""
+        return self._transaction(fn, "DEFERRED")
+
+    def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``fn`` inside a transaction that writes."""
+        return self._transaction(fn, "IMMEDIATE")
+
+    async def close(self) -> None:
+        """Close every connection and stop the thread; a later ``open`` starts afresh."""
+        if self._engine is not None:
+            await self.call(self._engine.dispose)
+            self._engine = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    def _transaction(self, fn: Callable[[sa.Connection], T], begin: str) -> T:
+        for attempt in (1, 2):
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(celeriac_begin=begin)
+                    with conn.begin():
+                        return fn(conn)
+            except sa.exc.DBAPIError as exc:
+                # The server closed a pooled connection (restart, idle timeout): the pool dropped it,
+                # and one more try gets a fresh one.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _create(self) -> sa.Engine:
+        backend = self.url.get_backend_name()
+        options: dict[str, Any] = {}
+        if self.sqlite:
+            options["connect_args"] = {"check_same_thread": False}
+            if self.url.database in (None, "", ":memory:"):
+                options["poolclass"] = StaticPool
+            else:
+                Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        elif backend in ("mysql", "mariadb"):
+            # Without gap locks a fetch never blocks a concurrent publish.
+            options["isolation_level"] = "READ COMMITTED"
+            options["pool_recycle"] = 3600
+        try:
+            engine = sa.create_engine(self.url, **options)
+        except ImportError as exc:
+            raise MissingDependency(f"the {backend} database", _EXTRAS.get(backend, backend)) from exc
+        if self.sqlite:
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+        for attempt in range(1, 6):
+            try:
+                with engine.connect() as conn:
+                    conn.execution_options(celeriac_begin="IMMEDIATE")
+                    with conn.begin():
+                        self._metadata.create_all(conn, checkfirst=True)
+                break
+            except sa.exc.DBAPIError:
+                # Another process created a table between our check and our CREATE; look again.
+                if attempt == 5:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25))
+        dialect = engine.dialect
+        version = dialect.server_version_info or ()
+        if getattr(dialect, "is_mariadb", False):
+            self.skip_locked = version >= (10, 6)
+        elif dialect.name == "mysql":
+            self.skip_locked = version >= (8, 0, 1)
+        return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy's own recipe: let pysqlite stop managing transactions, so we can emit our own BEGIN.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('celeriac_begin', 'DEFERRED')}")
