@@ -1,0 +1,23 @@
+"""celeriac: a distributed task queue for Python that speaks Celery's wire protocol."""
+
+from celeriac import states
+from celeriac.app import Celeriac, Celery, shared_task
+from celeriac.canvas import Signature, chain, signature
+from celeriac.result import AsyncResult, EagerResult
+from celeriac.task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "Celeriac",
+    "Celery",
+    "EagerResult",
+    "Signature",
+    "Task",
+    "__version__",
+    "chain",
+    "shared_task",
+    "signature",
+    "states",
+]

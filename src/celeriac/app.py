@@ -1,0 +1,371 @@
+"""The application: configuration, the task registry, and the way to the broker and the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+
+from celeriac._portal import portal
+from celeriac._routing import Router
+from celeriac._sending import RetryPolicy, SendOptions, build_call
+from celeriac.config import Settings, settings_from_object
+from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.task import Task
+
+if TYPE_CHECKING:
+    from celeriac.backends.base import Backend
+    from celeriac.brokers.base import Broker
+    from celeriac.canvas import Signature
+    from celeriac.protocol.message import TaskCall
+    from celeriac.result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: Where the embedded default keeps messages and results when nothing else is configured.
+DEFAULT_SQLITE = "celeriac.sqlite3"
+
+logger = logging.getLogger("celeriac")
+
+_shared_tasks: list[Callable[[Celeriac], Any]] = []
+_apps: weakref.WeakSet[Celeriac] = weakref.WeakSet()
+
+
+class Celeriac:
+    """A celeriac application: ``app = Celeriac("proj", broker="redis://...")``.
+
+    ``broker`` and ``backend`` are URLs; with neither, messages and results live in the SQLite file
+    ``celeriac.sqlite3`` in the working directory, so a first project needs no server. Any other keyword
+    is a setting (``task_serializer="json"``); ``include`` lists modules the worker imports at start.
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Sequence[str] | None = None,
+        config_source: Any = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings()
+        if config_source is not None:
+            self.config_from_object(config_source)
+        if settings:
+            self.conf.update(settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = list(include)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        #: This client's id: the ``reply_to`` of what it sends (Celery's ``app.thread_oid``).
+        self.oid = str(uuid.uuid4())
+        self._brokers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Broker] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._router: Router | None = None
+        self.conf.on_change(self._forget_derived)
+        _apps.add(self)
+        for register in _shared_tasks:
+            register(self)
+
+    def __repr__(self) -> str:
+        return f"<Celeriac {self.main or '__main__'}>"
+
+    def _forget_derived(self) -> None:
+        self._router = None
+
+    # -- configuration ------------------------------------------------------------------------------
+    def config_from_object(self, obj: Any, *, namespace: str | None = None, force: bool = True) -> None:
+        """Load settings from a module, an object, a mapping, or a dotted path to one of them."""
+        self.conf.update(settings_from_object(obj, namespace))
+
+    def autodiscover_tasks(
+        self,
+        packages: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = True,
+    ) -> None:
+        """Import ``<package>.<related_name>`` for each package, registering the tasks found there.
+
+        A package without such a module is skipped; an error raised while importing one is not hidden.
+        """
+        names = packages() if callable(packages) else (packages or [])
+        for package in names:
+            module = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name not in (module, package):
+                    raise
+
+    def import_includes(self) -> None:
+        """Import the modules of the ``include`` and ``imports`` settings (the worker does this)."""
+        for module in [*self.conf.imports, *self.conf.include]:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import module {module!r} from include/imports: {exc}"
+                ) from exc
+
+    @property
+    def broker_url(self) -> str:
+        return self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE}"
+
+    @property
+    def backend_url(self) -> str:
+        if self.conf.result_backend:
+            return str(self.conf.result_backend)
+        return f"db+sqlite:///{DEFAULT_SQLITE}" if not self.conf.broker_url else "disabled://"
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            self._router = Router(self.conf.task_routes)
+        return self._router
+
+    # -- tasks --------------------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        bind: Literal[True],
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        typing: bool | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Task[..., Any]]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        bind: Literal[False] = False,
+        typing: bool | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:  # type: ignore[misc]
+        """Register a function as a task; use bare (``@app.task``) or with options."""
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            return self._register(func, **options)
+
+        return register(fn) if fn is not None else register
+
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        base: type[Task[Any, Any]] | None = None,
+        bind: bool = False,
+        typing: bool | None = None,
+        **options: Any,
+    ) -> Task[Any, Any]:
+        task_name = name or self.gen_task_name(fn)
+        existing = self.tasks.get(task_name)
+        if existing is not None and existing.fn is fn:
+            return existing
+        cls = base or Task
+        task = cls(self, fn, name=task_name, bind=bind, typing=typing, **options)
+        self.tasks[task_name] = task
+        return task
+
+    def gen_task_name(self, fn: Callable[..., Any]) -> str:
+        module = fn.__module__
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{fn.__name__}"
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"task {name!r} is not registered with {self!r}") from None
+
+    def signature(
+        self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        from celeriac.canvas import Signature
+
+        return Signature(name, tuple(args), dict(kwargs or {}), options=options, app=self)
+
+    # -- connections --------------------------------------------------------------------------------
+    def broker(self) -> Broker:
+        """This event loop's broker connection (made on first use)."""
+        loop = asyncio.get_running_loop()
+        broker = self._brokers.get(loop)
+        if broker is None:
+            from celeriac.brokers import create_broker
+
+            options = dict(self.conf.broker_transport_options)
+            options.setdefault("lease_seconds", self.conf.broker_lease_seconds)
+            broker = self._brokers[loop] = create_broker(self.broker_url, options)
+        return broker
+
+    def backend(self) -> Backend:
+        """This event loop's result backend (made on first use)."""
+        loop = asyncio.get_running_loop()
+        backend = self._backends.get(loop)
+        if backend is None:
+            from celeriac.backends import create_backend
+
+            conf = self.conf
+            backend = self._backends[loop] = create_backend(
+                self.backend_url,
+                serializer=conf.result_serializer,
+                accept=conf.result_accept_content or conf.accept_content,
+                expires=conf.result_expires,
+                options=dict(conf.result_backend_transport_options),
+            )
+        return backend
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine of the async core from synchronous code (on the process's portal loop)."""
+        return portal.call(coro, timeout)
+
+    async def aclose(self) -> None:
+        """Close this loop's broker and backend connections."""
+        loop = asyncio.get_running_loop()
+        broker = self._brokers.pop(loop, None)
+        backend = self._backends.pop(loop, None)
+        if broker is not None:
+            await broker.close()
+        if backend is not None:
+            await backend.close()
+
+    def close(self) -> None:
+        """Close the connections the synchronous API opened."""
+        if portal._loop is not None:
+            self.run(self.aclose())
+
+    # -- sending ------------------------------------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task: Task[Any, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name (it need not be registered here); return its result handle."""
+        if self.conf.task_always_eager and task is not None:
+            return task.apply(args, kwargs, **options)
+        opts = SendOptions.parse(options)
+        queue, call, not_before = build_call(self, name, args, kwargs, opts, task)
+        self.run(self._publish(queue, call, not_before, opts, task))
+        return self.AsyncResult(call.id, task_name=name)
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task: Task[Any, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """``send_task`` for code running in an event loop."""
+        if self.conf.task_always_eager and task is not None:
+            return await asyncio.to_thread(task.apply, args, kwargs, **options)
+        opts = SendOptions.parse(options)
+        queue, call, not_before = build_call(self, name, args, kwargs, opts, task)
+        await self._publish(queue, call, not_before, opts, task)
+        return self.AsyncResult(call.id, task_name=name)
+
+    async def _publish(
+        self,
+        queue: str,
+        call: TaskCall,
+        not_before: float | None,
+        opts: SendOptions,
+        task: Task[Any, Any] | None,
+    ) -> None:
+        from celeriac.protocol import encode_task
+
+        conf = self.conf
+        message = encode_task(
+            call,
+            serializer=opts.serializer or (task.serializer if task else None) or conf.task_serializer,
+            compression=opts.compression or (task.compression if task else None) or conf.task_compression,
+            max_bytes=conf.task_message_max_bytes,
+        )
+        await self.publish(queue, message, not_before, retry=opts.retry, retry_policy=opts.retry_policy)
+
+    async def publish(
+        self,
+        queue: str,
+        message: Any,
+        not_before: float | None = None,
+        *,
+        retry: bool | None = None,
+        retry_policy: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish an encoded message, retrying connection errors as ``task_publish_retry_policy`` says."""
+        broker = self.broker()
+        retry = self.conf.task_publish_retry if retry is None else retry
+        policy = RetryPolicy(**{**self.conf.task_publish_retry_policy, **(retry_policy or {})})
+        delays = policy.delays() if retry else []
+        for attempt in range(len(delays) + 1):
+            try:
+                await broker.publish(queue, message, not_before=not_before)
+                return
+            except (ConnectionError, OSError) as exc:
+                if attempt == len(delays):
+                    raise
+                logger.warning(
+                    "publish to %r failed (%s); retry %d of %d", queue, exc, attempt + 1, len(delays)
+                )
+                await asyncio.sleep(delays[attempt])
+
+    # -- results ------------------------------------------------------------------------------------
+    def AsyncResult(self, task_id: str, *, task_name: str | None = None) -> AsyncResult[Any]:
+        from celeriac.result import AsyncResult
+
+        return AsyncResult(task_id, app=self, task_name=task_name)
+
+
+#: Celery's name for the application class.
+Celery = Celeriac
+
+
+def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a task for every app, present and future (for reusable libraries, as in Celery).
+
+    Returns the task of the most recently made app, registering the function with each app.
+    """
+
+    def declare(func: Callable[..., Any]) -> Any:
+        _shared_tasks.append(lambda app: app._register(func, **options))
+        made = [app._register(func, **options) for app in list(_apps)]
+        if not made:
+            raise ConfigurationError(
+                f"@shared_task {func.__qualname__}: create an app before "
+                "declaring shared tasks in this process"
+            )
+        return made[-1]
+
+    if fn is not None and inspect.isroutine(fn):
+        return declare(fn)
+    return declare

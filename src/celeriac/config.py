@@ -1,0 +1,312 @@
+"""Settings under Celery's names: defaults, validation, and loading from objects, modules and the environment.
+
+An unknown setting is an error that names the closest known one, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from celeriac.exceptions import ConfigurationError
+
+ENV_PREFIX = "CELERIAC_"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    default: Any
+    kinds: tuple[type, ...]
+    doc: str
+
+
+def _s(default: Any, *kinds: type, doc: str = "") -> Setting:
+    return Setting(default, kinds, doc)
+
+
+_NUM = (int, float)
+_ANY = (object,)
+
+#: Every setting celeriac knows, with its default and the types it accepts (None is always accepted).
+SETTINGS: dict[str, Setting] = {
+    # brokers and backends
+    "broker_url": _s(None, str, doc="Where messages travel; default: the embedded SQLite file."),
+    "broker_transport_options": _s({}, dict),
+    "broker_connection_retry": _s(True, bool),
+    "broker_connection_max_retries": _s(100, int),
+    "broker_max_deliveries": _s(
+        3, int, doc="Times a message may kill its worker before it is dead-lettered."
+    ),
+    "broker_lease_seconds": _s(
+        30.0, *_NUM, doc="How long a fetched message stays leased without a heartbeat."
+    ),
+    "result_backend": _s(None, str, doc="Where results are kept; default: the embedded SQLite file."),
+    "result_backend_transport_options": _s({}, dict),
+    "result_serializer": _s("json", str),
+    "result_accept_content": _s(None, list, tuple),
+    "result_expires": _s(86400.0, *_NUM),
+    "result_extended": _s(False, bool),
+    "result_compression": _s(None, str),
+    # serialization
+    "task_serializer": _s("json", str),
+    "accept_content": _s(["json"], list, tuple),
+    "task_compression": _s(None, str),
+    "task_message_max_bytes": _s(
+        16 * 1024 * 1024, int, doc="Largest message a worker accepts or a client sends."
+    ),
+    "task_protocol": _s(2, int),
+    # tasks and calling
+    "task_default_queue": _s("celery", str),
+    "task_default_exchange": _s("celery", str),
+    "task_default_routing_key": _s("celery", str),
+    "task_default_priority": _s(None, int),
+    "task_queues": _s(None, list, tuple, dict),
+    "task_routes": _s(None, dict, list, tuple, *_ANY),
+    "task_create_missing_queues": _s(True, bool),
+    "task_acks_late": _s(
+        True, bool, doc="Ack after the task finished (celeriac's default; Celery's is False)."
+    ),
+    "task_acks_on_failure_or_timeout": _s(True, bool),
+    "task_reject_on_worker_lost": _s(None, bool),
+    "task_track_started": _s(False, bool),
+    "task_ignore_result": _s(False, bool),
+    "task_store_errors_even_if_ignored": _s(False, bool),
+    "task_time_limit": _s(None, *_NUM),
+    "task_soft_time_limit": _s(None, *_NUM),
+    "task_default_rate_limit": _s(None, str, *_NUM),
+    "task_always_eager": _s(False, bool),
+    "task_eager_propagates": _s(False, bool),
+    "task_store_eager_result": _s(False, bool),
+    "task_publish_retry": _s(True, bool),
+    "task_publish_retry_policy": _s(
+        {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}, dict
+    ),
+    "task_annotations": _s(None, dict, list, tuple),
+    "task_typing": _s(True, bool, doc="Check a call's arguments against the task's signature when sent."),
+    "task_send_sent_event": _s(False, bool),
+    # worker
+    "worker_concurrency": _s(None, int),
+    "worker_pool": _s("processes", str),
+    "worker_prefetch_multiplier": _s(1, int),
+    "worker_max_tasks_per_child": _s(None, int),
+    "worker_max_memory_per_child": _s(
+        None, int, doc="KiB of resident memory after which a child is recycled."
+    ),
+    "worker_eta_horizon": _s(1.0, *_NUM, doc="ETA tasks due within this many seconds wait in memory."),
+    "worker_shutdown_timeout": _s(None, *_NUM, doc="Seconds a warm shutdown waits before it turns cold."),
+    "worker_hijack_root_logger": _s(True, bool),
+    "worker_log_format": _s("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s", str),
+    "worker_task_log_format": _s(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s", str
+    ),
+    "worker_send_task_events": _s(False, bool),
+    "worker_disable_rate_limits": _s(False, bool),
+    # general
+    "imports": _s((), list, tuple),
+    "include": _s((), list, tuple),
+    "timezone": _s("UTC", str),
+    "enable_utc": _s(True, bool),
+}
+
+#: Celery's old upper-case names (``CELERY_TASK_SERIALIZER`` style, as Django settings spell them) map
+#: onto the new ones by dropping the namespace and lowering case; these few do not follow that rule.
+_OLD_NAMES = {
+    "BROKER_URL": "broker_url",
+    "CELERY_RESULT_BACKEND": "result_backend",
+    "CELERY_ALWAYS_EAGER": "task_always_eager",
+    "CELERYD_CONCURRENCY": "worker_concurrency",
+}
+
+
+def closest(name: str) -> str | None:
+    match = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def closest_of(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``name``, or an empty string."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def check(name: str, value: Any) -> Any:
+    """Validate one setting; return the value. Raises ConfigurationError naming what to fix."""
+    setting = SETTINGS.get(name)
+    if setting is None:
+        hint = closest(name)
+        suggestion = f"; did you mean {hint!r}?" if hint else ""
+        raise ConfigurationError(f"unknown setting {name!r}{suggestion}")
+    if value is None or object in setting.kinds:
+        return value
+    if isinstance(value, bool) and bool not in setting.kinds:
+        raise ConfigurationError(f"setting {name!r} must be {_kinds(setting)}, not a bool ({value!r})")
+    if not isinstance(value, setting.kinds):
+        raise ConfigurationError(
+            f"setting {name!r} must be {_kinds(setting)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _kinds(setting: Setting) -> str:
+    return " or ".join(k.__name__ for k in setting.kinds)
+
+
+def _from_env_text(name: str, text: str) -> Any:
+    """Turn an environment variable's text into the setting's type."""
+    kinds = SETTINGS[name].kinds
+    if bool in kinds:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={text!r}: expected true or false")
+    if int in kinds and str not in kinds:
+        try:
+            return int(text) if float not in kinds else float(text)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}={text!r}: expected a number") from None
+    if (list in kinds or dict in kinds) and str not in kinds:
+        if text.strip().startswith(("[", "{")):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+class Settings(MutableMapping[str, Any]):
+    """The app's configuration: a mapping of validated settings with attribute access.
+
+    Values come, lowest first, from the defaults, then ``update``/``config_from_object``, and
+    ``CELERIAC_*`` environment variables win over both (read once, when the settings are made).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._values: dict[str, Any] = {}
+        self._env: dict[str, Any] = {}
+        self._listeners: list[Callable[[], None]] = []
+        for key, text in (os.environ if environ is None else environ).items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in SETTINGS:
+                self._env[name] = check(name, _from_env_text(name, text))
+            elif name not in ("app", "loglevel"):  # read by the CLI, not settings
+                hint = closest(name)
+                raise ConfigurationError(
+                    f"unknown setting in environment variable {key}"
+                    + (f"; did you mean {ENV_PREFIX}{hint.upper()}?" if hint else "")
+                )
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._env:
+            return self._env[name]
+        if name in self._values:
+            return self._values[name]
+        setting = SETTINGS.get(name)
+        if setting is None:
+            check(name, None)
+        assert setting is not None
+        default = setting.default
+        return default.copy() if isinstance(default, (dict, list)) else default
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except ConfigurationError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._values[name] = check(name, value)
+        for listener in self._listeners:
+            listener()
+
+    def __delitem__(self, name: str) -> None:
+        del self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SETTINGS)
+
+    def __len__(self) -> int:
+        return len(SETTINGS)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Set many settings at once; every name is checked before any is applied."""
+        items = dict(other, **kwargs)
+        checked = {name: check(name, value) for name, value in items.items()}
+        self._values.update(checked)
+        for listener in self._listeners:
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def changes(self) -> dict[str, Any]:
+        """Settings that differ from their defaults (environment included)."""
+        return {**self._values, **self._env}
+
+
+def settings_from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
+    """Read settings from a module, an object, a dotted path to either, or a mapping.
+
+    Only lower-case public names count, as in Celery; with ``namespace="CELERY"`` the upper-case names
+    ``CELERY_<SETTING>`` count instead (the Django convention). Unknown names are errors.
+    """
+    if isinstance(obj, str):
+        obj = _import_object(obj)
+    items: Mapping[str, Any] = (
+        obj
+        if isinstance(obj, Mapping)
+        else {name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")}
+    )
+    found: dict[str, Any] = {}
+    prefix = f"{namespace}_" if namespace else None
+    for key, value in items.items():
+        if prefix is not None:
+            if not key.startswith(prefix):
+                continue
+            name = _OLD_NAMES.get(key) or key[len(prefix) :].lower()
+        elif key.islower():
+            if callable(value) and not isinstance(value, type) and key not in SETTINGS:
+                continue  # helper functions in a celeryconfig module are not settings
+            if isinstance(value, type(os)):
+                continue  # modules imported by a celeryconfig module
+            name = key
+        else:
+            continue
+        found[name] = check(name, value)
+    return found
+
+
+def _import_object(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if "." in path and not attr:
+            # "package.module.Object": try the last part as an attribute.
+            module_name, _, attr = path.rpartition(".")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                raise ConfigurationError(f"cannot import configuration {path!r}: {exc}") from exc
+        else:
+            raise ConfigurationError(f"cannot import configuration {path!r}: {exc}") from exc
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None

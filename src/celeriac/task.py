@@ -1,0 +1,320 @@
+"""Tasks: functions made callable through the broker, with Celery's options, hooks and ``retry``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import threading
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from celeriac import states
+from celeriac.exceptions import MaxRetriesExceededError, Retry
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.canvas import Signature
+    from celeriac.result import AsyncResult, EagerResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Options ``@app.task(...)`` accepts besides ``name``, ``bind``, ``base`` and ``typing``.
+TASK_OPTIONS: dict[str, Any] = {
+    "max_retries": 3,
+    "default_retry_delay": 180.0,
+    "autoretry_for": (),
+    "dont_autoretry_for": (),
+    "retry_kwargs": {},
+    "retry_backoff": False,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "throws": (),
+    "time_limit": None,
+    "soft_time_limit": None,
+    "acks_late": None,
+    "reject_on_worker_lost": None,
+    "ignore_result": None,
+    "track_started": None,
+    "serializer": None,
+    "compression": None,
+    "queue": None,
+    "priority": None,
+    "expires": None,
+    "rate_limit": None,
+    "store_errors_even_if_ignored": None,
+}
+
+
+@dataclass(slots=True)
+class Context:
+    """What a running task knows about its call: ``self.request`` (Celery's names)."""
+
+    id: str | None = None
+    task: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    chain: list[dict[str, Any]] | None = None
+    chord: dict[str, Any] | None = None
+    callbacks: list[dict[str, Any]] | None = None
+    errbacks: list[dict[str, Any]] | None = None
+    origin: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    timelimit: tuple[float | None, float | None] = (None, None)
+    ignore_result: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    is_eager: bool = False
+    called_directly: bool = True
+    children: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_current: ContextVar[Context | None] = ContextVar("celeriac_current_request", default=None)
+
+
+def current_request() -> Context | None:
+    """The request of the task running in this thread or coroutine, if any."""
+    return _current.get()
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run the function here; ``delay`` to send it to a worker.
+
+    Subclass it (``@app.task(base=MyTask)``) to add ``on_success``, ``on_failure``, ``on_retry``,
+    ``after_return`` or ``before_start``; they run in the worker, around each call.
+    """
+
+    def __init__(
+        self,
+        app: Celeriac,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        bind: bool = False,
+        typing: bool | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - set(TASK_OPTIONS)
+        if unknown:
+            from celeriac.config import closest_of
+
+            raise TypeError(
+                f"unknown task option(s) {sorted(unknown)} for {name!r}"
+                + closest_of(sorted(unknown)[0], TASK_OPTIONS)
+            )
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.bind = bind
+        self.typing = app.conf.task_typing if typing is None else typing
+        for key, default in TASK_OPTIONS.items():
+            setattr(self, key, options.get(key, getattr(type(self), key, default)))
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = inspect.signature(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    # configuration a subclass may set as class attributes
+    max_retries: int | None
+    default_retry_delay: float
+    autoretry_for: tuple[type[BaseException], ...]
+    dont_autoretry_for: tuple[type[BaseException], ...]
+    retry_kwargs: dict[str, Any]
+    retry_backoff: bool | float
+    retry_backoff_max: float
+    retry_jitter: bool
+    throws: tuple[type[BaseException], ...]
+    time_limit: float | None
+    soft_time_limit: float | None
+    acks_late: bool | None
+    reject_on_worker_lost: bool | None
+    ignore_result: bool | None
+    track_started: bool | None
+    serializer: str | None
+    compression: str | None
+    queue: str | None
+    priority: int | None
+    expires: float | datetime | None
+    rate_limit: str | float | None
+    store_errors_even_if_ignored: bool | None
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+    # -- running here -------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function in this process, now, like a plain call."""
+        result: R = self.run(*args, **kwargs)
+        return result
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self, *args, **kwargs) if self.bind else self.fn(*args, **kwargs)
+
+    @property
+    def request(self) -> Context:
+        """The current call's context; an empty one outside a worker."""
+        return _current.get() or Context()
+
+    def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError if ``args``/``kwargs`` do not fit the function's signature."""
+        params = (None, *args) if self.bind else tuple(args)
+        try:
+            self._signature.bind(*params, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() {exc}") from None
+
+    # -- sending ------------------------------------------------------------------------------------
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task with these arguments; return a handle to its result."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` for code running in an event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    def apply_async(
+        self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncResult[R]:
+        """Send the task with Celery's options (countdown, eta, expires, queue, priority, ...)."""
+        return self.app.send_task(self.name, args, kwargs, task=self, **options)
+
+    async def aapply_async(
+        self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncResult[R]:
+        return await self.app.asend_task(self.name, args, kwargs, task=self, **options)
+
+    def apply(
+        self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> EagerResult[R]:
+        """Run the task here and now, as a worker would (retries included); return its result."""
+        from celeriac.worker.eager import apply_eagerly
+
+        return apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with partial arguments."""
+        from celeriac.canvas import Signature
+
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: parent results are not passed to it."""
+        from celeriac.canvas import Signature
+
+        return Signature(self.name, args, kwargs, immutable=True, app=self.app)
+
+    def signature(
+        self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        from celeriac.canvas import Signature
+
+        return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
+        from celeriac.result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app)
+
+    # -- retrying -----------------------------------------------------------------------------------
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """End this run and send the task again, later.
+
+        Raises ``Retry`` (the worker re-sends the message with ``retries + 1``, then acks this one). When
+        the task has used up ``max_retries``, raises ``exc`` if given, else ``MaxRetriesExceededError``.
+        """
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}"
+            )
+        when: float | datetime = (
+            eta if eta is not None else (countdown if countdown is not None else self.default_retry_delay)
+        )
+        if args is not None:
+            options["args"] = list(args)
+        if kwargs is not None:
+            options["kwargs"] = dict(kwargs)
+        error = Retry(exc=exc, when=when, **options)
+        if throw:
+            raise error
+        return error
+
+    def backoff_countdown(self, retries: int) -> float:
+        """The countdown ``autoretry_for`` uses for retry number ``retries`` (Celery's formula)."""
+        if not self.retry_backoff:
+            return float(self.retry_kwargs.get("countdown", self.default_retry_delay))
+        factor = 1 if self.retry_backoff is True else float(self.retry_backoff)
+        countdown: float = min(float(self.retry_backoff_max), factor * (2**retries))
+        if self.retry_jitter:
+            countdown = random.uniform(0, countdown)
+        return max(0.0, countdown)
+
+    # -- hooks, run by the worker around each call ---------------------------------------------------
+    def before_start(self, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Called before the function runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Called after the function returned."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: str
+    ) -> None:
+        """Called after the function raised (retries excepted)."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: str
+    ) -> None:
+        """Called when the run ends with a retry."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        einfo: str | None,
+    ) -> None:
+        """Called after every run, whatever its end."""
+
+
+def run_coroutine_here(coro: Any) -> Any:
+    """Run a coroutine to its end from synchronous code; each thread keeps one loop for this."""
+    runner: asyncio.Runner | None = getattr(_threads, "runner", None)
+    if runner is None:
+        runner = _threads.runner = asyncio.Runner()
+    return runner.run(coro)
+
+
+_threads = threading.local()
+
+__all__ = ["TASK_OPTIONS", "Context", "Task", "current_request", "states"]

@@ -1,0 +1,165 @@
+import re
+
+import pytest
+
+from celeriac import Celeriac, Task, shared_task
+from celeriac._routing import Router
+from celeriac.exceptions import ConfigurationError, NotRegistered
+
+
+@pytest.fixture
+def app():
+    return Celeriac("proj", broker="memory://tasks-unit", backend="memory://tasks-unit")
+
+
+def test_task_names_options_and_direct_call(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    @app.task(name="custom.mul", max_retries=7, rate_limit="10/m", queue="math")
+    def mul(x, y):
+        return x * y
+
+    assert add.name == "tests.unit.core.test_tasks.add"
+    assert add(2, 3) == 5
+    assert mul.name == "custom.mul" and mul.max_retries == 7 and mul.queue == "math"
+    assert app.get_task("custom.mul") is mul
+    with pytest.raises(NotRegistered):
+        app.get_task("nope")
+
+
+def test_unknown_task_option_is_refused(app):
+    with pytest.raises(TypeError, match="did you mean 'max_retries'"):
+        app.task(max_retrys=3)(lambda: None)
+
+
+def test_bind_and_base_class_hooks(app):
+    class Base(Task):
+        custom = "yes"
+
+    @app.task(bind=True, base=Base)
+    def whoami(self):
+        return self.custom, self.request.id
+
+    assert isinstance(whoami, Base)
+    assert whoami() == ("yes", None)
+
+
+def test_typing_checks_arguments_when_sent(app):
+    @app.task
+    def add(x, y):
+        return x + y
+
+    with pytest.raises(TypeError, match=r"add\(\) missing a required argument: 'y'"):
+        add.delay(1)
+
+    @app.task(typing=False)
+    def loose(x):
+        return x
+
+    loose.check_arguments([1], {})
+
+
+def test_shared_task_registers_with_every_app():
+    first = Celeriac("one", broker="memory://")
+
+    @shared_task
+    def ping():
+        return "pong"
+
+    second = Celeriac("two", broker="memory://")
+    assert ping.name in first.tasks and ping.name in second.tasks
+
+
+def test_apply_runs_locally_with_retries(app):
+    calls = []
+
+    @app.task(bind=True, max_retries=2, default_retry_delay=0)
+    def flaky(self):
+        calls.append(self.request.retries)
+        if self.request.retries < 2:
+            raise self.retry()
+        return "done"
+
+    result = flaky.apply()
+    assert result.get() == "done" and calls == [0, 1, 2]
+    assert result.state == "SUCCESS"
+
+
+def test_apply_failure_is_kept_or_raised(app):
+    @app.task
+    def boom():
+        raise KeyError("k")
+
+    result = boom.apply()
+    assert result.state == "FAILURE"
+    with pytest.raises(KeyError):
+        result.get()
+    with pytest.raises(KeyError):
+        boom.apply(throw=True)
+
+
+def test_always_eager(app):
+    app.conf.task_always_eager = True
+
+    @app.task
+    async def double(x):
+        return x * 2
+
+    assert double.delay(21).get() == 42
+
+
+def test_autoretry_with_backoff_gives_up_after_max_retries(app):
+    attempts = []
+
+    @app.task(
+        autoretry_for=(ConnectionError,), max_retries=3, retry_backoff=False, retry_kwargs={"countdown": 0}
+    )
+    def shaky():
+        attempts.append(1)
+        raise ConnectionError("down")
+
+    result = shaky.apply()
+    assert len(attempts) == 4
+    assert isinstance(result.result, ConnectionError)
+
+
+def test_backoff_countdown_follows_celery_formula(app):
+    @app.task(retry_backoff=2, retry_backoff_max=30, retry_jitter=False)
+    def t():
+        pass
+
+    assert [t.backoff_countdown(n) for n in range(5)] == [2, 4, 8, 16, 30]
+
+
+def test_router_dicts_globs_regexes_and_functions():
+    def by_function(name, args, kwargs, options, task=None):
+        return "fn-queue" if name == "special" else None
+
+    router = Router(
+        [
+            {
+                "exact.task": "q-exact",
+                "images.*": {"queue": "q-images", "priority": 3},
+                re.compile(r"^video\..*"): "q-video",
+            },
+            by_function,
+        ]
+    )
+    assert router.route("exact.task", [], {}, {}) == {"queue": "q-exact"}
+    assert router.route("images.resize", [], {}, {}) == {"queue": "q-images", "priority": 3}
+    assert router.route("video.encode", [], {}, {}) == {"queue": "q-video"}
+    assert router.route("special", [], {}, {}) == {"queue": "fn-queue"}
+    assert router.route("other", [], {}, {}) == {}
+    with pytest.raises(ConfigurationError):
+        Router([42])
+
+
+def test_unknown_apply_async_option_is_refused(app):
+    @app.task
+    def t():
+        pass
+
+    with pytest.raises(TypeError, match="did you mean 'countdown'"):
+        t.apply_async(countdwn=3)
