@@ -1,0 +1,67 @@
+"""The Middleware contract: named hooks around a message's life in the worker (D11).
+
+Hooks run in the order the middleware are listed. A hook ends a job early by raising ``Skip`` with
+what to do with the message; the worker loop itself knows nothing of expiry, revocation, ETA, rate
+limits, results or workflows: each is a middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from celeriac.brokers.base import Delivery
+from celeriac.protocol.message import TaskCall
+from celeriac.worker.pools.base import Outcome
+
+if TYPE_CHECKING:
+    from celeriac.task import Task
+    from celeriac.worker.worker import Worker
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A decoded message on its way through the worker."""
+
+    delivery: Delivery
+    call: TaskCall
+    task: Task[Any, Any]
+    acked: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def acks_late(self) -> bool:
+        late = self.task.acks_late
+        return bool(self.task.app.conf.task_acks_late if late is None else late)
+
+
+class Skip(Exception):
+    """End a job before it runs: ``ack`` the message, ``release`` it (never started), or ``reject`` it."""
+
+    def __init__(self, action: Literal["ack", "release", "reject"], reason: str = "") -> None:
+        super().__init__(action, reason)
+        self.action = action
+        self.reason = reason
+
+
+class Middleware:
+    """Base class; override the hooks you need. Every hook is a coroutine on the worker's loop."""
+
+    async def worker_start(self, worker: Worker) -> None:
+        """The worker is starting (pool and broker are up)."""
+
+    async def worker_stop(self, worker: Worker) -> None:
+        """The worker is stopping; flush whatever is buffered."""
+
+    async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
+        """A batch was fetched and decoded; drop items from it with ``worker.skip(item, ...)``."""
+
+    async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """The item is about to go to the pool; raise ``Skip`` to stop it."""
+
+    async def on_start(self, worker: Worker, item: WorkItem) -> None:
+        """The task began running in the pool."""
+
+    async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
+        """The task ended (any status); runs before the message is acked."""

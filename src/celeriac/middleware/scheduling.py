@@ -1,0 +1,122 @@
+"""When a task may run: expiry, revocation, ETA (held in the broker, not here) and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from celeriac import states
+from celeriac.exceptions import ConfigurationError, TaskRevokedError
+from celeriac.middleware.base import Middleware, Skip, WorkItem
+
+if TYPE_CHECKING:
+    from celeriac.worker.worker import Worker
+
+
+class Expiry(Middleware):
+    """A task past its ``expires`` is not run: its state becomes REVOKED (expired) and it is acked."""
+
+    async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        expires = item.call.expires
+        if expires is not None and datetime.now(UTC) >= expires:
+            await worker.store_state(item, states.REVOKED, TaskRevokedError("expired"))
+            raise Skip("ack", f"expired at {expires.isoformat()}")
+
+
+class Revocation(Middleware):
+    """Revoked ids are kept in the result backend; one lookup per fetched batch finds them."""
+
+    async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
+        if not items or worker.backend is None:
+            return
+        found = await worker.backend.get_many([item.call.id for item in items])
+        for item in items:
+            meta = found.get(item.call.id)
+            if meta is not None and meta.status == states.REVOKED:
+                worker.skip(item, "ack", "revoked")
+
+
+class Eta(Middleware):
+    """Tasks due later than ``worker_eta_horizon`` go back to the broker's delayed store (D3).
+
+    Only tasks due within the horizon wait here, so a worker never hoards delayed work and a task due
+    next week survives every restart in the broker.
+    """
+
+    async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        eta = item.call.eta
+        if eta is None:
+            return
+        delay = eta.timestamp() - time.time()
+        if delay > worker.app.conf.worker_eta_horizon:
+            message = item.delivery.message
+            assert message is not None
+            await worker.app.publish(item.delivery.queue, message, not_before=eta.timestamp())
+            raise Skip("ack", f"due at {eta.isoformat()}: handed to the broker's delayed store")
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+
+
+def parse_rate(rate: str | float | int | None) -> float | None:
+    """Tasks per second from Celery's ``"10/m"`` syntax (``s``, ``m``, ``h``; a bare number is per second).
+
+    Zero or None means no limit.
+    """
+    if rate is None:
+        return None
+    if isinstance(rate, (int, float)):
+        return float(rate) or None
+    match = _RATE.match(rate)
+    if not match:
+        raise ConfigurationError(f"rate_limit {rate!r} is not like '10/s', '10/m' or '10/h'")
+    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    return float(match.group(1)) / per or None
+
+
+class _Bucket:
+    """A token bucket holding at most one second's worth of tokens (at least one)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class RateLimits(Middleware):
+    """Per-worker rate limits by task (``rate_limit="10/m"``), as in Celery."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket | None] = {}
+
+    async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        conf = worker.app.conf
+        if conf.worker_disable_rate_limits:
+            return
+        name = item.task.name
+        if name not in self._buckets:
+            limit = item.task.rate_limit if item.task.rate_limit is not None else conf.task_default_rate_limit
+            rate = parse_rate(limit)
+            self._buckets[name] = _Bucket(rate) if rate else None
+        bucket = self._buckets[name]
+        if bucket is not None:
+            await bucket.take()

@@ -1,0 +1,311 @@
+"""The threads pool: sync tasks on reused threads, ``async def`` tasks on the worker's own loop.
+
+Time limits, as far as threads allow:
+
+* sync task, soft limit: ``SoftTimeLimitExceeded`` is raised inside the task's thread; the task may catch
+  it and clean up.
+* sync task, hard limit: ``TimeLimitExceeded`` is raised inside the thread and ``run`` returns a FAILURE
+  at the limit. A thread cannot be killed: an exception raised into it lands only when it next runs
+  Python code, so a task stuck in C code (a long ``time.sleep``, a blocking socket read) runs on. Such a
+  thread is abandoned; its slot counts as busy until it ends.
+* ``async def`` task, soft limit: the coroutine is cancelled, so it sees ``CancelledError`` (not
+  ``SoftTimeLimitExceeded``) and may clean up; a run that ends by that cancellation is a FAILURE with
+  ``SoftTimeLimitExceeded``.
+* ``async def`` task, hard limit: the coroutine is cancelled and ``run`` returns a FAILURE with
+  ``TimeLimitExceeded`` at the limit, even if the coroutine swallows the cancellation (it is abandoned
+  and keeps its slot until it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from celeriac import states
+from celeriac.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celeriac.worker.pools.base import Job, Outcome, Pool
+from celeriac.worker.tracer import aexecute, execute
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+logger = logging.getLogger(__name__)
+
+# why a coroutine was cancelled, as the CancelledError it sees says
+_SOFT_CANCEL = "soft time limit"
+_STOP_CANCEL = "pool stopped"
+
+
+def failure(exc: BaseException) -> Outcome:
+    """A FAILURE for an exception that escaped the tracer (an unknown task, a limit landing late)."""
+    return Outcome(states.FAILURE, exc=exc, traceback="".join(traceback.format_exception(exc)))
+
+
+def time_limit_outcome(limit: float, runtime: float, *, killed: bool = False) -> Outcome:
+    """The FAILURE of a run stopped at its hard time limit; ``killed`` when its process was killed."""
+    exc = TimeLimitExceeded(f"Time limit ({limit}s) exceeded")
+    return Outcome(
+        states.FAILURE,
+        exc=exc,
+        traceback="".join(traceback.format_exception_only(exc)),
+        runtime=runtime,
+        worker_lost=killed,
+    )
+
+
+def limits(job: Job) -> tuple[float | None, float | None]:
+    """The job's (soft, hard) limits; a soft limit not below the hard one never applies."""
+    soft, hard = job.soft_time_limit, job.time_limit
+    if soft is not None and hard is not None and soft >= hard:
+        soft = None
+    return soft, hard
+
+
+def notify(on_start: Callable[[], Any] | None) -> None:
+    """Call the worker's ``on_start``; its failure is the worker's bug, logged, never the task's end."""
+    if on_start is not None:
+        try:
+            on_start()
+        except Exception:
+            logger.exception("on_start callback failed")
+
+
+async def _ends_within(run: asyncio.Future[Outcome], seconds: float) -> bool:
+    # asyncio.wait, unlike wait_for, leaves ``run`` alone when the time is up or the caller is cancelled
+    done, _ = await asyncio.wait({run}, timeout=max(seconds, 0.0))
+    return bool(done)
+
+
+async def supervise(
+    run: asyncio.Future[Outcome],
+    soft: float | None,
+    hard: float | None,
+    on_soft: Callable[[], Any],
+    on_hard: Callable[[], Any],
+) -> Outcome:
+    """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    if soft is not None and not await _ends_within(run, soft):
+        on_soft()
+    if hard is not None and not await _ends_within(run, hard - (loop.time() - started)):
+        on_hard()
+        return time_limit_outcome(hard, loop.time() - started)
+    await asyncio.wait({run})
+    try:
+        return run.result()
+    except BaseException as exc:  # the tracer failed before reaching the task
+        return failure(exc)
+
+
+async def aexecute_limited(
+    app: Celeriac,
+    job: Job,
+    *,
+    hard: bool = True,
+    on_task: Callable[[asyncio.Task[Outcome]], Any] | None = None,
+) -> Outcome:
+    """Run an ``async def`` task's job on this loop under its limits (see the module's docstring).
+
+    ``hard=False`` leaves the hard limit to someone else (a process pool's parent). ``on_task`` gets the
+    asyncio task running the job, which may outlive this call when abandoned at the hard limit.
+    """
+    soft, hard_limit = limits(job)
+    run = asyncio.ensure_future(aexecute(app, job))
+    if on_task is not None:
+        on_task(run)
+    try:
+        outcome = await supervise(
+            run, soft, hard_limit if hard else None, lambda: run.cancel(_SOFT_CANCEL), run.cancel
+        )
+    except asyncio.CancelledError:
+        run.cancel()
+        raise
+    reason = outcome.exc.args if isinstance(outcome.exc, asyncio.CancelledError) else ()
+    if reason == (_SOFT_CANCEL,):
+        return _cancelled(outcome, SoftTimeLimitExceeded(f"Soft time limit ({soft}s) exceeded"))
+    if reason == (_STOP_CANCEL,):
+        return _cancelled(outcome, WorkerLostError("the pool stopped while the task ran"), lost=True)
+    return outcome
+
+
+def _cancelled(outcome: Outcome, exc: BaseException, lost: bool = False) -> Outcome:
+    einfo = (outcome.traceback or "") + "".join(traceback.format_exception_only(exc))
+    return Outcome(
+        states.FAILURE,
+        exc=exc,
+        traceback=einfo,
+        runtime=outcome.runtime,
+        children=outcome.children,
+        worker_lost=lost,
+    )
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
+    # None clears an exception set earlier and not yet raised
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), None if exc_type is None else ctypes.py_object(exc_type)
+    )
+
+
+class _Call:
+    """One sync job on a lane. ``interrupt`` raises inside the job, and only while the job runs."""
+
+    def __init__(self, app: Celeriac, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.job = job
+        self.loop = loop
+        self.future: asyncio.Future[Outcome] = loop.create_future()
+        self._lock = threading.Lock()
+        self._thread: int | None = None
+
+    def interrupt(self, exc_type: type[BaseException]) -> None:
+        with self._lock:
+            if self._thread is not None:
+                _raise_in_thread(self._thread, exc_type)
+
+    def __call__(self) -> None:
+        outcome = self._execute()
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this outcome any more
+            self.loop.call_soon_threadsafe(settle, self.future, outcome)
+
+    def _execute(self) -> Outcome:
+        try:
+            try:
+                with self._lock:
+                    self._thread = threading.get_ident()
+                return execute(self.app, self.job)
+            finally:
+                # after this no interrupt can reach the thread, and none set earlier is left pending
+                with self._lock:
+                    self._thread = None
+                    _raise_in_thread(threading.get_ident(), None)
+        except BaseException as exc:  # a limit landing as the task ended, or no such task
+            return failure(exc)
+
+
+def settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    """End ``future`` with ``outcome`` unless it already ended (given up at a limit, or cancelled)."""
+    if not future.done():
+        future.set_result(outcome)
+
+
+class _Lane:
+    """A daemon thread running one call at a time, kept for the next one (thread-locals survive)."""
+
+    def __init__(self, name: str) -> None:
+        self._inbox: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # daemon: a task stuck forever must not keep the worker from exiting
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def submit(self, call: _Call) -> None:
+        self._inbox.put(call)
+
+    def close(self) -> None:
+        """End the thread once its current call (if any) is done."""
+        self._inbox.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._inbox.get()) is not None:
+            call()
+
+
+class ThreadPool(Pool):
+    """Runs sync tasks on up to ``concurrency`` threads and ``async def`` tasks on the worker's loop.
+
+    Both kinds count against ``concurrency``. Time limits: see this module's docstring.
+    """
+
+    name: ClassVar[str] = "threads"
+    #: How long a warm ``stop`` waits for running jobs before leaving them behind.
+    stop_timeout: ClassVar[float] = 5.0
+
+    def __init__(self, app: Celeriac, concurrency: int, **options: Any) -> None:
+        """Take ``Pool``'s options (``app_path``, ``max_tasks_per_child``, ...), defined there only."""
+        super().__init__(app, concurrency, **options)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lanes: list[_Lane] = []
+        self._idle: list[_Lane] = []
+        self._running: set[asyncio.Future[Outcome]] = set()
+        self._stopped = False
+
+    async def run(self, job: Job, on_start: Callable[[], Any] | None = None) -> Outcome:
+        self.busy += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self.busy -= 1
+            raise
+        notify(on_start)
+        task = self.app.tasks.get(job.name)
+        if task is not None and task.is_async:
+            return await aexecute_limited(self.app, job, on_task=self._hold)
+        return await self._run_in_thread(job)
+
+    async def _run_in_thread(self, job: Job) -> Outcome:
+        call = _Call(self.app, job, asyncio.get_running_loop())
+        self._hold(call.future)
+        try:
+            lane = self._idle.pop() if self._idle else self._new_lane()
+        except RuntimeError as exc:  # no thread could be started
+            settle(call.future, failure(exc))
+            return call.future.result()
+        call.future.add_done_callback(lambda _: self._park(lane))
+        lane.submit(call)
+        soft, hard = limits(job)
+        return await supervise(
+            call.future,
+            soft,
+            hard,
+            lambda: call.interrupt(SoftTimeLimitExceeded),
+            lambda: call.interrupt(TimeLimitExceeded),
+        )
+
+    def _new_lane(self) -> _Lane:
+        lane = _Lane(f"celeriac-{self.name}-{len(self._lanes)}")
+        self._lanes.append(lane)
+        return lane
+
+    def _park(self, lane: _Lane) -> None:
+        if self._stopped:
+            lane.close()
+        else:
+            self._idle.append(lane)
+
+    def _hold(self, run: asyncio.Future[Outcome]) -> None:
+        """Keep a slot until ``run`` ends: later than ``run`` returns when the job was abandoned."""
+        self._running.add(run)
+        run.add_done_callback(self._release)
+
+    def _release(self, run: asyncio.Future[Outcome]) -> None:
+        self._running.discard(run)
+        self.busy -= 1
+        self._slots.release()
+
+    async def stop(self, cold: bool = False) -> None:
+        """Stop; warm, first wait up to ``stop_timeout`` for running jobs.
+
+        Then coroutines still running are cancelled (their ``run`` returns a FAILURE with
+        ``WorkerLostError`` and ``worker_lost``); a thread cannot be stopped, so a sync job still running
+        is left to finish (its ``run`` returns when it does) and its thread ends after it.
+        """
+        self._stopped = True
+        if self._running and not cold:
+            await asyncio.wait(set(self._running), timeout=self.stop_timeout)
+        for run in self._running:
+            if isinstance(run, asyncio.Task):
+                run.cancel(_STOP_CANCEL)
+        for lane in self._lanes:
+            lane.close()
+        self._lanes.clear()
+        self._idle.clear()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "threads": len(self._lanes)}

@@ -1,0 +1,128 @@
+"""Running one job: the task's function with its hooks, retries and context, in whatever pool.
+
+The same code runs in a thread, in a child process and on the event loop; it only calls the function
+and reports how it ended. Storing results, re-sending retries and acking are the worker's business.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.task import Context, Task, _current, run_coroutine_here
+from celeriac.worker.pools.base import Job, Outcome
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+
+def _context(job: Job) -> Context:
+    ctx = Context(**job.request)
+    ctx.called_directly = False
+    ctx.children = []
+    return ctx
+
+
+def execute(app: Celeriac, job: Job) -> Outcome:
+    """Run a job from synchronous code (a thread or a child process); async tasks get a loop here."""
+    task = app.get_task(job.name)
+    ctx = _context(job)
+    token = _current.set(ctx)
+    started = time.perf_counter()
+    try:
+        task.before_start(job.id, job.args, job.kwargs)
+        value = task.run(*job.args, **job.kwargs)
+        if task.is_async:
+            value = run_coroutine_here(value)
+    except BaseException as exc:
+        outcome = _failed(task, job, ctx, exc)
+    else:
+        outcome = _succeeded(task, job, value)
+    finally:
+        _current.reset(token)
+    return _finish(task, job, ctx, outcome, started)
+
+
+async def aexecute(app: Celeriac, job: Job) -> Outcome:
+    """Run an ``async def`` task's job on the running loop."""
+    task = app.get_task(job.name)
+    ctx = _context(job)
+    token = _current.set(ctx)
+    started = time.perf_counter()
+    try:
+        task.before_start(job.id, job.args, job.kwargs)
+        value = task.run(*job.args, **job.kwargs)
+        if task.is_async:
+            value = await value
+    except BaseException as exc:
+        outcome = _failed(task, job, ctx, exc)
+    else:
+        outcome = _succeeded(task, job, value)
+    finally:
+        _current.reset(token)
+    return _finish(task, job, ctx, outcome, started)
+
+
+def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
+    try:
+        task.on_success(value, job.id, job.args, job.kwargs)
+    except Exception as exc:
+        return Outcome(states.FAILURE, exc=exc, traceback=traceback.format_exc())
+    return Outcome(states.SUCCESS, value=value)
+
+
+def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) -> Outcome:
+    if isinstance(exc, Retry):
+        return _retrying(task, job, exc)
+    if isinstance(exc, Reject):
+        return Outcome(states.REJECTED, exc=exc)
+    if isinstance(exc, Ignore):
+        return Outcome(states.IGNORED)
+    if (
+        task.autoretry_for
+        and isinstance(exc, task.autoretry_for)
+        and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+    ):
+        token = _current.set(ctx)
+        try:
+            options = dict(task.retry_kwargs)
+            options.setdefault("countdown", task.backoff_countdown(ctx.retries))
+            task.retry(exc=exc, **options)
+        except Retry as retry:
+            return _retrying(task, job, retry)
+        except BaseException as final:
+            exc = final
+        finally:
+            _current.reset(token)
+    einfo = "".join(traceback.format_exception(exc))
+    expected = bool(task.throws) and isinstance(exc, task.throws)
+    try:
+        task.on_failure(exc, job.id, job.args, job.kwargs, einfo)
+    except Exception:
+        einfo += "\nwhile running on_failure:\n" + traceback.format_exc()
+    return Outcome(states.FAILURE, exc=exc, traceback=einfo, expected=expected)
+
+
+def _retrying(task: Task[Any, Any], job: Job, retry: Retry) -> Outcome:
+    einfo = "".join(traceback.format_exception(retry.exc)) if retry.exc is not None else None
+    try:
+        task.on_retry(retry.exc or retry, job.id, job.args, job.kwargs, einfo or "")
+    except Exception:
+        einfo = (einfo or "") + "\nwhile running on_retry:\n" + traceback.format_exc()
+    return Outcome(states.RETRY, exc=retry, traceback=einfo)
+
+
+def _finish(task: Task[Any, Any], job: Job, ctx: Context, outcome: Outcome, started: float) -> Outcome:
+    outcome.runtime = time.perf_counter() - started
+    outcome.children = list(ctx.children)
+    retval = outcome.value if outcome.status == states.SUCCESS else outcome.exc
+    try:
+        task.after_return(outcome.status, retval, job.id, job.args, job.kwargs, outcome.traceback)
+    except Exception:
+        outcome.traceback = (
+            (outcome.traceback or "") + "\nwhile running after_return:\n" + traceback.format_exc()
+        )
+    return outcome
