@@ -1,0 +1,203 @@
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from celeriac.exceptions import CeleriacError
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="celeriac", description="A task queue that speaks Celery's protocol."
+    )
+    parser.add_argument(
+        "-A",
+        "--app",
+        default=os.environ.get("CELERIAC_APP"),
+        help="the app: module, module:attr, or a package with a celery/celeriac module",
+    )
+    parser.add_argument("-b", "--broker", help="broker URL (overrides broker_url)")
+    parser.add_argument("--result-backend", help="result backend URL (overrides result_backend)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser("worker", help="run a worker")
+    worker.add_argument("-Q", "--queues", help="comma-separated queues to consume (default: celery)")
+    worker.add_argument("-n", "--hostname", help="node name, e.g. w1@%%h")
+    worker.add_argument("-c", "--concurrency", type=int, help="pool size (default: number of CPUs)")
+    worker.add_argument("-P", "--pool", choices=["processes", "prefork", "threads", "async", "solo"])
+    worker.add_argument("-l", "--loglevel", default=os.environ.get("CELERIAC_LOGLEVEL", "INFO"))
+    worker.add_argument("--max-tasks-per-child", type=int)
+    worker.add_argument("--max-memory-per-child", type=int, help="KiB of resident memory per child")
+    worker.add_argument("--prefetch-multiplier", type=int)
+    worker.add_argument("--shutdown-timeout", type=float, help="seconds a warm shutdown waits")
+
+    call = sub.add_parser("call", help="send a task by name")
+    call.add_argument("name")
+    call.add_argument("-a", "--args", default="[]", help="JSON list of positional arguments")
+    call.add_argument("-k", "--kwargs", default="{}", help="JSON object of keyword arguments")
+    call.add_argument("--countdown", type=float)
+    call.add_argument("--eta", help="ISO-8601 time")
+    call.add_argument("--expires", type=float)
+    call.add_argument("-Q", "--queue")
+    call.add_argument("--priority", type=int)
+    call.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    call.add_argument("--timeout", type=float, default=60.0)
+
+    result = sub.add_parser("result", help="show a task's state and result")
+    result.add_argument("task_id")
+    result.add_argument("--traceback", action="store_true")
+    result.add_argument("--wait", action="store_true")
+    result.add_argument("--timeout", type=float, default=60.0)
+
+    purge = sub.add_parser("purge", help="delete every waiting message")
+    purge.add_argument("-Q", "--queues")
+    purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+
+    sub.add_parser("status", help="show queue sizes and dead letters")
+
+    demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
+    demo.add_argument("-n", "--tasks", type=int, default=100)
+    demo.add_argument("-c", "--concurrency", type=int, default=2)
+    demo.add_argument("-P", "--pool", default="processes")
+    return parser
+
+
+def _load_app(args: argparse.Namespace) -> Celeriac:
+    from celeriac._appref import find_app
+
+    if not args.app:
+        raise CeleriacError(f"'{args.command}' needs the app: celeriac -A MODULE {args.command} ...")
+    app = find_app(args.app)
+    if args.broker:
+        app.conf.broker_url = args.broker
+    if args.result_backend:
+        app.conf.result_backend = args.result_backend
+    return app
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from celeriac.worker import Worker
+
+    setup_logging(args.loglevel)
+    app = _load_app(args)
+    hostname = args.hostname.replace("%h", os.uname().nodename) if args.hostname else None
+    worker = Worker(
+        app,
+        queues=args.queues.split(",") if args.queues else None,
+        concurrency=args.concurrency,
+        pool=args.pool,
+        hostname=hostname,
+        app_path=args.app,
+        max_tasks_per_child=args.max_tasks_per_child,
+        max_memory_per_child=args.max_memory_per_child,
+        prefetch_multiplier=args.prefetch_multiplier,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    return worker.run()
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    app = _load_app(args)
+    options: dict[str, Any] = {}
+    for key in ("countdown", "expires", "queue", "priority"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.eta:
+        options["eta"] = datetime.fromisoformat(args.eta)
+    call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        raise CeleriacError("--args must be a JSON list and --kwargs a JSON object")
+    result = app.send_task(args.name, call_args, call_kwargs, task=app.tasks.get(args.name), **options)
+    print(result.id)
+    if args.wait:
+        print(json.dumps(result.get(timeout=args.timeout), default=repr))
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    app = _load_app(args)
+    result = app.AsyncResult(args.task_id)
+    if args.wait:
+        result.get(timeout=args.timeout, propagate=False)
+    meta = result.meta()
+    print(f"state: {meta.status}")
+    print(f"result: {json.dumps(meta.result, default=repr)}")
+    if args.traceback and meta.traceback:
+        print(meta.traceback)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    app = _load_app(args)
+    queues = args.queues.split(",") if args.queues else [app.conf.task_default_queue]
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise CeleriacError("purge deletes messages for good: pass -f to confirm")
+        answer = input(f"Delete every message waiting in {', '.join(queues)}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return 1
+
+    async def purge() -> int:
+        broker = app.broker()
+        return sum([await broker.purge(q) for q in queues])
+
+    print(f"purged {app.run(purge())} message(s) from {', '.join(queues)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    app = _load_app(args)
+    queues = sorted({app.conf.task_default_queue, *[t.queue for t in app.tasks.values() if t.queue]})
+
+    async def status() -> tuple[list[tuple[str, int]], int]:
+        broker = app.broker()
+        sizes = [(q, await broker.size(q)) for q in queues]
+        return sizes, len(await broker.dead_letters(limit=1000))
+
+    sizes, dead = app.run(status())
+    print(f"broker: {app.broker_url}")
+    for queue, size in sizes:
+        print(f"queue {queue}: {size} waiting")
+    print(f"dead letters: {dead}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {
+        "worker": cmd_worker,
+        "call": cmd_call,
+        "result": cmd_result,
+        "purge": cmd_purge,
+        "status": cmd_status,
+    }
+    try:
+        if args.command == "demo":
+            from celeriac.cli.demo import run_demo
+
+            return run_demo(tasks=args.tasks, concurrency=args.concurrency, pool=args.pool)
+        return commands[args.command](args)
+    except CeleriacError as exc:
+        print(f"celeriac: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

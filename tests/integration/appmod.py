@@ -1,0 +1,44 @@
+"""Tasks for the integration tests; the worker subprocesses import this module with -A."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celeriac import Celeriac
+
+app = Celeriac("itest")  # broker and backend come from CELERIAC_* variables set by the tests
+
+
+def _ledger(line: str) -> None:
+    path = os.environ.get("LEDGER_PATH")
+    if path:
+        # One small O_APPEND write is atomic, so concurrent children never interleave lines.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+@app.task(bind=True)
+def work(self, n: int, seconds: float = 0.0) -> int:
+    time.sleep(seconds)
+    _ledger(f"{self.request.id} {os.getpid()}")
+    return n
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(time_limit=1)
+def hang(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task
+def pid() -> int:
+    return os.getpid()

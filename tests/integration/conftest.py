@@ -1,0 +1,104 @@
+"""Real worker processes on a private SQLite file, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.env, self.args, self.log = env, args, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celeriac", "-A", "tests.integration.appmod", "worker", *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_for("ready", timeout=30)
+        return self
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker never logged {text!r}; log:\n{self.log.read_text(errors='replace')}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children, as an OOM killer or a lost machine would."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    db = tmp_path / "broker.sqlite3"
+    values = {
+        "CELERIAC_BROKER_URL": f"sqlite:///{db}",
+        "CELERIAC_RESULT_BACKEND": f"db+sqlite:///{db}",
+        "CELERIAC_BROKER_LEASE_SECONDS": "2",
+        "CELERIAC_TASK_MESSAGE_MAX_BYTES": "1000000",
+        "LEDGER_PATH": str(tmp_path / "ledger.txt"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def app(sqlite_env: dict[str, str]) -> Iterator[object]:
+    from celeriac.config import Settings
+    from tests.integration import appmod
+
+    appmod.app.conf = Settings()  # read the test's CELERIAC_* variables
+    appmod.app._router = None
+    appmod.app._brokers.clear()
+    appmod.app._backends.clear()
+    yield appmod.app
+    appmod.app.close()
+
+
+@pytest.fixture
+def start_worker(sqlite_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, name: str = "w1") -> WorkerProcess:
+        worker = WorkerProcess(sqlite_env, ["-n", f"{name}@test", *args], tmp_path / f"{name}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
