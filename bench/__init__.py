@@ -1,0 +1,1 @@
+"""Benchmarks: ``./dev bench`` (or ``python -m bench``) prints a table."""
