@@ -24,6 +24,7 @@ from celeriac.brokers.base import Broker, Delivery
 from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
 from celeriac.middleware import Middleware, Skip, WorkItem, default_middleware
 from celeriac.protocol import decode_task
+from celeriac.worker._batch import Batcher
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Job, Outcome, Pool
 
@@ -91,6 +92,8 @@ class Worker:
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
+        self._acks: Batcher[Delivery]
+        self._stores: Batcher[ResultMeta]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self.ready = asyncio.Event()
@@ -121,6 +124,8 @@ class Worker:
             hostname=self.hostname,
         )
         await self.pool.start()
+        self._acks = Batcher(self.broker.ack)
+        self._stores = Batcher(self._store_batch)
         for mw in self.middleware:
             await mw.worker_start(self)
         self.log.info(
@@ -280,7 +285,7 @@ class Worker:
         self._waiting.pop(current, None)
         self._running.add(current)
         if not item.acks_late:
-            await self.broker.ack([item.delivery])
+            await self.ack(item.delivery)
             item.acked = True
         outcome = await self.pool.run(self._job(item), lambda: self._started(item))
         self._log_outcome(item, outcome)
@@ -312,7 +317,7 @@ class Worker:
                 reason=f"rejected by the task: {outcome.exc.reason or ''}",
             )
         elif not item.acked:
-            await self.broker.ack([item.delivery])
+            await self.ack(item.delivery)
 
     def _started(self, item: WorkItem) -> None:
         for mw in self.middleware:
@@ -385,13 +390,35 @@ class Worker:
     async def _dispose(self, item: WorkItem, action: str, reason: str) -> None:
         self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, reason)
         if action == "ack":
-            await self.broker.ack([item.delivery])
+            await self.ack(item.delivery)
         elif action == "release":
             await self.broker.release([item.delivery])
         else:
             await self.dead_letter(item.delivery, reason)
 
     # -- shared by middleware -----------------------------------------------------------------------
+    async def ack(self, delivery: Delivery) -> None:
+        """Ack one delivery; acks made in the same moment travel to the broker together."""
+        await self._acks.add(delivery)
+
+    async def _store_batch(self, metas: Sequence[ResultMeta]) -> list[BaseException | None] | None:
+        assert self.backend is not None
+        try:
+            await self.backend.store(metas)
+            return None
+        except (TypeError, ValueError):
+            if len(metas) == 1:
+                raise
+        # One record could not be serialized: store the others one by one and fail only that one.
+        errors: list[BaseException | None] = []
+        for meta in metas:
+            try:
+                await self.backend.store([meta])
+                errors.append(None)
+            except (TypeError, ValueError) as exc:
+                errors.append(exc)
+        return errors
+
     async def dead_letter(
         self, delivery: Delivery, reason: str, exc: BaseException | None = None, task_id: str | None = None
     ) -> None:
@@ -441,7 +468,7 @@ class Worker:
             values = (call.name, call.args, call.kwargs, self.hostname, call.retries, item.delivery.queue)
             meta.extended = dict(zip(EXTENDED_FIELDS, values, strict=True))
         try:
-            await self.backend.store([meta])
+            await self._stores.add(meta)
         except (TypeError, ValueError) as exc:
             if status != states.SUCCESS:
                 raise
