@@ -86,8 +86,22 @@ class Celeriac:
     def __repr__(self) -> str:
         return f"<Celeriac {self.main or '__main__'}>"
 
-    def _forget_derived(self) -> None:
-        self._router = None
+    def _forget_derived(self, names: set[str]) -> None:
+        if "task_routes" in names:
+            self._router = None
+        # Connections made with the old settings are left to their loops; new calls use new ones.
+        if names & {"broker_url", "broker_transport_options", "broker_lease_seconds"}:
+            self._brokers.clear()
+        if names & {
+            "result_backend",
+            "result_serializer",
+            "result_accept_content",
+            "accept_content",
+            "result_expires",
+            "result_backend_transport_options",
+            "broker_url",
+        }:
+            self._backends.clear()
 
     # -- configuration ------------------------------------------------------------------------------
     def config_from_object(self, obj: Any, *, namespace: str | None = None, force: bool = True) -> None:

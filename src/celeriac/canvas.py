@@ -185,6 +185,10 @@ class chain(Signature):
         await first.aapply_async(args, kwargs, chain=rest, **options)
         return results
 
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+        """Send the chain (as Celery does when a chain is called)."""
+        return self.apply_async(args, kwargs or None)
+
     def _split(self) -> tuple[Signature, list[dict[str, Any]] | None, AsyncResult[Any]]:
         """The first task, the rest as it travels, and the last task's result (parents linked)."""
         from celeriac.result import AsyncResult

@@ -188,7 +188,10 @@ class Settings(MutableMapping[str, Any]):
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._values: dict[str, Any] = {}
         self._env: dict[str, Any] = {}
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[set[str]], None]] = []
+        self._read_environment(environ)
+
+    def _read_environment(self, environ: Mapping[str, str] | None) -> None:
         for key, text in (os.environ if environ is None else environ).items():
             if not key.startswith(ENV_PREFIX):
                 continue
@@ -230,8 +233,7 @@ class Settings(MutableMapping[str, Any]):
 
     def __setitem__(self, name: str, value: Any) -> None:
         self._values[name] = check(name, value)
-        for listener in self._listeners:
-            listener()
+        self._changed({name})
 
     def __delitem__(self, name: str) -> None:
         del self._values[name]
@@ -247,11 +249,22 @@ class Settings(MutableMapping[str, Any]):
         items = dict(other, **kwargs)
         checked = {name: check(name, value) for name, value in items.items()}
         self._values.update(checked)
-        for listener in self._listeners:
-            listener()
+        self._changed(set(checked))
 
-    def on_change(self, listener: Callable[[], None]) -> None:
+    def reload_environment(self) -> None:
+        """Read ``CELERIAC_*`` variables again (the CLI sets some after the app was made)."""
+        before = dict(self._env)
+        self._env = {}
+        self._read_environment(None)
+        self._changed({k for k in before.keys() | self._env.keys() if before.get(k) != self._env.get(k)})
+
+    def on_change(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener(names)`` after settings change."""
         self._listeners.append(listener)
+
+    def _changed(self, names: set[str]) -> None:
+        for listener in self._listeners:
+            listener(names)
 
     def changes(self) -> dict[str, Any]:
         """Settings that differ from their defaults (environment included)."""

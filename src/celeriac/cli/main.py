@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("-Q", "--queues")
     purge.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
 
-    sub.add_parser("status", help="show queue sizes and dead letters")
+    status = sub.add_parser("status", help="show queue sizes and dead letters")
+    status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
 
     demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
     demo.add_argument("-n", "--tasks", type=int, default=100)
@@ -78,11 +79,15 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
 
     if not args.app:
         raise CeleriacError(f"'{args.command}' needs the app: celeriac -A MODULE {args.command} ...")
-    app = find_app(args.app)
+    # Set through the environment: it outranks what the app module configures, and the pool's child
+    # processes, which import the app anew, inherit it.
     if args.broker:
-        app.conf.broker_url = args.broker
+        os.environ["CELERIAC_BROKER_URL"] = args.broker
     if args.result_backend:
-        app.conf.result_backend = args.result_backend
+        os.environ["CELERIAC_RESULT_BACKEND"] = args.result_backend
+    app = find_app(args.app)
+    if args.broker or args.result_backend:
+        app.conf.reload_environment()
     return app
 
 
@@ -123,10 +128,16 @@ def cmd_call(args: argparse.Namespace) -> int:
             options[key] = getattr(args, key)
     if args.eta:
         options["eta"] = datetime.fromisoformat(args.eta)
-    call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    try:
+        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    except json.JSONDecodeError as exc:
+        raise CeleriacError(f"--args and --kwargs must be JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise CeleriacError("--args must be a JSON list and --kwargs a JSON object")
-    result = app.send_task(args.name, call_args, call_kwargs, task=app.tasks.get(args.name), **options)
+    try:
+        result = app.send_task(args.name, call_args, call_kwargs, task=app.tasks.get(args.name), **options)
+    except (TypeError, ValueError) as exc:
+        raise CeleriacError(f"not sent: {exc}") from None
     print(result.id)
     if args.wait:
         print(json.dumps(result.get(timeout=args.timeout), default=repr))
@@ -166,7 +177,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     app = _load_app(args)
-    queues = sorted({app.conf.task_default_queue, *[t.queue for t in app.tasks.values() if t.queue]})
+    queues = (
+        args.queues.split(",")
+        if args.queues
+        else sorted({app.conf.task_default_queue, *[t.queue for t in app.tasks.values() if t.queue]})
+    )
 
     async def status() -> tuple[list[tuple[str, int]], int]:
         broker = app.broker()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from celeriac import states
@@ -14,6 +17,34 @@ if TYPE_CHECKING:
 
 
 class Results(Middleware):
+    """Stores states and results; deletes records older than ``result_expires`` once an hour."""
+
+    cleanup_interval = 3600.0
+
+    def __init__(self) -> None:
+        self._cleaner: asyncio.Task[None] | None = None
+
+    async def worker_start(self, worker: Worker) -> None:
+        cleanup = getattr(worker.backend, "cleanup", None)
+        if cleanup is not None and worker.app.conf.result_expires:
+            self._cleaner = asyncio.create_task(self._clean(worker, cleanup))
+
+    async def worker_stop(self, worker: Worker) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleaner
+
+    async def _clean(self, worker: Worker, cleanup: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            try:
+                removed = await cleanup()
+                if removed:
+                    worker.log.info("deleted %d result(s) older than result_expires", removed)
+            except Exception:
+                worker.log.exception("result cleanup failed; trying again in an hour")
+            await asyncio.sleep(self.cleanup_interval)
+
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
         track = item.task.track_started
         if (worker.app.conf.task_track_started if track is None else track) and not item.call.ignore_result:
@@ -23,9 +54,9 @@ class Results(Middleware):
         if item.extra.get("requeue"):
             return  # the message goes back to the queue; its run did not count
         status = outcome.status
-        if status == states.IGNORED:
-            return
-        ignored = item.call.ignore_result or bool(item.task.ignore_result)
+        if status in (states.IGNORED, states.REJECTED):
+            return  # a rejected message's result is settled where it is dead-lettered or requeued
+        ignored = item.call.ignore_result  # the sender resolved it from the call and the task's option
         if status == states.SUCCESS:
             if not ignored:
                 await worker.store_state(item, status, outcome.value, children=outcome.children)

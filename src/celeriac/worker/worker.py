@@ -93,6 +93,7 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._acks: Batcher[Delivery]
+        self._slots: asyncio.Semaphore
         self._stores: Batcher[ResultMeta]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
@@ -124,6 +125,7 @@ class Worker:
             hostname=self.hostname,
         )
         await self.pool.start()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._acks = Batcher(self.broker.ack)
         self._stores = Batcher(self._store_batch)
         for mw in self.middleware:
@@ -274,6 +276,8 @@ class Worker:
         try:
             for mw in self.middleware:
                 await mw.before_start(self, item)
+            # Until a pool slot is free the item is only waiting: a warm shutdown hands it back.
+            await self._slots.acquire()
         except Skip as skip:
             await self._dispose(item, skip.action, skip.reason)
             return
@@ -284,10 +288,13 @@ class Worker:
         assert current is not None
         self._waiting.pop(current, None)
         self._running.add(current)
-        if not item.acks_late:
-            await self.ack(item.delivery)
-            item.acked = True
-        outcome = await self.pool.run(self._job(item), lambda: self._started(item))
+        try:
+            if not item.acks_late:
+                await self.ack(item.delivery)
+                item.acked = True
+            outcome = await self.pool.run(self._job(item), lambda: self._started(item))
+        finally:
+            self._slots.release()
         self._log_outcome(item, outcome)
         reject_lost = item.task.reject_on_worker_lost
         if reject_lost is None:
@@ -310,14 +317,25 @@ class Worker:
             self.stats["requeued"] += 1
             if not item.acked:
                 await self.broker.reject(item.delivery, requeue=True, reason="worker lost")
-        elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject) and not item.acked:
-            await self.broker.reject(
-                item.delivery,
-                requeue=outcome.exc.requeue,
-                reason=f"rejected by the task: {outcome.exc.reason or ''}",
-            )
+        elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
+            await self._rejected(item, outcome.exc)
         elif not item.acked:
             await self.ack(item.delivery)
+
+    async def _rejected(self, item: WorkItem, reject: Reject) -> None:
+        """A task raised ``Reject``: requeue its message, or dead-letter it and fail its result."""
+        if reject.requeue and not item.acked:
+            self.stats["requeued"] += 1
+            await self.broker.reject(item.delivery, requeue=True, reason="requeued by the task")
+            return
+        reason = f"rejected by the task {item.task.name}: {reject.reason or 'no reason given'}"
+        if not item.acked:
+            await self.dead_letter(item.delivery, reason, reject, item.call.id)
+        else:
+            self.log.error(
+                "Task %s[%s] %s (already acked: acks_late is off)", item.task.name, item.call.id, reason
+            )
+            await self.store_state(item, states.FAILURE, reject, traceback=reason)
 
     def _started(self, item: WorkItem) -> None:
         for mw in self.middleware:

@@ -1,0 +1,263 @@
+"""The calling API against an in-process worker (``celeriac.testing``) on the memory broker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from celeriac import states
+from celeriac.exceptions import Reject, SoftTimeLimitExceeded, TaskRevokedError
+from celeriac.testing import start_worker
+
+
+def test_delay_get_from_threads_and_async(celeriac_app):
+    @celeriac_app.task
+    def add(x, y):
+        return x + y
+
+    with start_worker(celeriac_app):
+        with ThreadPoolExecutor(8) as pool:
+            values = list(pool.map(lambda i: add.delay(i, i).get(timeout=10), range(40)))
+        assert values == [2 * i for i in range(40)]
+
+        async def in_a_loop():
+            results = [await add.adelay(i, 1) for i in range(10)]
+            return [await r.aget(timeout=10) for r in results]
+
+        assert asyncio.run(in_a_loop()) == list(range(1, 11))
+
+
+def test_request_context_children_and_parent_ids(celeriac_app):
+    @celeriac_app.task
+    def child(x):
+        return x
+
+    @celeriac_app.task(bind=True)
+    def parent(self):
+        sent = child.delay(5)
+        return {
+            "id": self.request.id,
+            "hostname": self.request.hostname,
+            "child": sent.id,
+            "queue": self.request.delivery_info["routing_key"],
+            "root": self.request.root_id,
+        }
+
+    with start_worker(celeriac_app):
+        result = parent.delay()
+        info = result.get(timeout=10)
+        assert info["id"] == result.id and info["root"] == result.id and info["queue"] == "celery"
+        assert info["hostname"].startswith("celeriac@")
+        kids = result.children
+        assert [k.id for k in kids] == [info["child"]]
+        assert kids[0].get(timeout=10) == 5
+
+
+def test_link_link_error_and_chains(celeriac_app):
+    seen = []
+
+    @celeriac_app.task
+    def add(x, y):
+        return x + y
+
+    @celeriac_app.task
+    def record(value):
+        seen.append(value)
+
+    @celeriac_app.task
+    def boom():
+        raise RuntimeError("no")
+
+    with start_worker(celeriac_app):
+        add.apply_async((1, 2), link=record.s()).get(timeout=10)
+        boom.apply_async(link_error=record.s())
+        assert (add.s(1, 1) | add.s(10) | add.s(100)).delay().get(timeout=10) == 112
+        assert (add.s(2, 2) | add.si(0, 1))().get(timeout=10) == 1
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert seen[0] == 3 and isinstance(seen[1], str)  # the errback gets the failed task's id
+
+
+def test_countdown_eta_and_expires(celeriac_app):
+    from datetime import UTC, datetime, timedelta
+
+    @celeriac_app.task
+    def now():
+        return time.time()
+
+    with start_worker(celeriac_app):
+        sent = time.time()
+        later = now.apply_async(countdown=0.5)
+        at = now.apply_async(eta=datetime.now(UTC) + timedelta(seconds=0.3))
+        assert later.get(timeout=10) - sent >= 0.5
+        assert at.get(timeout=10) - sent >= 0.3
+        gone = now.apply_async(expires=datetime.now(UTC) - timedelta(seconds=1))
+        with pytest.raises(TaskRevokedError):
+            gone.get(timeout=10)
+        assert gone.state == states.REVOKED
+
+
+def test_revoke_is_kept_until_a_worker_sees_the_task(celeriac_app):
+    ran = []
+
+    @celeriac_app.task
+    def job(n):
+        ran.append(n)
+
+    first = job.delay(1)
+    job.delay(2)
+    first.revoke()
+    with start_worker(celeriac_app):
+        deadline = time.monotonic() + 10
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+    assert ran == [2]
+    assert first.state == states.REVOKED
+
+
+def test_priority_and_routes(celeriac_app):
+    order = []
+    celeriac_app.conf.task_routes = {"*.routed": "special"}
+
+    @celeriac_app.task
+    def note(tag):
+        order.append(tag)
+
+    @celeriac_app.task(name="t.routed")
+    def routed():
+        return threading.current_thread().name
+
+    note.apply_async(("low",), priority=9)
+    note.apply_async(("high",), priority=0)
+    with start_worker(celeriac_app, concurrency=1):
+        deadline = time.monotonic() + 10
+        while len(order) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pending = routed.delay()
+        time.sleep(0.3)
+        assert pending.state == states.PENDING  # nobody serves "special" yet
+    assert order == ["high", "low"]
+    with start_worker(celeriac_app, queues=["special"]):
+        assert pending.get(timeout=10)
+
+
+def test_ignore_result_track_started_and_override(celeriac_app):
+    gate = threading.Event()
+
+    @celeriac_app.task(ignore_result=True)
+    def quiet():
+        return 1
+
+    @celeriac_app.task(track_started=True)
+    def slow():
+        gate.wait(10)
+        return "ok"
+
+    with start_worker(celeriac_app):
+        assert quiet.apply_async(ignore_result=False).get(timeout=10) == 1
+        silent = quiet.delay()
+        running = slow.delay()
+        deadline = time.monotonic() + 10
+        while running.state != states.STARTED and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert running.state == states.STARTED
+        gate.set()
+        assert running.get(timeout=10) == "ok"
+        time.sleep(0.2)
+        assert silent.state == states.PENDING
+
+
+def test_rate_limit_spaces_runs(celeriac_app):
+    @celeriac_app.task(rate_limit="10/s")
+    def tick():
+        return time.monotonic()
+
+    with start_worker(celeriac_app, concurrency=4):
+        stamps = sorted(r.get(timeout=20) for r in [tick.delay() for _ in range(20)])
+    # a bucket of 10 is spent at once, then one every 0.1 s
+    assert stamps[-1] - stamps[0] >= 0.85
+
+
+def test_soft_time_limit_and_retries_end_to_end(celeriac_app):
+    @celeriac_app.task(soft_time_limit=0.2)
+    def sleepy():
+        try:
+            time.sleep(5)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+
+    @celeriac_app.task(bind=True, max_retries=3)
+    def flaky(self):
+        if self.request.retries < 2:
+            raise self.retry(countdown=0.05)
+        return self.request.retries
+
+    @celeriac_app.task(autoretry_for=(KeyError,), max_retries=1, retry_kwargs={"countdown": 0})
+    def hopeless():
+        raise KeyError("x")
+
+    with start_worker(celeriac_app):
+        assert sleepy.delay().get(timeout=10) == "cleaned up"
+        assert flaky.delay().get(timeout=10) == 2
+        with pytest.raises(KeyError):
+            hopeless.delay().get(timeout=10)
+
+
+def test_reject_dead_letters_and_the_caller_gets_an_error(celeriac_app):
+    @celeriac_app.task
+    def refuse():
+        raise Reject("not for us")
+
+    with start_worker(celeriac_app):
+        result = refuse.delay()
+        with pytest.raises(Reject):
+            result.get(timeout=10)
+
+    async def letters():
+        return await celeriac_app.broker().dead_letters()
+
+    reasons = [d.reason for d in celeriac_app.run(letters())]
+    assert any("not for us" in r for r in reasons)
+
+
+def test_warm_shutdown_hands_back_what_has_not_started(celeriac_app):
+    started = threading.Event()
+
+    @celeriac_app.task
+    def slow(n):
+        started.set()
+        time.sleep(0.5)
+        return n
+
+    with start_worker(celeriac_app, concurrency=1, prefetch_multiplier=4):
+        results = [slow.delay(n) for n in range(4)]
+        assert started.wait(10)
+    assert results[0].get(timeout=1) == 0
+
+    async def waiting():
+        return await celeriac_app.broker().size("celery")
+
+    assert celeriac_app.run(waiting()) == 3
+
+
+def test_changing_the_broker_url_moves_later_calls(celeriac_app):
+    @celeriac_app.task
+    def t():
+        return 1
+
+    t.delay()
+
+    async def size():
+        return await celeriac_app.broker().size("celery")
+
+    assert celeriac_app.run(size()) == 1
+    celeriac_app.conf.update(broker_url=celeriac_app.broker_url + "-moved")
+    t.delay()
+    t.delay()
+    assert celeriac_app.run(size()) == 2
