@@ -135,7 +135,12 @@ class AsyncResult(Generic[R]):
     def forget(self) -> None:
         """Delete the task's record from the backend."""
         self._meta = None
-        self.app.run(self.app.backend().forget(self.id))
+        self.app.run(self.aforget())
+
+    async def aforget(self) -> None:
+        """``forget`` for code running in an event loop."""
+        self._meta = None
+        await self.app.backend().forget(self.id)
 
     def revoke(self, terminate: bool = False) -> None:
         """Mark the task revoked: a worker that receives it later acks it without running it.
@@ -143,9 +148,13 @@ class AsyncResult(Generic[R]):
         The mark is kept in the result backend, so it survives worker restarts. ``terminate`` (stopping a
         task already running) needs remote control and is not available yet.
         """
+        self.app.run(self.arevoke(terminate))
+
+    async def arevoke(self, terminate: bool = False) -> None:
+        """``revoke`` for code running in an event loop."""
         if terminate:
             raise NotImplementedError("revoke(terminate=True) needs remote control, not available yet")
-        self.app.run(revoke(self.app, [self.id]))
+        await revoke(self.app, [self.id])
 
 
 async def revoke(app: Celeriac, task_ids: list[str]) -> None:

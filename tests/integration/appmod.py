@@ -42,3 +42,9 @@ def hang(seconds: float) -> str:
 @app.task
 def pid() -> int:
     return os.getpid()
+
+
+@app.task
+def spawner(n: int) -> str:
+    """Sends a task from inside a pool child: the child opens its own broker connection."""
+    return add.delay(n, n).id

@@ -261,3 +261,25 @@ def test_changing_the_broker_url_moves_later_calls(celeriac_app):
     t.delay()
     t.delay()
     assert celeriac_app.run(size()) == 2
+
+
+def test_result_fields_and_forget(celeriac_app):
+    @celeriac_app.task
+    def fails():
+        raise RuntimeError("broken on purpose")
+
+    @celeriac_app.task
+    def works():
+        return {"ok": [1, 2]}
+
+    with start_worker(celeriac_app):
+        bad, good = fails.delay(), works.delay()
+        assert good.get(timeout=10) == {"ok": [1, 2]}
+        assert bad.get(timeout=10, propagate=False).args == ("broken on purpose",)
+    assert bad.failed() and not bad.successful() and bad.ready()
+    assert "RuntimeError: broken on purpose" in bad.traceback
+    assert good.date_done is not None and good.status == states.SUCCESS
+    good.forget()
+    assert good.state == states.PENDING
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        bad.get(timeout=1)

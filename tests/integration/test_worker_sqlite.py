@@ -143,3 +143,11 @@ def test_demo_command_runs_end_to_end():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "demo passed" in done.stdout
+
+
+def test_a_task_in_a_child_process_sends_tasks(app, start_worker):
+    start_worker("-c", "2", "-P", "processes")
+    parent = appmod.spawner.delay(21)
+    child_id = parent.get(timeout=30)
+    assert app.AsyncResult(child_id).get(timeout=30) == 42
+    assert [c.id for c in parent.children] == [child_id]
