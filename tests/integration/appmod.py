@@ -48,3 +48,10 @@ def pid() -> int:
 def spawner(n: int) -> str:
     """Sends a task from inside a pool child: the child opens its own broker connection."""
     return add.delay(n, n).id
+
+
+@app.task
+def chatty() -> None:
+    import logging
+
+    logging.getLogger("chatty").info("hello from a task")

@@ -151,3 +151,10 @@ def test_a_task_in_a_child_process_sends_tasks(app, start_worker):
     child_id = parent.get(timeout=30)
     assert app.AsyncResult(child_id).get(timeout=30) == 42
     assert [c.id for c in parent.children] == [child_id]
+
+
+def test_task_log_lines_reach_the_worker_log_with_task_name_and_id(app, start_worker):
+    worker = start_worker("-c", "1", "-P", "processes", "-l", "INFO")
+    result = appmod.chatty.delay()
+    result.get(timeout=30)
+    worker.wait_for(f"tests.integration.appmod.chatty[{result.id}]: hello from a task", timeout=10)

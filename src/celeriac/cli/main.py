@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -91,19 +90,15 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
     return app
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
-    )
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
+    from celeriac._logging import setup_logging
     from celeriac.worker import Worker
 
-    setup_logging(args.loglevel)
     app = _load_app(args)
+    conf = app.conf
+    setup_logging(
+        args.loglevel, conf.worker_log_format, conf.worker_task_log_format, conf.worker_hijack_root_logger
+    )
     hostname = args.hostname.replace("%h", os.uname().nodename) if args.hostname else None
     worker = Worker(
         app,

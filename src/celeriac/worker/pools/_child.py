@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._appref import find_app
 from celeriac._exceptions import exception_to_dict
+from celeriac._logging import setup_logging
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded
 from celeriac.task import run_coroutine_here
 from celeriac.worker.pools.base import Job, Outcome
@@ -75,9 +76,16 @@ def child_main(
     app: Celeriac | None,
     max_tasks: int | None,
     max_memory: int | None,
+    log: tuple[int, str, str] | None = None,
 ) -> None:
-    """A pool process: load the app, say ready, run jobs until told to stop or the parent is gone."""
+    """A pool process: load the app, say ready, run jobs until told to stop or the parent is gone.
+
+    ``log`` is the parent's (level, format, task format): a spawned process starts with no logging
+    set up, and a task's log lines would otherwise be lost.
+    """
     _settle_in()
+    if log is not None:
+        setup_logging(*log)
     try:
         if app is None:
             app = find_app(str(app_path))

@@ -167,6 +167,7 @@ class ProcessPool(Pool):
                 None if self.app_path else self.app,
                 self.max_tasks_per_child,
                 self.max_memory_per_child,
+                self._log_setup() if self.app_path else None,
             ),
         )
         try:
@@ -459,6 +460,14 @@ class ProcessPool(Pool):
         except TimeoutError:
             return False
         return True
+
+    def _log_setup(self) -> tuple[int, str, str] | None:
+        """What a spawned child needs to log as this process does, if logging was set up here."""
+        root = logging.getLogger()
+        if not root.handlers:
+            return None
+        conf = self.app.conf
+        return root.getEffectiveLevel(), conf.worker_log_format, conf.worker_task_log_format
 
     def info(self) -> dict[str, Any]:
         """The base info plus ``processes``: the pids of the children ready to take jobs."""
