@@ -16,6 +16,26 @@ from celeriac.exceptions import RemoteTaskError
 
 _standins: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
+#: Where Celery keeps the twins of our exceptions: a record names them so, so that Celery code catching
+#: ``celery.exceptions.TaskRevokedError`` or billiard's ``TimeLimitExceeded`` catches what we stored.
+CELERY_HOMES = {
+    **dict.fromkeys(
+        (
+            "TaskRevokedError",
+            "Retry",
+            "Reject",
+            "Ignore",
+            "MaxRetriesExceededError",
+            "NotRegistered",
+            "TimeoutError",
+            "ChordError",
+            "ImproperlyConfigured",
+        ),
+        "celery.exceptions",
+    ),
+    **dict.fromkeys(("SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError"), "billiard.exceptions"),
+}
+
 
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, RemoteTaskError):
@@ -28,7 +48,10 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
         json.dumps(args)
     except (TypeError, ValueError):
         args = [str(exc)]
-    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": cls.__module__}
+    module = cls.__module__
+    if module == "celeriac.exceptions":
+        module = CELERY_HOMES.get(cls.__qualname__, module)
+    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": module}
 
 
 def _already_loaded(module: str, name: str) -> type[BaseException] | None:
@@ -53,8 +76,8 @@ def exception_from_dict(data: Any) -> BaseException:
     module = str(data.get("exc_module") or "builtins")
     message = data.get("exc_message")
     args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
-    if module.startswith("celery.") and hasattr(exceptions, name):
-        module = "celeriac.exceptions"  # Celery's exceptions have twins of the same name here
+    if CELERY_HOMES.get(name) == module or (module.startswith("celery.") and hasattr(exceptions, name)):
+        module = "celeriac.exceptions"  # Celery's (and billiard's) exceptions have twins here
     cls = _already_loaded(module, name)
     if cls is not None:
         try:

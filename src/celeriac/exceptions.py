@@ -58,11 +58,26 @@ class TaskError(CeleriacError):
 
 
 class SoftTimeLimitExceeded(TaskError):
-    """Raised inside a task when its soft time limit passes; the task may clean up."""
+    """Raised inside a task when its soft time limit passes; the task may clean up.
+
+    Its argument is the limit in seconds, as Celery's (billiard's) twin carries it.
+    """
+
+    def __str__(self) -> str:
+        return _limit_text("Soft time limit", self.args) or super().__str__()
 
 
 class TimeLimitExceeded(TaskError):
-    """The task ran past its hard time limit and was killed."""
+    """The task ran past its hard time limit and was killed; its argument is the limit in seconds."""
+
+    def __str__(self) -> str:
+        return _limit_text("Time limit", self.args) or super().__str__()
+
+
+def _limit_text(what: str, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and isinstance(args[0], (int, float)) and not isinstance(args[0], bool):
+        return f"{what} ({args[0]}s) exceeded"
+    return None
 
 
 class WorkerLostError(TaskError):

@@ -31,6 +31,14 @@ class WorkItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def ignore_result(self) -> bool:
+        """The message's ``ignore_result``; when it leaves it unset (Celery's ``null``), the task's."""
+        if self.call.ignore_result is not None:
+            return self.call.ignore_result
+        own = self.task.ignore_result
+        return bool(self.task.app.conf.task_ignore_result if own is None else own)
+
+    @property
     def acks_late(self) -> bool:
         late = self.task.acks_late
         return bool(self.task.app.conf.task_acks_late if late is None else late)

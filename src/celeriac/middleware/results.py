@@ -47,7 +47,7 @@ class Results(Middleware):
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
         track = item.task.track_started
-        if (worker.app.conf.task_track_started if track is None else track) and not item.call.ignore_result:
+        if (worker.app.conf.task_track_started if track is None else track) and not item.ignore_result:
             await worker.store_state(item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname})
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
@@ -56,7 +56,7 @@ class Results(Middleware):
         status = outcome.status
         if status in (states.IGNORED, states.REJECTED):
             return  # a rejected message's result is settled where it is dead-lettered or requeued
-        ignored = item.call.ignore_result  # the sender resolved it from the call and the task's option
+        ignored = item.ignore_result
         if status == states.SUCCESS:
             if not ignored:
                 await worker.store_state(item, status, outcome.value, children=outcome.children)

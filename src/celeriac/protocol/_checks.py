@@ -83,8 +83,12 @@ def optional_count(value: Any, what: str) -> int | None:
 
 
 def flag(value: Any, what: str) -> bool:
+    return bool(optional_flag(value, what))
+
+
+def optional_flag(value: Any, what: str) -> bool | None:
     if value is None:
-        return False
+        return None
     if not isinstance(value, bool):
         raise DecodeError(f"{what} must be true or false, got {kind(value)}")
     return value

@@ -190,7 +190,7 @@ def _from_v2(headers: dict[str, Any], payload: Any) -> TaskCall:
         group_index=check.optional_count(headers.get("group_index"), "header 'group_index'"),
         origin=check.text(headers.get("origin"), "header 'origin'"),
         shadow=check.text(headers.get("shadow"), "header 'shadow'"),
-        ignore_result=check.flag(headers.get("ignore_result"), "header 'ignore_result'"),
+        ignore_result=check.optional_flag(headers.get("ignore_result"), "header 'ignore_result'"),
         argsrepr=check.text(headers.get("argsrepr"), "header 'argsrepr'", lines=True),
         kwargsrepr=check.text(headers.get("kwargsrepr"), "header 'kwargsrepr'", lines=True),
     )

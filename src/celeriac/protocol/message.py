@@ -61,7 +61,7 @@ class TaskCall:
     group_index: int | None = None
     origin: str | None = None
     shadow: str | None = None
-    ignore_result: bool = False
+    ignore_result: bool | None = None  # None: the message leaves it to the task's own option
     reply_to: str | None = None
     priority: int | None = None
     argsrepr: str | None = None

@@ -379,7 +379,7 @@ class Worker:
                 "reply_to": call.reply_to,
                 "correlation_id": call.id,
                 "timelimit": (call.time_limit, call.soft_time_limit),
-                "ignore_result": call.ignore_result,
+                "ignore_result": item.ignore_result,
                 "headers": call.headers,
             },
         )

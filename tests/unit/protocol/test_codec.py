@@ -105,7 +105,10 @@ def test_decodes_a_message_built_by_celery_itself() -> None:
 
 
 def test_encodes_exactly_celerys_headers_body_and_properties() -> None:
-    call = TaskCall(id=TASK_ID, name="proj.add", args=[2, 3], reply_to=REPLY_TO, priority=0)
+    # Celery's delay() resolves ignore_result from the task's option; ours does the same in _sending
+    call = TaskCall(
+        id=TASK_ID, name="proj.add", args=[2, 3], reply_to=REPLY_TO, priority=0, ignore_result=False
+    )
     message = encode_task(call)
     assert list(message.headers) == CELERY_HEADER_KEYS
     assert message.headers == celery_headers(

@@ -54,7 +54,7 @@ class _SoftLimit:
         # the alarm may go off just after the job ended: it is only meant for the job
         if self._limit is not None:
             limit, self._limit = self._limit, None
-            raise SoftTimeLimitExceeded(f"Soft time limit ({limit}s) exceeded")
+            raise SoftTimeLimitExceeded(limit)
 
     @contextlib.contextmanager
     def armed(self, seconds: float | None) -> Iterator[None]:

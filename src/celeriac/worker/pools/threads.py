@@ -50,7 +50,7 @@ def failure(exc: BaseException) -> Outcome:
 
 def time_limit_outcome(limit: float, runtime: float, *, killed: bool = False) -> Outcome:
     """The FAILURE of a run stopped at its hard time limit; ``killed`` when its process was killed."""
-    exc = TimeLimitExceeded(f"Time limit ({limit}s) exceeded")
+    exc = TimeLimitExceeded(limit)
     return Outcome(
         states.FAILURE,
         exc=exc,
@@ -130,7 +130,7 @@ async def aexecute_limited(
         raise
     reason = outcome.exc.args if isinstance(outcome.exc, asyncio.CancelledError) else ()
     if reason == (_SOFT_CANCEL,):
-        return _cancelled(outcome, SoftTimeLimitExceeded(f"Soft time limit ({soft}s) exceeded"))
+        return _cancelled(outcome, SoftTimeLimitExceeded(soft))
     if reason == (_STOP_CANCEL,):
         return _cancelled(outcome, WorkerLostError("the pool stopped while the task ran"), lost=True)
     return outcome
