@@ -158,3 +158,17 @@ def test_task_log_lines_reach_the_worker_log_with_task_name_and_id(app, start_wo
     result = appmod.chatty.delay()
     result.get(timeout=30)
     worker.wait_for(f"tests.integration.appmod.chatty[{result.id}]: hello from a task", timeout=10)
+
+
+def test_sigterm_to_the_whole_process_group_is_a_warm_shutdown(app, start_worker):
+    """systemd's default sends SIGTERM to every process of the unit: children must not die of it."""
+    import os
+    import signal
+
+    worker = start_worker("-c", "2", "-P", "processes")
+    running = [appmod.work.delay(i, 1.0) for i in range(2)]
+    worker.wait_for("received", timeout=20)
+    time.sleep(0.3)
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    assert worker.proc.wait(30) == 0
+    assert [r.get(timeout=5) for r in running] == [0, 1]

@@ -172,6 +172,7 @@ class Worker:
         for task in list(self._waiting):
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
+        self._stop_level = max(self._stop_level, 1)  # the loop also ends when a caller stops it
         if self._running:
             _, pending = await asyncio.wait(set(self._running), timeout=self.shutdown_timeout)
             if pending:
@@ -315,7 +316,13 @@ class Worker:
             item.extra["requeue"] = True
         if item.extra.get("requeue"):
             self.stats["requeued"] += 1
-            if not item.acked:
+            if item.acked:
+                pass
+            elif self._stop_level:
+                # Stopped by this worker's own shutdown, not killed by the task: this delivery must not
+                # count towards broker_max_deliveries, or a long task dies of rolling restarts.
+                await self.broker.release([item.delivery])
+            else:
                 await self.broker.reject(item.delivery, requeue=True, reason="worker lost")
         elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
             await self._rejected(item, outcome.exc)

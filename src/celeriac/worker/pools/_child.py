@@ -121,7 +121,9 @@ def child_main(
 
 def _settle_in() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A SIGTERM sent to the whole process group (systemd's default) is the parent's to act on: it lets
+    # running tasks finish (warm shutdown) and kills children itself when it turns cold.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # a forked child must not write into the parent loop's wake-up pipe
     if sys.platform.startswith("linux"):
