@@ -283,3 +283,58 @@ def test_result_fields_and_forget(celeriac_app):
     assert good.state == states.PENDING
     with pytest.raises(RuntimeError, match="broken on purpose"):
         bad.get(timeout=1)
+
+
+def test_task_subclass_hooks_run_in_the_worker(celeriac_app):
+    from celeriac import Task
+
+    calls = []
+
+    class Audited(Task):
+        def before_start(self, task_id, args, kwargs):
+            calls.append(("before_start", args))
+
+        def on_success(self, retval, task_id, args, kwargs):
+            calls.append(("on_success", retval))
+
+        def on_failure(self, exc, task_id, args, kwargs, einfo):
+            calls.append(("on_failure", type(exc).__name__, "ZeroDivisionError" in einfo))
+
+        def on_retry(self, exc, task_id, args, kwargs, einfo):
+            calls.append(("on_retry", str(exc)))
+
+        def after_return(self, status, retval, task_id, args, kwargs, einfo):
+            calls.append(("after_return", status))
+
+    @celeriac_app.task(base=Audited, bind=True, max_retries=1)
+    def divide(self, a, b):
+        if self.request.retries == 0 and b == 2:
+            raise self.retry(exc=ValueError("once more"), countdown=0)
+        return a / b
+
+    with start_worker(celeriac_app, concurrency=1):
+        assert divide.delay(4, 2).get(timeout=10) == 2
+        with pytest.raises(ZeroDivisionError):
+            divide.delay(1, 0).get(timeout=10)
+    assert calls == [
+        ("before_start", [4, 2]),
+        ("on_retry", "once more"),
+        ("after_return", states.RETRY),
+        ("before_start", [4, 2]),
+        ("on_success", 2),
+        ("after_return", states.SUCCESS),
+        ("before_start", [1, 0]),
+        ("on_failure", "ZeroDivisionError", True),
+        ("after_return", states.FAILURE),
+    ]
+
+
+def test_shadow_name_and_custom_headers_reach_the_task(celeriac_app):
+    @celeriac_app.task(bind=True)
+    def show(self):
+        return self.request.headers.get("x-tenant")
+
+    with start_worker(celeriac_app):
+        assert (
+            show.apply_async(headers={"x-tenant": "acme"}, shadow="show-for-acme").get(timeout=10) == "acme"
+        )
