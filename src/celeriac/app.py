@@ -286,6 +286,8 @@ class Celeriac:
         """Send a task by name (it need not be registered here); return its result handle."""
         if self.conf.task_always_eager and task is not None:
             return task.apply(args, kwargs, **options)
+        # The call is built here, not on the portal loop, because only this thread sees the running
+        # task's context (its id becomes the parent id, and the new id one of its children).
         opts = SendOptions.parse(options)
         queue, call, not_before = build_call(self, name, args, kwargs, opts, task)
         self.run(self._publish(queue, call, not_before, opts, task))

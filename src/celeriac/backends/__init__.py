@@ -10,11 +10,10 @@ backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import import_module, metadata
 from typing import Any
 
+from celeriac._plugins import Registry
 from celeriac.backends.base import Backend, ResultMeta
-from celeriac.exceptions import ConfigurationError
 
 __all__ = ["Backend", "ResultMeta", "backend_class", "create_backend", "known_schemes"]
 
@@ -32,27 +31,13 @@ _BUILTIN = {
 }
 
 
-def known_schemes() -> list[str]:
-    """Every scheme a backend URL may use: the built-in ones and those of installed plug-ins."""
-    return sorted({*_BUILTIN, *(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))})
+_registry = Registry("result backend", ENTRY_POINT_GROUP, Backend, _BUILTIN, prefix="db+")  # type: ignore[type-abstract]
+known_schemes = _registry.known_schemes
 
 
 def backend_class(url: str) -> type[Backend]:
-    """The backend class serving ``url``.
-
-    Raises:
-        ConfigurationError: no backend serves the URL's scheme (the message lists those that do), or
-            a plug-in's entry point does not name a Backend class.
-    """
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    for name in _candidates(scheme):
-        if name in _BUILTIN:
-            return _load(_BUILTIN[name])
-        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
-            return _load(entry_point.value)
-    raise ConfigurationError(
-        f"no result backend for URL {url!r}; known schemes: {', '.join(known_schemes())}"
-    )
+    """The backend class serving ``url``; ConfigurationError naming the known schemes if none does."""
+    return _registry.find(url)
 
 
 def create_backend(
@@ -74,18 +59,3 @@ def create_backend(
     """
     cls = backend_class(url)
     return cls(url, serializer=serializer, accept=accept, expires=expires, options=options)
-
-
-def _candidates(scheme: str) -> list[str]:
-    # The exact scheme first, so a plug-in may claim "redis+socket"; then without Celery's "db+"
-    # prefix and SQLAlchemy's "+driver" suffix.
-    base = scheme.removeprefix("db+")
-    return list(dict.fromkeys([scheme, base, base.partition("+")[0]])) if scheme else []
-
-
-def _load(target: str) -> type[Backend]:
-    module, _, name = target.partition(":")
-    cls = getattr(import_module(module), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ConfigurationError(f"{target!r} is not a Backend class")
-    return cls
