@@ -1,7 +1,8 @@
 """Fixtures for the contract suites: every broker and every backend behind one small kit.
 
 PostgreSQL and MySQL/MariaDB tests use the shared ``test`` database of the local servers; each test
-works on queues and task ids of its own and removes what it left behind. When a server does not
+works on queues and task ids of its own and removes what it left behind. Redis tests use database 15
+with a key prefix of their own and delete its keys afterwards. When a server does not
 answer, its tests are skipped, except under ``CI=true``, where they fail.
 """
 
@@ -32,8 +33,10 @@ from celeriac.brokers.sql import dead_letters, messages
 SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
     "mysql": ("127.0.0.1", 3306, "pymysql", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    "redis": ("127.0.0.1", 6379, "redis", "redis://127.0.0.1:6379/15"),
 }
 KINDS = ["memory", "sqlite", "postgresql", "mysql"]
+BROKER_KINDS = [*KINDS, "redis"]
 
 
 @functools.cache
@@ -71,9 +74,10 @@ async def _as_coroutine(scenario: Callable[[], Awaitable[None]]) -> None:
 class BrokerKit:
     """One broker kind for one test: fresh queue names, brokers closed on the loop that made them."""
 
-    def __init__(self, kind: str, url: str) -> None:
+    def __init__(self, kind: str, url: str, **defaults: Any) -> None:
         self.kind = kind
         self.url = url
+        self.defaults = defaults
         self.queues: list[str] = []
         self._open: list[Broker] = []
 
@@ -83,7 +87,7 @@ class BrokerKit:
         return name
 
     def broker(self, **options: Any) -> Broker:
-        broker = create_broker(self.url, options)
+        broker = create_broker(self.url, {**self.defaults, **options})
         self._open.append(broker)
         return broker
 
@@ -111,6 +115,10 @@ class BrokerKit:
             with store.lock:
                 store.add(queue, payload, 0, None)
             return
+        if self.kind == "redis":
+            await broker.connect()
+            await cast(Any, broker)._client.lpush(self.defaults["global_keyprefix"] + queue, payload)
+            return
         await broker.connect()
         engine = sa.create_engine(engine_url(self.url))
         try:
@@ -123,6 +131,8 @@ class BrokerKit:
     def clean(self) -> None:
         if self.kind == "memory":
             memory_broker.reset(self.url)
+        elif self.kind == "redis":
+            asyncio.run(_delete_redis_keys(self.url, self.defaults["global_keyprefix"]))
         elif self.kind in SERVERS and self.queues:
             engine = sa.create_engine(engine_url(self.url))
             try:
@@ -131,6 +141,18 @@ class BrokerKit:
                     conn.execute(dead_letters.delete().where(dead_letters.c.queue.in_(self.queues)))
             finally:
                 engine.dispose()
+
+
+async def _delete_redis_keys(url: str, prefix: str) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 class BackendKit:
@@ -174,24 +196,80 @@ class BackendKit:
                 engine.dispose()
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=BROKER_KINDS)
 def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerKit]:
     kind = request.param
     _require(kind)
+    defaults: dict[str, Any] = {}
     if kind == "memory":
         url = f"memory://contract-{uuid.uuid4().hex[:12]}"
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path}/broker.sqlite3"
     else:
         url = SERVERS[kind][3]
-    kit = BrokerKit(kind, url)
+    if kind == "redis":
+        # Celery's default priority buckets (0, 3, 6, 9) stay: the contract orders one priority per bucket.
+        defaults = {"global_keyprefix": f"test-{uuid.uuid4().hex}:"}
+    kit = BrokerKit(kind, url, **defaults)
     yield kit
     kit.clean()
 
 
-@pytest.fixture(params=KINDS)
+REDIS_RESULTS = ("127.0.0.1", 6379, "redis", "redis://127.0.0.1:6379/14")
+
+
+class RedisBackendKit(BackendKit):
+    """Redis results for one test: keys and channels under a prefix of its own, deleted afterwards.
+
+    The test's connections carry a client name of their own, so ``CLIENT LIST`` can count them.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = f"contract-{uuid.uuid4().hex[:12]}:"
+        self.client_name = f"celeriac-{self.prefix[:-1]}"
+        super().__init__("redis", f"{REDIS_RESULTS[3]}?client_name={self.client_name}")
+
+    def backend(self, **options: Any) -> Backend:
+        settings = {"global_keyprefix": self.prefix, **(options.pop("options", None) or {})}
+        return super().backend(options=settings, **options)
+
+    def clean(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_RESULTS[3])
+        try:
+            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+def _require_redis_results() -> None:
+    host, port, driver, _ = REDIS_RESULTS
+    reason = None
+    if importlib.util.find_spec(driver) is None:
+        reason = f"redis tests need the {driver} client (uv sync --group dev)"
+    else:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError as exc:
+            reason = f"redis is not answering on {host}:{port} ({exc})"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true every service must be up")
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=[*KINDS, "redis"])
 def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
     kind = request.param
+    if kind == "redis":
+        _require_redis_results()
+        redis_kit = RedisBackendKit()
+        yield redis_kit
+        redis_kit.clean()
+        return
     _require(kind)
     if kind == "memory":
         url = f"memory://contract-{uuid.uuid4().hex[:12]}"

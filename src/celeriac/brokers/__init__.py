@@ -26,6 +26,8 @@ _BUILTIN = {
     "postgres": _SQL,
     "mysql": _SQL,
     "mariadb": _SQL,
+    "redis": "celeriac.brokers.redis:RedisBroker",
+    "rediss": "celeriac.brokers.redis:RedisBroker",
 }
 
 

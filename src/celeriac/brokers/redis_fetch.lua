@@ -1,0 +1,48 @@
+-- Promote due delayed messages, then take up to ARGV[1] messages into this consumer's processing hash.
+--
+-- KEYS[1] processing hash   KEYS[2] delivery counts   KEYS[3] delayed zset
+-- KEYS[4] heartbeat key     KEYS[5] consumer set      KEYS[6..] lists, in the order to take from
+-- ARGV[1] limit  ARGV[2] now (unix s)  ARGV[3] tag prefix  ARGV[4] lease (ms)  ARGV[5] consumer id
+-- ARGV[6] how many due delayed messages to promote at most
+--
+-- Stored values are "<json header>\n<envelope bytes>": cjson escapes newlines, so the first one ends
+-- the header, and the envelope is kept byte for byte even when it is not UTF-8.
+--
+-- Returns {next delayed due time or "", {tag, list, deliveries, envelope, ...}}.
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
+for _, member in ipairs(due) do
+  local cut = string.find(member, '\n', 1, true)
+  local header = cjson.decode(string.sub(member, 1, cut - 1))
+  redis.call('LPUSH', header[1], string.sub(member, cut + 1))
+  redis.call('ZREM', KEYS[3], member)
+end
+
+local limit = tonumber(ARGV[1])
+local taken = {}
+local n = 0
+for i = 6, #KEYS do
+  if n >= limit then break end
+  local popped = redis.call('RPOP', KEYS[i], limit - n)
+  if popped then
+    for _, envelope in ipairs(popped) do
+      n = n + 1
+      local count = redis.call('HINCRBY', KEYS[2], redis.sha1hex(envelope), 1)
+      local tag = ARGV[3] .. n
+      redis.call('HSET', KEYS[1], tag, cjson.encode({KEYS[i], count}) .. '\n' .. envelope)
+      taken[#taken + 1] = tag
+      taken[#taken + 1] = KEYS[i]
+      taken[#taken + 1] = count
+      taken[#taken + 1] = envelope
+    end
+  end
+end
+
+if n > 0 then
+  -- Taken and leased in one step: there is no moment when a message is held without a heartbeat.
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  redis.call('SADD', KEYS[5], ARGV[5])
+  return {'', taken}
+end
+local soonest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+return {soonest[2] or '', taken}
