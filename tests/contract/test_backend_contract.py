@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from celeriac import states
 from celeriac.backends import ResultMeta
-from tests.contract.conftest import BackendKit, run_in_thread
+from tests.contract.conftest import (
+    REDIS_RESULTS,
+    BackendKit,
+    RedisBackendKit,
+    _require_redis_results,
+    run_in_thread,
+)
 
 
 def now() -> datetime:
@@ -172,6 +181,9 @@ def test_wait_times_out(backends: BackendKit) -> None:
     backends.run(scenario)
 
 
+# Redis expires records by itself (SET EX), so this applies to the stores that need a sweep; the Redis
+# behaviour is test_redis_records_expire_on_their_own.
+@pytest.mark.parametrize("backends", ["memory", "sqlite", "postgresql", "mysql"], indirect=True)
 def test_cleanup_deletes_expired_results(backends: BackendKit) -> None:
     async def scenario() -> None:
         backend = backends.backend(expires=3600.0)
@@ -188,3 +200,118 @@ def test_cleanup_deletes_expired_results(backends: BackendKit) -> None:
         assert set(await backend.get_many([old, fresh, running])) == {fresh, running}
 
     backends.run(scenario)
+
+
+# -- Redis only -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_results() -> Iterator[RedisBackendKit]:
+    _require_redis_results()
+    kit = RedisBackendKit()
+    yield kit
+    kit.clean()
+
+
+def _admin() -> Any:
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(REDIS_RESULTS[3])
+
+
+def test_redis_records_expire_on_their_own(redis_results: RedisBackendKit) -> None:
+    async def scenario() -> None:
+        admin = _admin()
+        try:
+            backend = redis_results.backend(expires=3600.0)
+            kept = redis_results.backend(expires=None)
+            done_id, kept_id = redis_results.task_id(), redis_results.task_id()
+            await backend.store([ResultMeta(done_id, states.SUCCESS, result=1, date_done=now())])
+            await kept.store([ResultMeta(kept_id, states.SUCCESS, result=2, date_done=now())])
+            # Celery's key and JSON layout, under the configured global_keyprefix.
+            key = f"{redis_results.prefix}celery-task-meta-{done_id}"
+            assert json.loads(await admin.get(key))["status"] == states.SUCCESS
+            assert 3590 < await admin.ttl(key) <= 3600
+            assert await admin.ttl(f"{redis_results.prefix}celery-task-meta-{kept_id}") == -1
+            assert await backend.cleanup() == 0  # type: ignore[attr-defined]
+        finally:
+            await admin.aclose()
+
+    redis_results.run(scenario)
+
+
+async def _clients(admin: Any, name: str) -> list[dict[str, Any]]:
+    return [c for c in await admin.client_list() if c.get("name") == name]
+
+
+def test_redis_concurrent_waits_share_one_subscription_and_leave_none(redis_results: RedisBackendKit) -> None:
+    async def scenario() -> None:
+        admin = _admin()
+        try:
+            backend = redis_results.backend()
+            writer = redis_results.backend()
+            ids = [redis_results.task_id() for _ in range(50)]
+            lost = redis_results.task_id()  # a wait that times out
+            channels = [f"{redis_results.prefix}celery-task-meta-{t}" for t in [*ids, lost]]
+            waits = [asyncio.create_task(backend.wait(t, timeout=10.0)) for t in ids]
+            timing_out = asyncio.create_task(backend.wait(lost, timeout=0.5))
+            deadline = time.monotonic() + 5
+            while [n for _, n in await admin.pubsub_numsub(*channels)] != [1] * len(channels):
+                assert time.monotonic() < deadline, "the waits did not all subscribe"
+                await asyncio.sleep(0.01)
+            subscribers = [c for c in await _clients(admin, redis_results.client_name) if "P" in c["flags"]]
+            assert len(subscribers) == 1  # one pub/sub connection for all the waits
+
+            await writer.store(
+                [ResultMeta(t, states.SUCCESS, result=n, date_done=now()) for n, t in enumerate(ids)]
+            )
+            metas = await asyncio.wait_for(asyncio.gather(*waits), timeout=5)
+            assert [m.result for m in metas] == list(range(50))
+            with pytest.raises(TimeoutError):
+                await timing_out
+
+            assert [n for _, n in await admin.pubsub_numsub(*channels)] == [0] * len(channels)
+            # The pub/sub connection is closed once nobody waits; closing the backends closes the rest.
+            deadline = time.monotonic() + 2
+            while any("P" in c["flags"] for c in await _clients(admin, redis_results.client_name)):
+                assert time.monotonic() < deadline, "the pub/sub connection was left open"
+                await asyncio.sleep(0.01)
+            await backend.close()
+            await writer.close()
+            while await _clients(admin, redis_results.client_name):
+                assert time.monotonic() < deadline, "connections were left open"
+                await asyncio.sleep(0.01)
+        finally:
+            await admin.aclose()
+
+    redis_results.run(scenario)
+
+
+def test_redis_wait_polls_when_pubsub_is_refused(
+    redis_results: RedisBackendKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.exceptions import NoPermissionError
+
+    from celeriac.backends import redis as redis_backend
+
+    async def refuse(*args: Any) -> asyncio.Event:
+        raise NoPermissionError("this user has no permissions to run the 'subscribe' command")
+
+    monkeypatch.setattr(redis_backend._Listener, "subscribe", refuse)
+
+    async def scenario() -> None:
+        backend = redis_results.backend()
+        task_id = redis_results.task_id()
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.2)
+            await backend.store([ResultMeta(task_id, states.SUCCESS, result="polled", date_done=now())])
+
+        finishing = asyncio.create_task(finish_later())
+        meta = await backend.wait(task_id, timeout=5.0, interval=0.05)
+        assert meta.result == "polled"
+        await finishing
+        with pytest.raises(TimeoutError):
+            await backend.wait(redis_results.task_id(), timeout=0.2, interval=0.05)
+
+    redis_results.run(scenario)

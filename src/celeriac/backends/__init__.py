@@ -28,6 +28,8 @@ _BUILTIN = {
     "postgres": _SQL,
     "mysql": _SQL,
     "mariadb": _SQL,
+    "redis": "celeriac.backends.redis:RedisBackend",
+    "rediss": "celeriac.backends.redis:RedisBackend",
 }
 
 

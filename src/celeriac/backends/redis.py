@@ -1,0 +1,296 @@
+"""A result backend on Redis, in Celery's key layout, so Celery's Redis backend and celeriac read each other.
+
+What Celery's Redis backend (``celery/backends/redis.py``) keeps, as read in Celery 5.7:
+
+* One string key per task, ``celery-task-meta-<task id>``, holding the whole record encoded with the
+  result serializer: with JSON, ``{"status", "result", "traceback", "children", "date_done",
+  "task_id"}`` plus ``parent_id`` and ``group_id`` when set and the ``result_extended`` fields
+  (:meth:`ResultMeta.to_dict`). The key is written with ``SET ... EX <expires>`` (a plain ``SET`` when
+  ``expires`` is None or 0), and the same bytes are then published on a channel of the same name, in
+  one ``MULTI``/``EXEC`` per ``store`` call.
+* The option ``global_keyprefix`` (kombu's and Celery's name) is put in front of every key and channel.
+
+Guarantees: ``store`` returns once Redis has the records; ``get_many`` is one ``MGET``; Redis expires
+old records itself, so ``cleanup`` deletes nothing. ``wait`` subscribes to the task's channel *before*
+reading the key, so a result stored in between is not missed, and re-reads the key at least every
+``interval`` in case a message is lost (a reconnect). The waits of one backend share one pub/sub
+connection, which is subscribed to a channel only while someone waits on it and closed as soon as
+nobody waits (Celery's subscription leaks, celery#4012 and friends, cannot happen here). A server that
+refuses pub/sub (ACLs, proxies) makes ``wait`` fall back to polling.
+
+Left for later steps: saved groups (``celery-taskset-meta-<group id>``, ``GroupResult.save``) and
+Celery's native chord counter (the ``.j``/``.t``/``.s`` keys and its Lua script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac.backends.base import Backend, ResultMeta
+from celeriac.exceptions import MissingDependency
+from celeriac.exceptions import TimeoutError as ResultTimeout
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+__all__ = ["KEY_PREFIX", "RedisBackend"]
+
+#: Celery's prefix of a task's result key (and of the channel its updates are published on).
+KEY_PREFIX = "celery-task-meta-"
+
+
+def _connect(url: str) -> Redis:
+    try:
+        # Imported here: ``import celeriac`` must not need the Redis client.
+        from redis.asyncio import Redis
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency("the Redis result backend", "redis") from exc
+    return Redis.from_url(url)
+
+
+class RedisBackend(Backend):
+    """Results in Redis keys ``celery-task-meta-<id>``; ``wait`` is woken by pub/sub."""
+
+    schemes = ("redis", "rediss")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        serializer: str = "json",
+        accept: Sequence[str] = ("json",),
+        expires: float | None = 86400.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
+        self.prefix = str(self.options.get("global_keyprefix") or "")
+        self._client: Redis | None = None
+        self._listener: _Listener | None = None
+        self._pubsub_refused = False
+
+    def key(self, task_id: str) -> str:
+        """The key of ``task_id``'s record, also the channel its updates are published on."""
+        return f"{self.prefix}{KEY_PREFIX}{task_id}"
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client, connected on first use."""
+        if self._client is None:
+            self._client = _connect(self.url)
+        return self._client
+
+    async def store(self, metas: Sequence[ResultMeta]) -> None:
+        if not metas:
+            return
+        # Celery writes with SETEX only when result_expires is truthy; 0 keeps results forever there too.
+        seconds = math.ceil(self.expires) if self.expires else None
+        async with self.client.pipeline(transaction=True) as pipe:
+            for meta in metas:
+                key, value = self.key(meta.task_id), self.encode(meta.to_dict())[1]
+                pipe.set(key, value, ex=seconds)
+                pipe.publish(key, value)
+            await pipe.execute()
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        values = await self.client.mget([self.key(t) for t in ids])
+        return {
+            t: ResultMeta.from_dict(self.decode(v if isinstance(v, bytes) else v.encode()))
+            for t, v in zip(ids, values, strict=True)
+            if v is not None
+        }
+
+    async def forget(self, task_id: str) -> None:
+        await self.client.delete(self.key(task_id))
+
+    async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        """Wait until ``task_id`` is ready, woken by the message its ``store`` publishes.
+
+        The key is read again at least every ``interval``; without pub/sub this polls like the base class.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        if self._pubsub_refused:
+            return await super().wait(task_id, timeout, interval)
+        if self._listener is None or self._listener.broken:
+            self._listener = _Listener(self.client)
+        listener, channel = self._listener, self.key(task_id).encode()
+        try:
+            changed = await listener.subscribe(channel, left())
+        except Exception as exc:
+            if not _pubsub_unusable(exc):
+                raise
+            # A refusal (ACLs, a proxy) will not change; a lost connection may come back next time.
+            self._pubsub_refused = _is_refusal(exc)
+            return await self._poll(task_id, left(), interval, exc)
+        try:
+            while not listener.broken:
+                changed.clear()
+                meta = await self.get(task_id)
+                if meta.ready:
+                    return meta
+                remaining = left()
+                if remaining is not None and remaining <= 0:
+                    raise ResultTimeout(f"task {task_id} not ready after {timeout}s (state {meta.status})")
+                pause = interval if remaining is None else min(interval, remaining)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await changed.wait()
+        finally:
+            await listener.unsubscribe(channel, changed)
+        # The pub/sub connection broke while we waited: finish by polling.
+        return await super().wait(task_id, left(), interval)
+
+    async def _poll(
+        self, task_id: str, timeout: float | None, interval: float, cause: Exception
+    ) -> ResultMeta:
+        try:
+            return await super().wait(task_id, timeout, interval)
+        except ResultTimeout as exc:
+            raise exc from cause
+
+    async def cleanup(self) -> int:
+        """Nothing to do: Redis deletes records ``expires`` seconds after they were stored."""
+        return 0
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _is_refusal(exc: Exception) -> bool:
+    from redis.exceptions import ResponseError  # NoPermissionError is one
+
+    return isinstance(exc, ResponseError)
+
+
+def _pubsub_unusable(exc: Exception) -> bool:
+    """True for the errors after which ``wait`` polls instead: refusals, lost connections, timeouts."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    # OSError covers the builtin TimeoutError (asyncio's timeouts) and a lost pub/sub reader.
+    return _is_refusal(exc) or isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+class _Listener:
+    """One pub/sub connection shared by the waits of one backend, open only while someone waits.
+
+    Each wait holds an event per channel, set when a message arrives on it. A channel is subscribed
+    while it has waiters; the connection is closed when the last waiter leaves. ``subscribe`` returns
+    only after Redis confirmed the subscription, so a caller that then reads the key misses nothing.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._lock = asyncio.Lock()
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: dict[bytes, set[asyncio.Event]] = {}
+        # Redis confirms the SUBSCRIBEs of one channel in order: one future per command sent.
+        self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self.broken = False
+
+    async def subscribe(self, channel: bytes, timeout: float | None) -> asyncio.Event:
+        event = asyncio.Event()
+        async with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters:  # subscribed and confirmed while its first waiter held the lock
+                waiters.add(event)
+                return event
+            self._waiters[channel] = {event}
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._client.pubsub()
+                confirmed = asyncio.get_running_loop().create_future()
+                self._confirmations.setdefault(channel, deque()).append(confirmed)
+                await self._pubsub.subscribe(channel)
+                if self._reader is None:
+                    self._reader = asyncio.create_task(self._read(self._pubsub))
+                async with asyncio.timeout(timeout):
+                    await confirmed
+            except BaseException:
+                await self._leave(channel, event)
+                raise
+        return event
+
+    async def unsubscribe(self, channel: bytes, event: asyncio.Event) -> None:
+        async with self._lock:
+            await self._leave(channel, event)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._waiters.clear()
+            await self._shutdown()
+
+    async def _leave(self, channel: bytes, event: asyncio.Event) -> None:
+        waiters = self._waiters.get(channel)
+        if waiters is not None:
+            waiters.discard(event)
+            if waiters:
+                return
+            del self._waiters[channel]
+        if not self._waiters:
+            await self._shutdown()
+        elif self._pubsub is not None and not self.broken:
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except Exception:
+                self._fail()
+
+    async def _shutdown(self) -> None:
+        reader, self._reader = self._reader, None
+        pubsub, self._pubsub = self._pubsub, None
+        self._confirmations.clear()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: PubSub) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                kind, channel = message["type"], message["channel"]
+                if kind == "message":
+                    for event in self._waiters.get(channel, ()):
+                        event.set()
+                elif kind == "subscribe":
+                    pending = self._confirmations.get(channel)
+                    if pending:
+                        confirmed = pending.popleft()
+                        if not confirmed.done():
+                            confirmed.set_result(None)
+        except Exception:
+            self._fail()
+
+    def _fail(self) -> None:
+        """Mark the connection broken and wake everyone: waits go on by polling."""
+        self.broken = True
+        for pending in self._confirmations.values():
+            for confirmed in pending:
+                if not confirmed.done():
+                    confirmed.set_exception(ConnectionError("the pub/sub connection was lost"))
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
