@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celeriac._memory import Stores
 from celeriac._signal import Signal
 from celeriac.backends.base import Backend, ResultMeta
 from celeriac.exceptions import TimeoutError
@@ -30,26 +31,12 @@ class _Store:
         self.records: dict[str, tuple[datetime | None, str, bytes]] = {}
 
 
-_stores: dict[str, _Store] = {}
-_stores_lock = threading.Lock()
-
-
-def _store_for(url: str) -> _Store:
-    key = url.rstrip("/")
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = _Store()
-        return store
+_stores: Stores[_Store] = Stores(_Store)
 
 
 def reset(url: str | None = None) -> None:
     """Forget every record of the memory store at ``url`` (of every store when None)."""
-    with _stores_lock:
-        if url is None:
-            _stores.clear()
-        else:
-            _stores.pop(url.rstrip("/"), None)
+    _stores.reset(url)
 
 
 class MemoryBackend(Backend):
@@ -67,7 +54,7 @@ class MemoryBackend(Backend):
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
-        self._store = _store_for(url)
+        self._store = _stores.get(url)
 
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         encoded = [(m.task_id, m.date_done, *self.encode(m.to_dict())) for m in metas]

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celeriac._memory import Stores
 from celeriac._signal import Signal
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
@@ -140,17 +141,7 @@ class _Store:
                 self.next_reclaim = min(self.next_reclaim, entry.lease_until)
 
 
-_stores: dict[str, _Store] = {}
-_stores_lock = threading.Lock()
-
-
-def _store_for(url: str) -> _Store:
-    key = url.rstrip("/")
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = _Store()
-        return store
+_stores: Stores[_Store] = Stores(_Store)
 
 
 def reset(url: str | None = None) -> None:
@@ -158,11 +149,7 @@ def reset(url: str | None = None) -> None:
 
     Brokers still open on a forgotten store keep using it; new ones get a fresh store.
     """
-    with _stores_lock:
-        if url is None:
-            _stores.clear()
-        else:
-            _stores.pop(url.rstrip("/"), None)
+    _stores.reset(url)
 
 
 class MemoryBroker(Broker):
@@ -178,7 +165,7 @@ class MemoryBroker(Broker):
     def __init__(self, url: str = "memory://", *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         self.lease_seconds = float(self.options.get("lease_seconds", 30.0))
-        self._store = _store_for(url)
+        self._store = _stores.get(url)
         self._owner = uuid.uuid4().hex
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
