@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -19,51 +20,62 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
-def _context(job: Job) -> Context:
-    ctx = Context(**job.request)
-    ctx.called_directly = False
-    ctx.children = []
-    return ctx
+class _Run:
+    """One run's bookkeeping, shared by the sync and async faces: the task, its request context (made
+    current until the run ends), and the clock."""
+
+    def __init__(self, app: Celeriac, job: Job) -> None:
+        self.task = app.get_task(job.name)
+        self.job = job
+        self.ctx = Context(**job.request)
+        self.ctx.called_directly = False
+        self.ctx.children = []
+        self.started = time.perf_counter()
+        self.token = _current.set(self.ctx)
+
+    def call(self) -> Any:
+        """``before_start``, then the function (a coroutine for ``async def`` tasks)."""
+        job = self.job
+        self.task.before_start(job.id, job.args, job.kwargs)
+        return self.task.run(*job.args, **job.kwargs)
+
+    def succeeded(self, value: Any) -> Outcome:
+        return self._end(lambda: _succeeded(self.task, self.job, value))
+
+    def failed(self, exc: BaseException) -> Outcome:
+        return self._end(lambda: _failed(self.task, self.job, self.ctx, exc))
+
+    def _end(self, outcome: Callable[[], Outcome]) -> Outcome:
+        # Hooks (on_success, on_failure, on_retry) still see the request; after_return runs after it.
+        try:
+            ended = outcome()
+        finally:
+            _current.reset(self.token)
+        return _finish(self.task, self.job, self.ctx, ended, self.started)
 
 
 def execute(app: Celeriac, job: Job) -> Outcome:
     """Run a job from synchronous code (a thread or a child process); async tasks get a loop here."""
-    task = app.get_task(job.name)
-    ctx = _context(job)
-    token = _current.set(ctx)
-    started = time.perf_counter()
+    run = _Run(app, job)
     try:
-        task.before_start(job.id, job.args, job.kwargs)
-        value = task.run(*job.args, **job.kwargs)
-        if task.is_async:
+        value = run.call()
+        if run.task.is_async:
             value = run_coroutine_here(value)
-    except BaseException as exc:
-        outcome = _failed(task, job, ctx, exc)
-    else:
-        outcome = _succeeded(task, job, value)
-    finally:
-        _current.reset(token)
-    return _finish(task, job, ctx, outcome, started)
+    except BaseException as exc:  # every end of a task is an outcome
+        return run.failed(exc)
+    return run.succeeded(value)
 
 
 async def aexecute(app: Celeriac, job: Job) -> Outcome:
     """Run an ``async def`` task's job on the running loop."""
-    task = app.get_task(job.name)
-    ctx = _context(job)
-    token = _current.set(ctx)
-    started = time.perf_counter()
+    run = _Run(app, job)
     try:
-        task.before_start(job.id, job.args, job.kwargs)
-        value = task.run(*job.args, **job.kwargs)
-        if task.is_async:
+        value = run.call()
+        if run.task.is_async:
             value = await value
-    except BaseException as exc:
-        outcome = _failed(task, job, ctx, exc)
-    else:
-        outcome = _succeeded(task, job, value)
-    finally:
-        _current.reset(token)
-    return _finish(task, job, ctx, outcome, started)
+    except BaseException as exc:  # every end of a task is an outcome
+        return run.failed(exc)
+    return run.succeeded(value)
 
 
 def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
