@@ -71,7 +71,23 @@ async def _as_coroutine(scenario: Callable[[], Awaitable[None]]) -> None:
     await scenario()
 
 
-class BrokerKit:
+class _Kit:
+    """What both kits share: the stores a scenario opened are closed when it ends, even on failure."""
+
+    _open: list[Broker] | list[Backend]
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        async def main() -> None:
+            try:
+                await scenario()
+            finally:
+                while self._open:
+                    await self._open.pop().close()
+
+        asyncio.run(main())
+
+
+class BrokerKit(_Kit):
     """One broker kind for one test: fresh queue names, brokers closed on the loop that made them."""
 
     def __init__(self, kind: str, url: str, **defaults: Any) -> None:
@@ -90,16 +106,6 @@ class BrokerKit:
         broker = create_broker(self.url, {**self.defaults, **options})
         self._open.append(broker)
         return broker
-
-    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
-        async def main() -> None:
-            try:
-                await scenario()
-            finally:
-                while self._open:
-                    await self._open.pop().close()
-
-        asyncio.run(main())
 
     @staticmethod
     def freeze(broker: Broker) -> None:
@@ -155,7 +161,7 @@ async def _delete_redis_keys(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-class BackendKit:
+class BackendKit(_Kit):
     """One backend kind for one test; backends are closed on the loop that made them."""
 
     def __init__(self, kind: str, url: str) -> None:
@@ -173,16 +179,6 @@ class BackendKit:
         backend = create_backend(self.url, **options)
         self._open.append(backend)
         return backend
-
-    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
-        async def main() -> None:
-            try:
-                await scenario()
-            finally:
-                while self._open:
-                    await self._open.pop().close()
-
-        asyncio.run(main())
 
     def clean(self) -> None:
         if self.kind == "memory":
