@@ -29,6 +29,7 @@ from celeriac.backends.sql import task_meta
 from celeriac.brokers import Broker, create_broker
 from celeriac.brokers import memory as memory_broker
 from celeriac.brokers.sql import dead_letters, messages
+from tests import redis_topologies
 
 SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
@@ -36,7 +37,8 @@ SERVERS = {
     "redis": ("127.0.0.1", 6379, "redis", "redis://127.0.0.1:6379/15"),
 }
 KINDS = ["memory", "sqlite", "postgresql", "mysql"]
-BROKER_KINDS = [*KINDS, "redis"]
+BROKER_KINDS = [*KINDS, "redis", "redis-cluster", "redis-sentinel"]
+REDIS_KINDS = ("redis", "redis-cluster", "redis-sentinel")
 
 
 @functools.cache
@@ -121,7 +123,7 @@ class BrokerKit(_Kit):
             with store.lock:
                 store.add(queue, payload, 0, None)
             return
-        if self.kind == "redis":
+        if self.kind in REDIS_KINDS:
             await broker.connect()
             await cast(Any, broker)._client.lpush(self.defaults["global_keyprefix"] + queue, payload)
             return
@@ -137,8 +139,8 @@ class BrokerKit(_Kit):
     def clean(self) -> None:
         if self.kind == "memory":
             memory_broker.reset(self.url)
-        elif self.kind == "redis":
-            asyncio.run(_delete_redis_keys(self.url, self.defaults["global_keyprefix"]))
+        elif self.kind in REDIS_KINDS:
+            asyncio.run(_delete_redis_keys(self.url, self.defaults))
         elif self.kind in SERVERS and self.queues:
             engine = sa.create_engine(engine_url(self.url))
             try:
@@ -149,12 +151,13 @@ class BrokerKit(_Kit):
                 engine.dispose()
 
 
-async def _delete_redis_keys(url: str, prefix: str) -> None:
-    import redis.asyncio
+async def _delete_redis_keys(url: str, options: dict[str, Any]) -> None:
+    from celeriac._redis import redis_client
 
-    client = redis.asyncio.Redis.from_url(url)
+    client = redis_client(url, options, what="the test")
     try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        pattern = options["global_keyprefix"].replace("{", "\\{").replace("}", "\\}") + "*"
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
         if keys:
             await client.delete(*keys)
     finally:
@@ -192,20 +195,51 @@ class BackendKit(_Kit):
                 engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A private 3-node Redis Cluster for the session."""
+    _require_redis_server()
+    with redis_topologies.redis_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[redis_topologies.Sentinel]:
+    """A private master, replica and sentinel for the session."""
+    _require_redis_server()
+    with redis_topologies.redis_sentinel() as sentinel:
+        yield sentinel
+
+
+def _require_redis_server() -> None:
+    reason = redis_topologies.missing_redis_server() or _unavailable("redis")
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true every service must be up")
+        pytest.skip(reason)
+
+
 @pytest.fixture(params=BROKER_KINDS)
 def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerKit]:
     kind = request.param
-    _require(kind)
     defaults: dict[str, Any] = {}
     if kind == "memory":
         url = f"memory://contract-{uuid.uuid4().hex[:12]}"
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path}/broker.sqlite3"
+    elif kind == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+    elif kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        url, defaults = sentinel.url, {"master_name": sentinel.master_name}
     else:
+        _require(kind)
         url = SERVERS[kind][3]
-    if kind == "redis":
+    if kind in REDIS_KINDS:
         # Celery's default priority buckets (0, 3, 6, 9) stay: the contract orders one priority per bucket.
-        defaults = {"global_keyprefix": f"test-{uuid.uuid4().hex}:"}
+        # On the cluster the prefix carries the hash tag that keeps every key in one slot.
+        tag = "{test-%s}:" if kind == "redis-cluster" else "test-%s:"
+        defaults["global_keyprefix"] = tag % uuid.uuid4().hex
     kit = BrokerKit(kind, url, **defaults)
     yield kit
     kit.clean()

@@ -26,8 +26,10 @@ _BUILTIN = {
     "postgres": _SQL,
     "mysql": _SQL,
     "mariadb": _SQL,
-    "redis": "celeriac.brokers.redis:RedisBroker",
-    "rediss": "celeriac.brokers.redis:RedisBroker",
+    **dict.fromkeys(
+        ("redis", "rediss", "redis+socket", "redis+cluster", "rediss+cluster", "sentinel"),
+        "celeriac.brokers.redis:RedisBroker",
+    ),
 }
 
 

@@ -42,13 +42,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from celeriac._redis import is_cluster, redis_client
 from celeriac._signal import Signal
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
-from celeriac.exceptions import MissingDependency
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 
@@ -64,6 +64,7 @@ SEP = "\x06\x16"
 _ALL_STEPS = tuple(range(10))
 _PROMOTE_MAX = 100
 _PAUSE_MIN, _PAUSE_MAX = 0.001, 0.05
+_WATCH_SECONDS = 1.0
 
 _signals: dict[str, Signal] = {}
 _signals_lock = threading.Lock()
@@ -72,6 +73,17 @@ _signals_lock = threading.Lock()
 def _signal_for(key: str) -> Signal:
     with _signals_lock:
         return _signals.setdefault(key, Signal())
+
+
+def _has_hash_tag(prefix: str) -> bool:
+    start = prefix.find("{")
+    return start >= 0 and prefix.find("}", start + 2) > start
+
+
+def _consume_error(task: asyncio.Task[Any]) -> None:
+    # A failed wait only ends the wait early; the next poll meets the error itself and reports it.
+    if not task.cancelled():
+        task.exception()
 
 
 def _script(name: str) -> str:
@@ -89,11 +101,21 @@ class RedisBroker(Broker):
             of that, and a consumer silent for longer has its messages given back.
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss")
+    schemes: ClassVar[tuple[str, ...]] = (
+        "redis",
+        "rediss",
+        "redis+socket",
+        "redis+cluster",
+        "rediss+cluster",
+        "sentinel",
+    )
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         self.prefix = str(self.options.get("global_keyprefix", ""))
+        if is_cluster(url) and not _has_hash_tag(self.prefix):
+            # Scripts touch several keys, and on a cluster they must share one slot: the tag does it.
+            self.prefix = "{celeriac}" + self.prefix
         self.priority_steps = sorted(int(s) for s in self.options.get("priority_steps", (0, 3, 6, 9)))
         if not self.priority_steps or self.priority_steps[0] != 0:
             self.priority_steps.insert(0, 0)
@@ -109,16 +131,14 @@ class RedisBroker(Broker):
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[Any] | None = None
+        self._watching = ""
         self._next_recovery = 0.0
 
     async def connect(self) -> None:
         if self._client is not None:
             return
-        try:
-            from redis.asyncio import Redis
-        except ImportError as exc:
-            raise MissingDependency("the Redis broker", "redis") from exc
-        client = Redis.from_url(self.url, decode_responses=False)
+        client = redis_client(self.url, self.options, what="the Redis broker")
         for name in ("fetch", "settle", "recover", "queue"):
             self._scripts[name] = client.register_script(_script(f"redis_{name}.lua"))
         self._client = client
@@ -144,6 +164,7 @@ class RedisBroker(Broker):
         for queue in dict.fromkeys(queues):
             for step in _ALL_STEPS:
                 owners[self._list(queue, step).encode()] = queue
+        main = self._list(queues[0], 0) if queues else None
         deadline = time.monotonic() + max(timeout, 0.0)
         pause = _PAUSE_MIN
         while True:
@@ -160,8 +181,11 @@ class RedisBroker(Broker):
                 wait = min(pause, deadline - now)
                 if next_due is not None:
                     wait = min(wait, max(next_due - time.time(), 0.0))
-                await asyncio.wait((woken,), timeout=wait)
-            pause = _PAUSE_MIN if woken.done() else min(pause * 2, _PAUSE_MAX)
+                waiters: set[asyncio.Future[Any]] = {woken}
+                if main is not None:
+                    waiters.add(self._watch(main))
+                done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            pause = _PAUSE_MIN if done else min(pause * 2, _PAUSE_MAX)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self._settle("ack", deliveries)
@@ -197,10 +221,11 @@ class RedisBroker(Broker):
         return found[:limit]
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.wait((self._heartbeat,))
-            self._heartbeat = None
+        for task in (self._heartbeat, self._watcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait((task,))
+        self._heartbeat = self._watcher = None
         client, self._client = self._client, None
         if client is None:
             return
@@ -217,6 +242,24 @@ class RedisBroker(Broker):
         await self.connect()
         assert self._client is not None
         return self._client
+
+    def _watch(self, key: str) -> asyncio.Task[Any]:
+        """A blocking wait, on a connection of its own, until the list ``key`` holds a message.
+
+        BLMOVE from the list's right end to the same end moves nothing: it only returns once the list is
+        not empty, so an idle consumer wakes within a round trip of a push by any producer, Celery's too,
+        without polling. Other lists (priorities, further queues) are still polled, with backoff. One
+        wait at a time is kept and reused across polls.
+        """
+        if self._watcher is None or self._watcher.done() or self._watching != key:
+            client = self._client
+            assert client is not None
+            # redis-py types the timeout as int; Redis takes fractions of a second.
+            wait = cast(Coroutine[Any, Any, Any], client.blmove(key, key, _WATCH_SECONDS, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
+            self._watcher = asyncio.create_task(wait, name="celeriac-redis-watch")
+            self._watching = key
+            self._watcher.add_done_callback(_consume_error)
+        return self._watcher
 
     def _list(self, queue: str, step: int) -> str:
         return self.prefix + queue + (SEP + str(step) if step else "")

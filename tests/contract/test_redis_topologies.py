@@ -1,0 +1,95 @@
+"""The Redis broker on a Cluster and behind Sentinel, beyond the contract suite that runs on both.
+
+A Sentinel failover (the master's process killed) leaves a broker that keeps publishing and fetching
+from the promoted replica; on a Cluster every key a script touches shares one hash tag, so nothing is
+cross-slot, and a broker without a tagged prefix gets one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from celeriac.brokers import create_broker
+from celeriac.protocol.message import Message
+from tests import redis_topologies
+from tests.contract.conftest import BrokerKit
+from tests.contract.test_broker_contract import ids, message
+
+pytestmark = pytest.mark.usefixtures("_redis_server_required")
+
+
+@pytest.fixture
+def _redis_server_required() -> None:
+    from tests.contract.conftest import _require_redis_server
+
+    _require_redis_server()
+
+
+def _message(n: int) -> Message:
+    return message(f"id-{n}")
+
+
+def test_broker_follows_a_sentinel_failover() -> None:
+    with redis_topologies.redis_sentinel() as sentinel:
+        old_master = sentinel.current_master()
+
+        async def scenario() -> None:
+            broker = create_broker(sentinel.url, {"master_name": sentinel.master_name, "lease_seconds": 5})
+            try:
+                for n in range(5):
+                    await broker.publish("q", _message(n))
+                got = await broker.fetch(["q"], 10, 1.0)
+                assert sorted(ids(got)) == [f"id-{n}" for n in range(5)]
+                await broker.ack(got)
+                # Let the replica catch up before its master dies: replication is asynchronous.
+                await asyncio.sleep(0.5)
+                sentinel.kill_master()
+                deadline = time.monotonic() + 30
+                while sentinel.current_master() == old_master:
+                    assert time.monotonic() < deadline, "the sentinel did not promote the replica"
+                    await asyncio.sleep(0.2)
+                published = 0
+                while published < 5:
+                    assert time.monotonic() < deadline, "publishing never succeeded after the failover"
+                    try:
+                        await broker.publish("q", _message(100 + published))
+                        published += 1
+                    except Exception:  # the old master is gone until the client asks the sentinel again
+                        await asyncio.sleep(0.2)
+                got = await broker.fetch(["q"], 10, 2.0)
+                assert sorted(ids(got)) == [f"id-{100 + n}" for n in range(5)]
+                await broker.ack(got)
+            finally:
+                await broker.close()
+
+        asyncio.run(scenario())
+        assert sentinel.current_master() == sentinel.replica
+
+
+def test_cluster_broker_keys_share_one_slot(redis_cluster_url: str) -> None:
+    """Without a tagged prefix the broker adds ``{celeriac}``; every key it wrote hashes to one slot."""
+    from redis.asyncio.cluster import RedisCluster
+
+    kit = BrokerKit("redis-cluster", redis_cluster_url, global_keyprefix="")
+
+    async def scenario() -> None:
+        broker = kit.broker(lease_seconds=5)
+        assert broker.prefix == "{celeriac}"  # type: ignore[attr-defined]
+        queue = kit.queue()
+        await broker.publish(queue, _message(1))
+        await broker.publish(queue, _message(2), not_before=time.time() + 3600)
+        held = await broker.fetch([queue], 1, 1.0)
+        await broker.reject(held[0], requeue=False, reason="kept for the test")
+        client = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis"))
+        try:
+            keys = [key async for key in client.scan_iter(match="\\{celeriac\\}*")]
+            assert {b"{celeriac}celeriac.delayed", b"{celeriac}celeriac.dead_letters"} <= set(keys)
+            assert len({client.keyslot(key) for key in keys}) == 1
+            await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+    kit.run(scenario)
