@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["missing_redis_server", "redis_cluster", "redis_sentinel"]
+__all__ = ["missing_redis_server", "redis_cluster", "redis_sentinel", "redis_tls"]
 
 
 def missing_redis_server() -> str | None:
-    for tool in ("redis-server", "redis-cli"):
+    for tool in ("redis-server", "redis-cli", "openssl"):
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH"
     return None
@@ -59,10 +59,11 @@ def _wait_for(predicate: object, what: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def _cli(port: int, *args: str) -> str:
-    done = subprocess.run(
-        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10, check=False
-    )
+def _cli(*args: str | int) -> str:
+    """``redis-cli`` with ``args``; a first argument that is a port number means ``-p <port>``."""
+    first, *rest = args
+    command = ["-p", str(first), *map(str, rest)] if isinstance(first, int) else [str(a) for a in args]
+    done = subprocess.run(["redis-cli", *command], capture_output=True, text=True, timeout=10, check=False)
     return done.stdout
 
 
@@ -71,14 +72,15 @@ class _Servers:
         self.folder = Path(tempfile.mkdtemp(prefix="celeriac-redis-"))
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, port: int, *config: str) -> None:
+    def start(self, port: int, *config: str, ping: list[str | int] | None = None) -> None:
         folder = self.folder / str(port)
         folder.mkdir(exist_ok=True)
         args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
         args += ["--save", "", "--appendonly", "no", *config]
         with (folder / "log.txt").open("wb") as log:  # the server keeps its own copy of the descriptor
             self.processes[port] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        _wait_for(lambda: _cli(port, "ping").strip() == "PONG", f"redis-server on port {port}")
+        ping_args: list[str | int] = [*(ping or [port]), "ping"]
+        _wait_for(lambda: _cli(*ping_args).strip() == "PONG", f"redis-server on port {port}")
 
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
@@ -161,5 +163,37 @@ def redis_sentinel() -> Iterator[Sentinel]:
         sentinel = Sentinel(servers)
         sentinel.start()
         yield sentinel
+    finally:
+        servers.stop_all()
+
+
+@contextlib.contextmanager
+def redis_tls() -> Iterator[tuple[str, Path]]:
+    """A Redis that speaks only TLS, with a fresh self-signed certificate; yields its rediss:// URL and
+    the certificate (the CA a client must trust)."""
+    servers = _Servers()
+    try:
+        cert, key = servers.folder / "cert.pem", servers.folder / "key.pem"
+        request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        subprocess.run(
+            [
+                "openssl",
+                *request,
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        port = _free_port()
+        tls = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        tls += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+        servers.start(0, *tls, ping=["--tls", "-p", str(port), "--cacert", str(cert)])
+        yield f"rediss://127.0.0.1:{port}/0", cert
     finally:
         servers.stop_all()

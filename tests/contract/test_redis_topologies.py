@@ -13,6 +13,7 @@ import time
 import pytest
 
 from celeriac.brokers import create_broker
+from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import Message
 from tests import redis_topologies
 from tests.contract.conftest import BrokerKit
@@ -42,7 +43,7 @@ def test_broker_follows_a_sentinel_failover() -> None:
                 for n in range(5):
                     await broker.publish("q", _message(n))
                 got = await broker.fetch(["q"], 10, 1.0)
-                assert sorted(ids(got)) == [f"id-{n}" for n in range(5)]
+                assert sorted(map(str, ids(got))) == [f"id-{n}" for n in range(5)]
                 await broker.ack(got)
                 # Let the replica catch up before its master dies: replication is asynchronous.
                 await asyncio.sleep(0.5)
@@ -60,7 +61,7 @@ def test_broker_follows_a_sentinel_failover() -> None:
                     except Exception:  # the old master is gone until the client asks the sentinel again
                         await asyncio.sleep(0.2)
                 got = await broker.fetch(["q"], 10, 2.0)
-                assert sorted(ids(got)) == [f"id-{100 + n}" for n in range(5)]
+                assert sorted(map(str, ids(got))) == [f"id-{100 + n}" for n in range(5)]
                 await broker.ack(got)
             finally:
                 await broker.close()
@@ -93,3 +94,28 @@ def test_cluster_broker_keys_share_one_slot(redis_cluster_url: str) -> None:
             await client.aclose()
 
     kit.run(scenario)
+
+
+def test_broker_over_tls() -> None:
+    """rediss:// with the CA to trust works end to end; without trusting it, the error says TLS."""
+    with redis_topologies.redis_tls() as (url, cert):
+
+        async def scenario() -> None:
+            trusted = create_broker(url, {"ssl": {"ssl_ca_certs": str(cert), "ssl_cert_reqs": "required"}})
+            try:
+                await trusted.publish("q", _message(1))
+                got = await trusted.fetch(["q"], 5, 1.0)
+                assert ids(got) == ["id-1"]
+                await trusted.ack(got)
+            finally:
+                await trusted.close()
+            untrusted = create_broker(url, {"ssl": {"ssl_cert_reqs": "required"}})
+            try:
+                with pytest.raises(Exception, match=r"(?i)certificate|ssl"):
+                    await untrusted.publish("q", _message(2))
+            finally:
+                await untrusted.close()
+            with pytest.raises(ConfigurationError, match=r"unknown TLS option.*ssl_ca_cert"):
+                await create_broker(url, {"ssl": {"ssl_ca_cert": str(cert)}}).connect()
+
+        asyncio.run(scenario())

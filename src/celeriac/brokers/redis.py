@@ -233,6 +233,12 @@ class RedisBroker(Broker):
             keys = [self._consumers, self._heartbeat_key, self._processing]
             if await self._scripts["recover"](keys=keys, args=[self.consumer_id, "1"], client=client):
                 self._signal.notify()
+        except Exception as exc:
+            log.warning(
+                "could not give back this consumer's messages on closing (%s); another consumer will "
+                "once its heartbeat expires",
+                exc,
+            )
         finally:
             await client.aclose()
 
