@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+
+import pytest
 
 from celeriac.brokers import Delivery
 from celeriac.protocol.message import Message
@@ -292,5 +295,57 @@ def test_an_undecodable_stored_message_is_delivered_with_its_error(brokers: Brok
         await broker.reject(got, requeue=False, reason=got.error)
         [dead] = await broker.dead_letters(queue)
         assert dead.message is None and dead.raw == b"\xff not an envelope" and dead.reason == got.error
+
+    brokers.run(scenario)
+
+
+BROADCASTING = ("memory", "redis", "redis-cluster", "redis-sentinel")
+
+
+async def _next(subscription: AsyncIterator[Message], timeout: float = 5.0) -> Message:
+    return await asyncio.wait_for(anext(subscription), timeout)
+
+
+def test_broadcast_reaches_every_subscriber_of_its_exchange(brokers: BrokerKit) -> None:
+    async def scenario() -> None:
+        sender, listener = brokers.broker(), brokers.broker()
+        if brokers.kind not in BROADCASTING:
+            with pytest.raises(NotImplementedError, match="cannot broadcast"):
+                await sender.broadcast("celery.pidbox", message())
+            return
+        exchange = f"x-{uuid.uuid4().hex[:8]}"
+        async with (
+            listener.subscribe(exchange) as first,
+            sender.subscribe(exchange) as second,
+            listener.subscribe(f"{exchange}-other") as other,
+        ):
+            await sender.broadcast(exchange, message("m-1"))
+            for subscription in (first, second):
+                got = await _next(subscription)
+                assert got.task_id == "m-1"
+                assert got.properties["delivery_info"]["exchange"] == exchange
+            await sender.broadcast(f"{exchange}-other", message("m-2"))
+            assert (await _next(other)).task_id == "m-2"
+
+    brokers.run(scenario)
+
+
+def test_broadcast_patterns_select_by_routing_key(brokers: BrokerKit) -> None:
+    async def scenario() -> None:
+        broker = brokers.broker()
+        if brokers.kind not in BROADCASTING:
+            with pytest.raises(NotImplementedError, match="cannot broadcast"):
+                async with broker.subscribe("celeryev", "worker.*"):
+                    pass
+            return
+        exchange = f"ev-{uuid.uuid4().hex[:8]}"
+        async with broker.subscribe(exchange, "worker.*") as workers, broker.subscribe(exchange) as every:
+            await broker.broadcast(exchange, message("task"), routing_key="task.multi")
+            await broker.broadcast(exchange, message("heartbeat"), routing_key="worker.heartbeat")
+            await broker.broadcast(exchange, message("bare"))
+            assert (await _next(workers)).task_id == "heartbeat"
+            assert [(await _next(every)).task_id for _ in range(3)] == ["task", "heartbeat", "bare"]
+            with pytest.raises(TimeoutError):
+                await _next(workers, timeout=0.3)
 
     brokers.run(scenario)

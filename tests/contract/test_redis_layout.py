@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import uuid
+
+import pytest
 
 from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import Message
@@ -39,3 +43,50 @@ def test_priorities_land_in_celerys_default_buckets() -> None:
 
     # kombu's rule: steps[bisect(steps, p) - 1] with steps [0, 3, 6, 9] (reference §2.4: 5 -> "\x06\x163")
     assert asyncio.run(scenario()) == {"0": 3, "3": 1, "6": 1, "9": 1}
+
+
+def test_broadcasts_use_kombus_channels_skip_garbage_and_leave_no_subscription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Channels are kombu's ``<prefix>/<db>.<exchange>[/<routing key>]`` with its envelope; an unreadable
+    broadcast is logged and skipped; leaving the subscription removes its patterns from Redis."""
+    _require("redis")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    url = SERVERS["redis"][3]  # database 15
+
+    async def scenario() -> None:
+        import redis.asyncio as aioredis
+
+        broker = RedisBroker(url, options={"global_keyprefix": prefix})
+        client = aioredis.Redis.from_url(url)
+        raw = client.pubsub()
+        try:
+            await raw.psubscribe(f"{prefix}/15.celery*")
+            await raw.get_message(timeout=1)
+            patterns_before = await client.pubsub_numpat()
+            async with broker.subscribe("celery.pidbox") as messages:
+                assert await client.pubsub_numpat() == patterns_before + 2
+                await client.publish(f"{prefix}/15.celery.pidbox", b"not an envelope")
+                await broker.broadcast("celery.pidbox", Message(body=b"{}", headers={"id": "ping-1"}))
+                got = await asyncio.wait_for(anext(messages), 5)
+                assert got.headers["id"] == "ping-1"
+            assert await client.pubsub_numpat() == patterns_before
+            seen: list[tuple[bytes, bytes]] = []
+            while len(seen) < 2:
+                reply = await raw.get_message(timeout=1)
+                assert reply is not None
+                if reply["type"] == "pmessage":
+                    seen.append((reply["channel"], reply["data"]))
+            channel, data = seen[1]
+            assert channel == f"{prefix}/15.celery.pidbox".encode()
+            envelope = json.loads(data)
+            assert envelope["properties"]["delivery_info"] == {"exchange": "celery.pidbox", "routing_key": ""}
+            assert envelope["headers"]["id"] == "ping-1"
+        finally:
+            await raw.aclose()  # type: ignore[no-untyped-call]
+            await broker.close()
+            await client.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="celeriac.brokers"):
+        asyncio.run(scenario())
+    assert "skipped an unreadable broadcast on 'celery.pidbox'" in caplog.text

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac.protocol.message import Message
+
+if TYPE_CHECKING:
+    from celeriac.brokers._fanout import Subscription
 
 
 @dataclass(slots=True)
@@ -96,6 +100,27 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead-lettered messages (of one queue, or all), newest first."""
+
+    async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
+        """Send ``message`` to every current subscriber of ``exchange`` (remote control, events).
+
+        Fire and forget, as on Celery's transports: nobody subscribed, nobody gets it; no ack.
+        """
+        raise NotImplementedError(self._no_broadcast())
+
+    def subscribe(self, exchange: str, pattern: str = "#") -> AbstractAsyncContextManager[Subscription]:
+        """Listen to ``exchange``: ``async with broker.subscribe("celery.pidbox") as messages:``.
+
+        The subscription is live when the ``async with`` body starts, and ends with it. ``pattern``
+        selects by routing key with ``*``/``#`` wildcards; ``"#"`` takes everything.
+        """
+        raise NotImplementedError(self._no_broadcast())
+
+    def _no_broadcast(self) -> str:
+        return (
+            f"{type(self).__name__} cannot broadcast yet; remote control and events need "
+            "the Redis or memory broker"
+        )
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release this consumer's leases (messages go back to their queues) and close connections."""

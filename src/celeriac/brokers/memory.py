@@ -9,19 +9,21 @@ Redis brokers keep them, so a message that could not travel on a real broker fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac._memory import Stores
 from celeriac._signal import Signal
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
+from celeriac.brokers._fanout import Subscription, matches
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
@@ -31,6 +33,13 @@ __all__ = ["MemoryBroker", "reset"]
 
 _READY, _DELAYED, _LEASED = range(3)
 _Heap = list[tuple[int, float, int]]
+
+
+@dataclass(slots=True, eq=False)
+class _Listener:
+    loop: asyncio.AbstractEventLoop
+    subscription: Subscription
+    pattern: str
 
 
 @dataclass(slots=True, eq=False)
@@ -57,6 +66,7 @@ class _Store:
         self.delayed: list[tuple[float, int]] = []  # heap of (not_before, id)
         self.leased: dict[int, _Entry] = {}
         self.dead: list[DeadLetter] = []
+        self.listeners: set[_Listener] = set()
         self.next_reclaim = math.inf  # no lease can run out before this monotonic time
         self._ids = itertools.count(1)
 
@@ -243,6 +253,29 @@ class MemoryBroker(Broker):
         with self._store.lock:
             found = [d for d in reversed(self._store.dead) if queue is None or d.queue == queue]
         return found[:limit]
+
+    async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
+        payload = to_envelope(message, routing_key=routing_key, exchange=exchange)
+        with self._store.lock:
+            listeners = [
+                listener
+                for listener in self._store.listeners
+                if listener.subscription.exchange == exchange and matches(listener.pattern, routing_key)
+            ]
+        for listener in listeners:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                listener.loop.call_soon_threadsafe(listener.subscription.feed, payload)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, exchange: str, pattern: str = "#") -> AsyncIterator[Subscription]:
+        listener = _Listener(asyncio.get_running_loop(), Subscription(exchange), pattern)
+        with self._store.lock:
+            self._store.listeners.add(listener)
+        try:
+            yield listener.subscription
+        finally:
+            with self._store.lock:
+                self._store.listeners.discard(listener)
 
     async def close(self) -> None:
         if self._heartbeat is not None:

@@ -19,41 +19,52 @@ Key layout (every key starts with the ``global_keyprefix`` option, kombu's, defa
 Headers are JSON and envelopes are kept byte for byte after a newline, so even a message that is not
 valid UTF-8 is stored, delivered and dead-lettered unchanged.
 
+* ``<prefix>/<db>.<exchange>[/<routing key>]``: the pub/sub channels of broadcasts (remote control on
+  ``celery.pidbox``, events on ``celeryev``), kombu's names; the payload is the same envelope.
+
 Guarantees: a Lua script takes messages and writes them to the consumer's processing hash in one
 step, so a message is always in a list, in a processing hash, in the delayed set, in the dead letters,
 or acked: never only in a client's memory. A consumer whose heartbeat key expired is dead; the next
 consumer to poll (at most every ``lease_seconds / 2``, and at least every second) moves its messages
 back to the taking end of their lists, atomically and only if the heartbeat is still missing.
 Delayed messages are promoted to their lists by every fetch poll. Times are the clients' clocks.
+An idle consumer blocks in ``BLMOVE`` on its first queue's plain list (moving nothing), so a push
+wakes it at once; its other lists are polled with backoff (at most every 50 ms).
 
-Left for later: Sentinel, Cluster (scripts touch keys named in stored values, so they need hash tags),
-pub/sub broadcast queues, the ``redelivered`` marks inside a recovered envelope (the delivery count
-already says it), redelivery of ETA messages produced by Celery into kombu's ``unacked`` hash,
-backoff and wedge detection on a lost connection, and trimming the dead letters.
+On a Cluster (``redis+cluster://``) every key carries one hash tag, that of ``global_keyprefix``
+(``{celeriac}`` is put first when the prefix has none), so every script runs in one slot; the cost is
+that one app's queues live on one shard: give apps that must spread out different tagged prefixes.
+
+Left for later: the ``redelivered`` marks inside a recovered envelope (the delivery count already
+says it), redelivery of ETA messages produced by Celery into kombu's ``unacked`` hash, and trimming
+the dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import importlib.resources
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from celeriac._redis import is_cluster, redis_client
 from celeriac._signal import Signal
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
+from celeriac.brokers._fanout import Subscription, glob_of
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisBroker"]
@@ -73,6 +84,18 @@ _signals_lock = threading.Lock()
 def _signal_for(key: str) -> Signal:
     with _signals_lock:
         return _signals.setdefault(key, Signal())
+
+
+async def _forward(pubsub: PubSub, subscription: Subscription) -> None:
+    try:
+        while True:
+            reply = await pubsub.get_message(timeout=None)
+            if reply is not None and reply["type"] == "pmessage":
+                subscription.feed(reply["data"])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        subscription.fail(exc)
 
 
 def _has_hash_tag(prefix: str) -> bool:
@@ -139,6 +162,8 @@ class RedisBroker(Broker):
         if self._client is not None:
             return
         client = redis_client(self.url, self.options, what="the Redis broker")
+        if is_cluster(self.url):
+            await cast(Any, client).initialize()  # learn the slots now: pub/sub needs them first
         for name in ("fetch", "settle", "recover", "queue"):
             self._scripts[name] = client.register_script(_script(f"redis_{name}.lua"))
         self._client = client
@@ -219,6 +244,42 @@ class RedisBroker(Broker):
                 break
             start += page
         return found[:limit]
+
+    async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
+        client = await self._connected()
+        channel = self._fanout(client, exchange) + (f"/{routing_key}" if routing_key else "")
+        await client.publish(channel, to_envelope(message, routing_key=routing_key, exchange=exchange))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, exchange: str, pattern: str = "#") -> AsyncIterator[Subscription]:
+        client = await self._connected()
+        base = self._fanout(client, exchange)
+        # kombu publishes "<base>/<routing key>", or "<base>" for none; "#" listens to both.
+        channels = [base, base + "/*"] if pattern == "#" else [f"{base}/{glob_of(pattern)}"]
+        pubsub = client.pubsub()
+        subscription = Subscription(exchange)
+        try:
+            await pubsub.psubscribe(*channels)
+            confirmed = 0
+            while confirmed < len(channels):  # live once Redis confirmed every pattern
+                reply = await pubsub.get_message(timeout=5.0)
+                if reply is None:
+                    raise TimeoutError(f"Redis did not confirm the subscription to {exchange!r}")
+                confirmed += reply["type"] == "psubscribe"
+            reader = asyncio.create_task(_forward(pubsub, subscription), name="celeriac-redis-fanout")
+            try:
+                yield subscription
+            finally:
+                reader.cancel()
+                await asyncio.wait((reader,))
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _fanout(self, client: Redis, exchange: str) -> str:
+        # kombu's fanout prefix "/<db>." (global_keyprefix first, as kombu prefixes PUBLISH).
+        pool = getattr(client, "connection_pool", None)
+        db = pool.connection_kwargs.get("db", 0) if pool is not None else 0
+        return f"{self.prefix}/{db}.{exchange}"
 
     async def close(self) -> None:
         for task in (self._heartbeat, self._watcher):
