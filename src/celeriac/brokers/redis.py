@@ -35,9 +35,13 @@ On a Cluster (``redis+cluster://``) every key carries one hash tag, that of ``gl
 (``{celeriac}`` is put first when the prefix has none), so every script runs in one slot; the cost is
 that one app's queues live on one shard: give apps that must spread out different tagged prefixes.
 
-Left for later: the ``redelivered`` marks inside a recovered envelope (the delivery count already
-says it), redelivery of ETA messages produced by Celery into kombu's ``unacked`` hash, and trimming
-the dead letters.
+Messages a Celery worker took and never acked (kombu's ``unacked`` hash and ``unacked_index``) are
+given back once older than ``visibility_timeout`` (kombu's option, default 3600 s), under kombu's
+``unacked_mutex``, as a live Celery worker would: so nothing a crashed Celery worker held is lost
+after a fleet moved to celeriac.
+
+Left for later: the ``redelivered`` marks inside an envelope recovered from a dead celeriac consumer
+(the delivery count already says it), and trimming the dead letters.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ _ALL_STEPS = tuple(range(10))
 _PROMOTE_MAX = 100
 _PAUSE_MIN, _PAUSE_MAX = 0.001, 0.05
 _WATCH_SECONDS = 1.0
+_KOMBU_SWEEP_SECONDS = 30.0
 
 _signals: dict[str, Signal] = {}
 _signals_lock = threading.Lock()
@@ -122,6 +127,9 @@ class RedisBroker(Broker):
             Celery's); ``range(10)`` keeps every priority 0-9 apart.
         lease_seconds: how long a consumer's heartbeat lasts (default 30); it is renewed every fifth
             of that, and a consumer silent for longer has its messages given back.
+        visibility_timeout: kombu's: how old a message a Celery worker took and never acked must be
+            before it is given back (default 3600).
+        master_name, sentinel_kwargs, ssl, socket_timeout, ...: connection options (celeriac._redis).
     """
 
     schemes: ClassVar[tuple[str, ...]] = (
@@ -157,6 +165,8 @@ class RedisBroker(Broker):
         self._watcher: asyncio.Task[Any] | None = None
         self._watching = ""
         self._next_recovery = 0.0
+        self.visibility_timeout = float(self.options.get("visibility_timeout", 3600.0))
+        self._next_kombu_sweep = 0.0
 
     async def connect(self) -> None:
         if self._client is not None:
@@ -164,16 +174,14 @@ class RedisBroker(Broker):
         client = redis_client(self.url, self.options, what="the Redis broker")
         if is_cluster(self.url):
             await cast(Any, client).initialize()  # learn the slots now: pub/sub needs them first
-        for name in ("fetch", "settle", "recover", "queue"):
+        for name in ("fetch", "settle", "recover", "queue", "restore"):
             self._scripts[name] = client.register_script(_script(f"redis_{name}.lua"))
         self._client = client
 
     async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
         client = await self._connected()
         payload = to_envelope(message, routing_key=queue)
-        steps = self.priority_steps
-        step = steps[bisect.bisect(steps, priority_of(message)) - 1]
-        key = self._list(queue, step)
+        key = self._list(queue, self._step(priority_of(message)))
         if not_before is not None and not_before > time.time():
             header = json.dumps([key, uuid.uuid4().hex]).encode()
             await client.zadd(self._delayed, {header + b"\n" + payload: not_before})
@@ -328,6 +336,10 @@ class RedisBroker(Broker):
             self._watcher.add_done_callback(_consume_error)
         return self._watcher
 
+    def _step(self, priority: int) -> int:
+        """kombu's bucket for a priority: the highest step not above it."""
+        return self.priority_steps[bisect.bisect(self.priority_steps, priority) - 1]
+
     def _list(self, queue: str, step: int) -> str:
         return self.prefix + queue + (SEP + str(step) if step else "")
 
@@ -386,6 +398,9 @@ class RedisBroker(Broker):
             return
         self._next_recovery = now + min(self.lease_seconds / 2, 1.0)
         client = await self._connected()
+        if now >= self._next_kombu_sweep and not is_cluster(self.url):
+            self._next_kombu_sweep = now + min(self.visibility_timeout / 2, _KOMBU_SWEEP_SECONDS)
+            await self._restore_celerys_unacked(client)
         members = cast(set[bytes], await client.smembers(self._consumers))
         others = [m.decode() for m in members if m.decode() != self.consumer_id]
         if not others:
@@ -402,6 +417,66 @@ class RedisBroker(Broker):
             if moved and moved > 0:
                 log.warning("gave back %d message(s) of dead consumer %s", moved, consumer)
                 self._signal.notify()
+
+    async def _restore_celerys_unacked(self, client: Redis) -> None:
+        """Give back what Celery workers took and never acked, once older than ``visibility_timeout``.
+
+        Celery's Redis transport keeps a taken message in the hash ``unacked`` (and its time in
+        ``unacked_index``) until the ack, and a live Celery worker gives back stale ones. Doing the same
+        sweep, under kombu's own ``unacked_mutex``, means that a fleet which has moved from Celery to
+        celeriac still gets back the messages of a Celery worker that crashed.
+        """
+        unacked, index = self.prefix + "unacked", self.prefix + "unacked_index"
+        cutoff = time.time() - self.visibility_timeout
+        stale = cast(list[bytes], await client.zrangebyscore(index, "-inf", cutoff, start=0, num=100))
+        if not stale:
+            return
+        lock = client.lock(self.prefix + "unacked_mutex", timeout=300)
+        if not await lock.acquire(blocking=False):
+            return  # a Celery worker (or another of ours) is sweeping now
+        restored = 0
+        try:
+            for tag in stale:
+                value = cast(bytes | None, await client.hget(unacked, tag))
+                if value is None:
+                    await client.zrem(index, tag)
+                    continue
+                envelope, exchange, routing_key = json.loads(value)
+                lists = await self._kombu_route(client, envelope, exchange, routing_key)
+                if not lists:
+                    log.warning(
+                        "cannot give back Celery's unacked message %s: nothing is bound to "
+                        "exchange %r with routing key %r",
+                        tag.decode(),
+                        exchange,
+                        routing_key,
+                    )
+                    continue
+                with contextlib.suppress(KeyError, TypeError):
+                    envelope["headers"]["redelivered"] = True
+                    envelope["properties"]["delivery_info"]["redelivered"] = True
+                args = [tag, value, json.dumps(envelope).encode()]
+                restored += await self._scripts["restore"](keys=[unacked, index, *lists], args=args)
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+        if restored:
+            log.warning("gave back %d message(s) a Celery worker took and never acked", restored)
+            self._signal.notify()
+
+    async def _kombu_route(
+        self, client: Redis, envelope: dict[str, Any], exchange: str, routing_key: str
+    ) -> list[str]:
+        """The lists kombu would restore a message to: by routing key, or through the exchange's bindings."""
+        queues = [routing_key]
+        if exchange:
+            members = cast(set[bytes], await client.smembers(f"{self.prefix}_kombu.binding.{exchange}"))
+            bound = [m.decode().split(SEP) for m in members]
+            queues = [queue for key, _, queue in bound if key == routing_key]
+        properties = envelope.get("properties") if isinstance(envelope, dict) else None
+        priority = properties.get("priority") if isinstance(properties, dict) else None
+        step = self._step(min(max(int(priority or 0), 0), 255))
+        return [self._list(queue, step) for queue in queues]
 
     async def _beat(self) -> None:
         # While this consumer lives its messages stay its own, however long a task runs; once it dies
