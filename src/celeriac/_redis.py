@@ -43,9 +43,9 @@ def redis_client(url: str, options: Mapping[str, Any], *, what: str) -> Redis:
     """
     try:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialWithJitterBackoff
         from redis.exceptions import ConnectionError, TimeoutError
-        from redis.retry import Retry
     except ImportError as exc:
         raise MissingDependency(what, "redis") from exc
 

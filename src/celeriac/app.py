@@ -90,7 +90,7 @@ class Celeriac:
         if "task_routes" in names:
             self._router = None
         # Connections made with the old settings are left to their loops; new calls use new ones.
-        if names & {"broker_url", "broker_transport_options", "broker_lease_seconds"}:
+        if names & {"broker_url", "broker_transport_options", "broker_lease_seconds", "broker_use_ssl"}:
             self._brokers.clear()
         if names & {
             "result_backend",
@@ -99,6 +99,7 @@ class Celeriac:
             "accept_content",
             "result_expires",
             "result_backend_transport_options",
+            "redis_backend_use_ssl",
             "broker_url",
         }:
             self._backends.clear()
@@ -234,6 +235,8 @@ class Celeriac:
 
             options = dict(self.conf.broker_transport_options)
             options.setdefault("lease_seconds", self.conf.broker_lease_seconds)
+            if self.conf.broker_use_ssl:
+                options.setdefault("ssl", _tls_options(self.conf.broker_use_ssl))
             broker = self._brokers[loop] = create_broker(self.broker_url, options)
         return broker
 
@@ -245,12 +248,15 @@ class Celeriac:
             from celeriac.backends import create_backend
 
             conf = self.conf
+            options = dict(conf.result_backend_transport_options)
+            if conf.redis_backend_use_ssl:
+                options.setdefault("ssl", _tls_options(conf.redis_backend_use_ssl))
             backend = self._backends[loop] = create_backend(
                 self.backend_url,
                 serializer=conf.result_serializer,
                 accept=conf.result_accept_content or conf.accept_content,
                 expires=conf.result_expires,
-                options=dict(conf.result_backend_transport_options),
+                options=options,
             )
         return backend
 
@@ -327,6 +333,8 @@ class Celeriac:
             compression=opts.compression or (task.compression if task else None) or conf.task_compression,
             max_bytes=conf.task_message_max_bytes,
         )
+        if not_before is not None and self.broker().eta_on_queue:
+            not_before = None  # the eta header goes with it; a worker parks it on receipt
         await self.publish(queue, message, not_before, retry=opts.retry, retry_policy=opts.retry_policy)
 
     async def publish(
@@ -364,6 +372,11 @@ class Celeriac:
 
 #: Celery's name for the application class.
 Celery = Celeriac
+
+
+def _tls_options(setting: dict[str, Any] | bool) -> dict[str, Any]:
+    """``broker_use_ssl`` / ``redis_backend_use_ssl`` as client options: True means the defaults."""
+    return dict(setting) if isinstance(setting, dict) else {}
 
 
 def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:

@@ -37,6 +37,9 @@ SETTINGS: dict[str, Setting] = {
     # brokers and backends
     "broker_url": _s(None, str, doc="Where messages travel; default: the embedded SQLite file."),
     "broker_transport_options": _s({}, dict),
+    "broker_use_ssl": _s(
+        None, dict, bool, doc="TLS options for rediss:// brokers (ssl_cert_reqs, ssl_ca_certs, ...)."
+    ),
     "broker_connection_retry": _s(True, bool),
     "broker_connection_max_retries": _s(100, int),
     "broker_max_deliveries": _s(
@@ -47,6 +50,7 @@ SETTINGS: dict[str, Setting] = {
     ),
     "result_backend": _s(None, str, doc="Where results are kept; default: the embedded SQLite file."),
     "result_backend_transport_options": _s({}, dict),
+    "redis_backend_use_ssl": _s(None, dict, bool, doc="TLS options for a rediss:// result backend."),
     "result_serializer": _s("json", str),
     "result_accept_content": _s(None, list, tuple),
     "result_expires": _s(86400.0, *_NUM),
@@ -99,6 +103,12 @@ SETTINGS: dict[str, Setting] = {
     ),
     "worker_eta_horizon": _s(1.0, *_NUM, doc="ETA tasks due within this many seconds wait in memory."),
     "worker_shutdown_timeout": _s(None, *_NUM, doc="Seconds a warm shutdown waits before it turns cold."),
+    "worker_wedge_timeout": _s(
+        30.0,
+        *_NUM,
+        doc="Seconds a broker or backend call may hang (beyond a fetch's own wait) before the worker "
+        "calls it wedged, cancels it and tries again.",
+    ),
     "worker_hijack_root_logger": _s(True, bool),
     "worker_log_format": _s("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s", str),
     "worker_task_log_format": _s(

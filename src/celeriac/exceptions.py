@@ -26,6 +26,10 @@ class MissingDependency(CeleriacError, ImportError):
         super().__init__(f"{what} needs an optional dependency: pip install 'celeriac[{extra}]'")
 
 
+class OperationalError(CeleriacError, ConnectionError):
+    """A broker or result backend could not be reached (kombu's name for it)."""
+
+
 class DecodeError(CeleriacError):
     """A message could not be turned into a task call; ``reason`` says why."""
 

@@ -90,3 +90,50 @@ def test_broadcasts_use_kombus_channels_skip_garbage_and_leave_no_subscription(
     with caplog.at_level(logging.WARNING, logger="celeriac.brokers"):
         asyncio.run(scenario())
     assert "skipped an unreadable broadcast on 'celery.pidbox'" in caplog.text
+
+
+def test_a_fetch_whose_reply_was_lost_hands_out_what_it_took_on_the_next_fetch() -> None:
+    """The fetch script ran but its reply never came (the connection dropped): the next fetch gets those
+    same messages, not new ones, so nothing stays held, unseen, by a live consumer."""
+    _require("redis")
+    import redis.exceptions
+
+    prefix = f"test-{uuid.uuid4().hex}:"
+
+    async def scenario() -> None:
+        import redis.asyncio as aioredis
+
+        broker = RedisBroker(SERVERS["redis"][3], options={"global_keyprefix": prefix})
+        client = aioredis.Redis.from_url(SERVERS["redis"][3])
+        try:
+            for n in range(5):
+                await broker.publish("q", Message(body=b"[[], {}, {}]", headers={"id": f"m-{n}"}))
+            await broker.connect()
+            real, calls = broker._scripts["fetch"], 0
+
+            async def reply_lost_once(**kwargs: object) -> object:
+                nonlocal calls
+                calls += 1
+                result = await real(**kwargs)  # type: ignore[arg-type]
+                if calls == 1:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                return result
+
+            broker._scripts["fetch"] = reply_lost_once  # type: ignore[assignment]
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await broker.fetch(["q"], 3, 0.5)
+            again = await broker.fetch(["q"], 3, 0.5)
+            assert [d.message.headers["id"] for d in again if d.message] == ["m-0", "m-1", "m-2"]
+            assert [d.deliveries for d in again] == [1, 1, 1]
+            assert await client.hlen(f"{prefix}celeriac.processing.{broker.consumer_id}") == 3
+            rest = await broker.fetch(["q"], 5, 0.5)
+            assert [d.message.headers["id"] for d in rest if d.message] == ["m-3", "m-4"]
+            await broker.ack([*again, *rest])
+        finally:
+            await broker.close()
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    asyncio.run(scenario())

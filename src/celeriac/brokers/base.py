@@ -58,6 +58,11 @@ class Broker(abc.ABC):
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options: dict[str, Any] = dict(options or {})
+        #: Option ``eta_on_queue``: delayed messages sent by *clients* go to their queue at once, with
+        #: their ``eta`` header, as Celery sends them, so Celery workers sharing the broker run them
+        #: (they hold them in memory until due); our workers move them to the delayed store on receipt.
+        #: For a migration where clients move to celeriac before workers do. Workers never use it.
+        self.eta_on_queue = bool(self.options.get("eta_on_queue", False))
 
     async def connect(self) -> None:  # noqa: B027 - optional hook
         """Open connections; publish and fetch call it on first use."""

@@ -63,8 +63,15 @@ from celeriac._signal import Signal
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers._fanout import Subscription, glob_of
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.exceptions import OperationalError
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+
+try:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError:  # the error is raised on connecting, naming the extra to install
+    RedisConnectionError = RedisTimeoutError = OSError  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -165,6 +172,7 @@ class RedisBroker(Broker):
         self._watcher: asyncio.Task[Any] | None = None
         self._watching = ""
         self._next_recovery = 0.0
+        self._unanswered: str | None = None
         self.visibility_timeout = float(self.options.get("visibility_timeout", 3600.0))
         self._next_kombu_sweep = 0.0
 
@@ -182,11 +190,15 @@ class RedisBroker(Broker):
         client = await self._connected()
         payload = to_envelope(message, routing_key=queue)
         key = self._list(queue, self._step(priority_of(message)))
-        if not_before is not None and not_before > time.time():
-            header = json.dumps([key, uuid.uuid4().hex]).encode()
-            await client.zadd(self._delayed, {header + b"\n" + payload: not_before})
-        else:
-            await client.lpush(key, payload)
+        try:
+            if not_before is not None and not_before > time.time():
+                header = json.dumps([key, uuid.uuid4().hex]).encode()
+                await client.zadd(self._delayed, {header + b"\n" + payload: not_before})
+            else:
+                await client.lpush(key, payload)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # One error type for callers, whichever broker runs (kombu's name, a ConnectionError).
+            raise OperationalError(f"the Redis broker could not publish to {queue!r}: {exc}") from exc
         self._signal.notify()
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
@@ -360,7 +372,9 @@ class RedisBroker(Broker):
             self._consumers,
             *lists,
         ]
-        tag_prefix = uuid.uuid4().hex + "."
+        # A fetch whose reply never came may still have run: asking again with its tag prefix hands
+        # out what it took, instead of leaving it held by this live consumer, unseen, until it stops.
+        tag_prefix = self._unanswered = self._unanswered or uuid.uuid4().hex + "."
         lease_ms = max(int(self.lease_seconds * 1000), 1)
         args: list[str | int] = [
             limit,
@@ -371,6 +385,7 @@ class RedisBroker(Broker):
             _PROMOTE_MAX,
         ]
         next_due, flat = await self._scripts["fetch"](keys=keys, args=args)
+        self._unanswered = None
         found = [
             (flat[i].decode(), flat[i + 1], int(flat[i + 2]), flat[i + 3]) for i in range(0, len(flat), 4)
         ]

@@ -2,13 +2,42 @@
 --
 -- KEYS[1] processing hash   KEYS[2] delivery counts   KEYS[3] delayed zset
 -- KEYS[4] heartbeat key     KEYS[5] consumer set      KEYS[6..] lists, in the order to take from
--- ARGV[1] limit  ARGV[2] now (unix s)  ARGV[3] tag prefix  ARGV[4] lease (ms)  ARGV[5] consumer id
+-- ARGV[1] limit  ARGV[2] now (unix s)  ARGV[3] tag prefix, new for every fetch but kept for the retry
+-- of a fetch whose reply was lost  ARGV[4] lease (ms)  ARGV[5] consumer id
 -- ARGV[6] how many due delayed messages to promote at most
 --
 -- Stored values are "<json header>\n<envelope bytes>": cjson escapes newlines, so the first one ends
 -- the header, and the envelope is kept byte for byte even when it is not UTF-8.
 --
 -- Returns {next delayed due time or "", {tag, list, deliveries, envelope, ...}}.
+
+local prefix = ARGV[3]
+if redis.call('HEXISTS', KEYS[1], prefix .. '1') == 1 then
+  -- This very fetch ran before and its reply was lost (a dropped connection, a retried command):
+  -- hand out what it took then, in the order taken, and take nothing more.
+  local again = {}
+  local entries = redis.call('HGETALL', KEYS[1])
+  for i = 1, #entries, 2 do
+    local tag = entries[i]
+    if string.sub(tag, 1, #prefix) == prefix then
+      again[#again + 1] = {tonumber(string.sub(tag, #prefix + 1)), tag, entries[i + 1]}
+    end
+  end
+  table.sort(again, function(a, b) return a[1] < b[1] end)
+  local taken = {}
+  for _, entry in ipairs(again) do
+    local value = entry[3]
+    local cut = string.find(value, '\n', 1, true)
+    local header = cjson.decode(string.sub(value, 1, cut - 1))
+    taken[#taken + 1] = entry[2]
+    taken[#taken + 1] = header[1]
+    taken[#taken + 1] = header[2]
+    taken[#taken + 1] = string.sub(value, cut + 1)
+  end
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  redis.call('SADD', KEYS[5], ARGV[5])
+  return {'', taken}
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
 for _, member in ipairs(due) do
