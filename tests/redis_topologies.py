@@ -1,7 +1,6 @@
-"""Private Redis deployments for tests: a 3-node Cluster and a master watched by a Sentinel.
-
-Each runs from the machine's ``redis-server`` on free loopback ports in a temporary folder, keeps
-nothing on disk that outlives the test session, and is stopped (and its processes reaped) at the end.
+"""Private Redis deployments for tests: a 3-node Cluster, a master and replica watched by a Sentinel,
+and a TLS server, built from ``tests.servers.RedisServer`` in a temporary folder and stopped (their
+processes reaped) at the end.
 """
 
 from __future__ import annotations
@@ -13,10 +12,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
-__all__ = ["missing_redis_server", "redis_cluster", "redis_sentinel", "redis_tls"]
+from tests.servers import RedisServer, free_port
+
+__all__ = ["Sentinel", "missing_redis_server", "redis_cluster", "redis_sentinel", "redis_tls"]
 
 
 def missing_redis_server() -> str | None:
@@ -26,154 +28,105 @@ def missing_redis_server() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_cluster_port() -> int:
     # A cluster node also listens on its port + 10000 (the cluster bus), so both must be free.
     while True:
         port = random.randrange(20000, 55000)
-        if _bindable(port) and _bindable(port + 10000):
+        with contextlib.suppress(OSError):
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
             return port
 
 
-def _wait_for(predicate: object, what: str, timeout: float = 20.0) -> None:
+def _cluster_ok(server: RedisServer) -> bool:
+    return "cluster_state:ok" in server.cli("cluster", "info")
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
         time.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def _cli(*args: str | int) -> str:
-    """``redis-cli`` with ``args``; a first argument that is a port number means ``-p <port>``."""
-    first, *rest = args
-    command = ["-p", str(first), *map(str, rest)] if isinstance(first, int) else [str(a) for a in args]
-    done = subprocess.run(["redis-cli", *command], capture_output=True, text=True, timeout=10, check=False)
-    return done.stdout
-
-
-class _Servers:
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="celeriac-redis-"))
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self, port: int, *config: str, ping: list[str | int] | None = None) -> None:
-        folder = self.folder / str(port)
-        folder.mkdir(exist_ok=True)
-        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        args += ["--save", "", "--appendonly", "no", *config]
-        with (folder / "log.txt").open("wb") as log:  # the server keeps its own copy of the descriptor
-            self.processes[port] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        ping_args: list[str | int] = [*(ping or [port]), "ping"]
-        _wait_for(lambda: _cli(*ping_args).strip() == "PONG", f"redis-server on port {port}")
-
-    def kill(self, port: int) -> None:
-        process = self.processes.pop(port)
-        process.kill()
-        process.wait(10)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            process.kill()
-        for process in self.processes.values():
-            process.wait(10)
-        self.processes.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+@contextlib.contextmanager
+def _servers() -> Iterator[tuple[Path, list[RedisServer]]]:
+    folder = Path(tempfile.mkdtemp(prefix="celeriac-redis-"))
+    servers: list[RedisServer] = []
+    try:
+        yield folder, servers
+    finally:
+        for server in servers:
+            server.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def redis_cluster(nodes: int = 3) -> Iterator[str]:
     """A Redis Cluster of ``nodes`` masters (no replicas); yields a ``redis+cluster://`` URL of one node."""
-    servers = _Servers()
-    try:
-        ports = [_free_cluster_port() for _ in range(nodes)]
-        for port in ports:
-            servers.start(port, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
-        nodes_at = [f"127.0.0.1:{p}" for p in ports]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes_at, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True,
-            timeout=30,
-            check=True,
-        )
-        for port in ports:
-            _wait_for(lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"), "the cluster")
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
-    finally:
-        servers.stop_all()
+    with _servers() as (folder, servers):
+        for _ in range(nodes):
+            port = _free_cluster_port()
+            config = {"cluster-enabled": "yes", "cluster-config-file": f"nodes-{port}.conf"}
+            servers.append(RedisServer(folder / str(port), config, port=port).start())
+        at = [f"127.0.0.1:{server.port}" for server in servers]
+        create = ["redis-cli", "--cluster", "create", *at, "--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(create, capture_output=True, timeout=30, check=True)
+        for server in servers:
+            _wait_for(partial(_cluster_ok, server), "the cluster")
+        yield f"redis+cluster://127.0.0.1:{servers[0].port}"
 
 
 class Sentinel:
-    """A master, a replica and one sentinel watching them (name ``mymaster``)."""
+    """A master, its replica and one sentinel watching them (as ``mymaster``)."""
 
     master_name = "mymaster"
 
-    def __init__(self, servers: _Servers) -> None:
-        self._servers = servers
-        self.master, self.replica, self.sentinel = _free_port(), _free_port(), _free_port()
-        self.url = f"sentinel://127.0.0.1:{self.sentinel}"
-
-    def start(self) -> None:
-        self._servers.start(self.master)
-        self._servers.start(self.replica, "--replicaof", "127.0.0.1", str(self.master))
-        conf = self._servers.folder / "sentinel.conf"
-        conf.write_text(
-            f"port {self.sentinel}\nbind 127.0.0.1\ndir {self._servers.folder}\n"
-            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master} 1\n"
-            f"sentinel down-after-milliseconds {self.master_name} 1000\n"
-            f"sentinel failover-timeout {self.master_name} 5000\n"
-        )
-        with (self._servers.folder / "sentinel-log.txt").open("wb") as log:
-            self._servers.processes[self.sentinel] = subprocess.Popen(
-                ["redis-server", str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
-            )
-        _wait_for(self._replica_known, "the sentinel to see the master and its replica")
-
-    def _replica_known(self) -> bool:
-        return "127.0.0.1" in _cli(self.sentinel, "sentinel", "replicas", self.master_name)
+    def __init__(self, master: RedisServer, replica: RedisServer, sentinel: RedisServer) -> None:
+        self.master, self.replica, self.sentinel = master, replica, sentinel
+        self.url = f"sentinel://127.0.0.1:{sentinel.port}"
 
     def current_master(self) -> int:
-        out = _cli(self.sentinel, "sentinel", "get-master-addr-by-name", self.master_name).split()
-        return int(out[1])
+        """The port of the master the sentinel names now."""
+        return int(self.sentinel.cli("sentinel", "get-master-addr-by-name", self.master_name).split()[1])
 
     def kill_master(self) -> None:
         """Kill the master's process; the sentinel promotes the replica (a few seconds)."""
-        self._servers.kill(self.master)
+        self.master.stop(kill=True)
 
 
 @contextlib.contextmanager
 def redis_sentinel() -> Iterator[Sentinel]:
-    servers = _Servers()
-    try:
-        sentinel = Sentinel(servers)
-        sentinel.start()
-        yield sentinel
-    finally:
-        servers.stop_all()
+    with _servers() as (folder, servers):
+        master = RedisServer(folder / "master").start()
+        servers.append(master)
+        replica = RedisServer(folder / "replica", {"replicaof": f"127.0.0.1 {master.port}"}).start()
+        servers.append(replica)
+        name = Sentinel.master_name
+        watch = [
+            f"monitor {name} 127.0.0.1 {master.port} 1",
+            f"down-after-milliseconds {name} 1000",
+            f"failover-timeout {name} 5000",
+        ]
+        sentinel = RedisServer(folder / "sentinel", {"sentinel": watch}, args=["--sentinel"]).start()
+        servers.append(sentinel)
+        _wait_for(
+            lambda: "127.0.0.1" in sentinel.cli("sentinel", "replicas", name),
+            "the sentinel to see the master and its replica",
+        )
+        yield Sentinel(master, replica, sentinel)
 
 
 @contextlib.contextmanager
 def redis_tls() -> Iterator[tuple[str, Path]]:
-    """A Redis that speaks only TLS, with a fresh self-signed certificate; yields its rediss:// URL and
-    the certificate (the CA a client must trust)."""
-    servers = _Servers()
-    try:
-        cert, key = servers.folder / "cert.pem", servers.folder / "key.pem"
+    """A Redis that speaks TLS, with a fresh self-signed certificate; yields its rediss:// URL and the
+    certificate (the CA a client must trust). Its plain port is only for the harness's pings."""
+    with _servers() as (folder, servers):
+        cert, key = folder / "cert.pem", folder / "key.pem"
         request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
         subprocess.run(
             [
@@ -190,10 +143,13 @@ def redis_tls() -> Iterator[tuple[str, Path]]:
             timeout=30,
             check=True,
         )
-        port = _free_port()
-        tls = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-        tls += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
-        servers.start(0, *tls, ping=["--tls", "-p", str(port), "--cacert", str(cert)])
-        yield f"rediss://127.0.0.1:{port}/0", cert
-    finally:
-        servers.stop_all()
+        tls_port = free_port()
+        config = {
+            "tls-port": str(tls_port),
+            "tls-cert-file": str(cert),
+            "tls-key-file": str(key),
+            "tls-ca-cert-file": str(cert),
+            "tls-auth-clients": "no",
+        }
+        servers.append(RedisServer(folder / "tls", config).start())
+        yield f"rediss://127.0.0.1:{tls_port}/0", cert

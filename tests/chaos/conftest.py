@@ -1,5 +1,5 @@
-"""Fixtures of the chaos runs: a private SQLite broker, a ledger beside it, and workers that never outlive
-their test."""
+"""Fixtures of the chaos runs: a private SQLite broker (a test module may override ``chaos_env`` for
+another, as the Redis one does), a ledger beside it, and workers that never outlive their test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from tests.chaos.harness import REPORT, Cluster, Ledger, new_seed, table
+from tests.servers import redis_server
+
+__all__ = ["redis_server"]  # a fixture: private redis-server processes (tests/servers.py)
 
 LEASE_SECONDS = 2.0
 

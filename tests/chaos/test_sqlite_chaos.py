@@ -16,17 +16,16 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from celeriac import states
-from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
+from celeriac.exceptions import TimeLimitExceeded
 from celeriac.protocol import Message
-from tests.chaos import chaosapp
+from tests.chaos import chaosapp, scenarios
 from tests.chaos.conftest import LEASE_SECONDS
 from tests.chaos.harness import (
     Cluster,
@@ -34,32 +33,29 @@ from tests.chaos.harness import (
     Nemesis,
     Producer,
     Send,
-    Verdict,
     WorkerProcess,
     check,
     children_of,
     group_members,
     is_pool_process,
-    report,
     wait_until,
 )
+from tests.chaos.scenarios import (
+    FULL,
+    QUEUE,
+    SMOKE,
+    assert_accounted,
+    dead_letters,
+    pick,
+    results,
+    row,
+    start_workers,
+    statuses,
+    step,
+    steps,
+)
 
-QUEUE = "celery"
-
-
-# -- plans ---------------------------------------------------------------------------------------------
-
-
-def steps(nemesis: Nemesis, count: int, **options: Any) -> list[Send]:
-    """``count`` calls of ``step`` that sleep 5-50 ms each."""
-    return [step(nemesis.rng.uniform(5, 50), **options) for _ in range(count)]
-
-
-def step(ms: float, kind: str = "step", **options: Any) -> Send:
-    def publish(task_id: str) -> object:
-        return chaosapp.step.apply_async((0, round(ms, 1)), task_id=task_id, **options)
-
-    return Send(kind, str(uuid.uuid4()), publish)
+# -- the SQLite part -------------------------------------------------------------------------------------
 
 
 def raw(body: bytes, task: str = "tests.chaos.chaosapp.step", **message: Any) -> Callable[[str], object]:
@@ -77,16 +73,6 @@ def raw(body: bytes, task: str = "tests.chaos.chaosapp.step", **message: Any) ->
     return publish
 
 
-# -- observing -----------------------------------------------------------------------------------------
-
-
-def start_workers(cluster: Cluster, concurrency: int, *args: str) -> None:
-    for name in ("w1", "w2"):
-        cluster.start(name, "-c", str(concurrency), "-P", "processes", *args, wait=False)
-    for worker in cluster:
-        worker.wait_ready()
-
-
 def backlog(env: dict[str, str]) -> int:
     """Messages still in the broker, leased or not: zero means no task can run (again)."""
     path = env["CELERIAC_BROKER_URL"].removeprefix("sqlite:///")
@@ -94,45 +80,12 @@ def backlog(env: dict[str, str]) -> int:
         return int(conn.execute("SELECT count(*) FROM celeriac_message").fetchone()[0])
 
 
+def sqlite(env: dict[str, str]) -> scenarios.Broker:
+    return scenarios.Broker("sqlite", LEASE_SECONDS, lambda: backlog(env))
+
+
 def settle(app: Any, ledger: Ledger, env: dict[str, str], timeout: float) -> str:
-    """Wait until every confirmed ``step`` finished and the broker is empty; say what never happened.
-
-    Tasks whose result is already final (a failure) will not run again: the wait stops early for them.
-    """
-
-    def over() -> bool:
-        left = ledger.unfinished("step")
-        if not left or len(left) > 100:
-            return not left
-        found = results(app, left)
-        return len(found) == len(left) and all(meta.ready for meta in found.values())
-
-    if not wait_until(over, timeout, 0.2):
-        return f"{ledger.remaining('step')} unfinished after {timeout:g}s"
-    if ledger.remaining("step"):
-        return f"{ledger.remaining('step')} ended without finishing"
-    if not wait_until(lambda: backlog(env) == 0, LEASE_SECONDS + 10, 0.1):
-        return f"{backlog(env)} message(s) never left the broker"
-    return ""
-
-
-def results(app: Any, task_ids: Sequence[str]) -> dict[str, Any]:
-    async def get_many() -> dict[str, Any]:
-        return await app.backend().get_many(list(task_ids))
-
-    return app.run(get_many())
-
-
-def statuses(app: Any, task_ids: Sequence[str]) -> Counter[str]:
-    found = results(app, task_ids)
-    return Counter(found[t].status if t in found else states.PENDING for t in task_ids)
-
-
-def dead_letters(app: Any) -> list[Any]:
-    async def read() -> list[Any]:
-        return await app.broker().dead_letters(QUEUE, limit=100_000)
-
-    return app.run(read())
+    return scenarios.settle(app, ledger, sqlite(env), timeout)
 
 
 def zombie_children(pid: int) -> list[int]:
@@ -144,45 +97,7 @@ def zombie_children(pid: int) -> list[int]:
     return zombies
 
 
-def row(name: str, seed: int, verdict: Verdict, faults: str, began: float, **extra: object) -> str:
-    return report(
-        run=name,
-        seed=seed,
-        tasks=verdict.submitted,
-        faults=faults,
-        lost=len(verdict.lost),
-        dup=verdict.dup,
-        unexp=len(verdict.unexpected),
-        wall=f"{time.monotonic() - began:.1f}s",
-        **extra,
-    )
-
-
-def assert_accounted(verdict: Verdict, summary: str, max_dup: int) -> None:
-    assert not verdict.lost, f"lost {len(verdict.lost)}, e.g. {verdict.lost[:5]}; {summary}"
-    assert verdict.dup <= max_dup, f"{verdict.dup} duplicate run(s), bound {max_dup}; {summary}"
-    assert not verdict.unexpected, f"ran but never submitted: {verdict.unexpected[:5]}; {summary}"
-
-
-def pick(nemesis: Nemesis, cluster: Cluster) -> WorkerProcess:
-    """A seeded worker; the other one if that one is still starting (a kill there would hit nothing)."""
-    planned = cluster.workers[nemesis.rng.choice(["w1", "w2"])]
-    return planned if planned.ready() else next(w for w in cluster if w is not planned)
-
-
 # -- 1. worker SIGKILL --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Size:
-    tasks: int
-    rate: float  # publishes per second
-    concurrency: int
-    max_kills: int
-
-
-SMOKE = Size(tasks=200, rate=30, concurrency=2, max_kills=3)
-FULL = Size(tasks=2000, rate=100, concurrency=4, max_kills=30)
 
 
 @pytest.mark.parametrize(
@@ -193,39 +108,7 @@ FULL = Size(tasks=2000, rate=100, concurrency=4, max_kills=30)
     ],
 )
 def test_worker_sigkill_every_2s_loses_nothing(size, seed, app, ledger, cluster):
-    began, nemesis = time.monotonic(), Nemesis(seed)
-    plan = steps(nemesis, size.tasks)
-    start_workers(cluster, size.concurrency)
-    with Producer(ledger, plan, size.rate) as producer:
-        for _ in range(size.max_kills):
-            time.sleep(nemesis.rng.uniform(1.5, 2.5))
-            if not producer.is_alive() and ledger.remaining("step") <= 2 * size.concurrency:
-                break  # the rest drains in well under a second: a kill now would test only the lease
-            victim = pick(nemesis, cluster)
-            victim.kill()
-            nemesis.did("kill", victim.name)
-            victim.start(wait=False)  # at once, as a supervisor would
-        producer.join(size.tasks / size.rate + 30)
-    kills = nemesis.count("kill")
-    unsettled = settle(app, ledger, cluster.env, timeout=LEASE_SECONDS + 60)
-    recovery = (ledger.done_at("step") or 0.0) - nemesis.last
-    cluster.terminate_all()
-    verdict = check(ledger)
-    summary = row(
-        f"1 worker SIGKILL ({'full' if size is FULL else 'smoke'})",
-        seed,
-        verdict,
-        f"{kills} kills (C={size.concurrency})",
-        began,
-        dead=len(dead_letters(app)),
-        recovery=f"{recovery:.1f}s after last kill",
-        notes=f"dup bound {kills * size.concurrency}; unknown {verdict.unknown} {unsettled}".strip(),
-    )
-    assert kills >= 2, f"the nemesis hardly acted; {summary}"
-    assert_accounted(verdict, summary, max_dup=kills * size.concurrency)
-    assert not unsettled, summary
-    assert recovery <= LEASE_SECONDS + 5, f"done {recovery:.1f}s after the last kill; {summary}"
-    assert statuses(app, ledger.submits("step")) == {states.SUCCESS: verdict.submitted}, summary
+    scenarios.worker_kills(size, seed, app, ledger, cluster, sqlite(cluster.env))
 
 
 # -- 2. pool child SIGKILL, the parent alive ------------------------------------------------------------
@@ -299,40 +182,7 @@ def full_pool(worker: WorkerProcess, victim: int, size: int) -> bool:
 @pytest.mark.chaos
 @pytest.mark.timeout(180)
 def test_poison_task_is_dead_lettered_after_max_deliveries(seed, app, ledger, cluster):
-    began, nemesis = time.monotonic(), Nemesis(seed)
-    plan = steps(nemesis, 400)
-    for _ in range(4):
-        poison = Send("poison", str(uuid.uuid4()), lambda tid: chaosapp.poison.apply_async(task_id=tid))
-        plan.insert(nemesis.rng.randrange(len(plan)), poison)
-    start_workers(cluster, 2)  # broker_max_deliveries stays at its default, 3
-    with Producer(ledger, plan, rate=100) as producer:
-        producer.join(60)
-    poisons = ledger.submits("poison")
-    failed = wait_until(lambda: statuses(app, poisons)[states.FAILURE] == len(poisons), 60, 0.2)
-    unsettled = settle(app, ledger, cluster.env, timeout=30)
-    alive = [(w.name, w.alive(), w.starts) for w in cluster]
-    cluster.terminate_all()
-    verdict = check(ledger)
-    letters = {d.message.task_id: d.reason for d in dead_letters(app) if d.message is not None}
-    attempts = Counter(run.task_id for run in ledger.runs(poisons))
-    summary = row(
-        "3 poison task",
-        seed,
-        verdict,
-        f"{len(poisons)} poison",
-        began,
-        dead=len(letters),
-        notes=f"runs per poison {sorted(attempts.values())} {unsettled}".strip(),
-    )
-    assert failed, f"a poison task's result never became FAILURE; {summary}"
-    assert alive == [("w1", True, 1), ("w2", True, 1)], f"a worker died; {summary}"
-    assert_accounted(verdict, summary, max_dup=0)
-    assert not unsettled, summary
-    assert letters.keys() == set(poisons), summary
-    for task_id in poisons:
-        assert "broker_max_deliveries=3" in letters[task_id], letters[task_id]
-        assert attempts[task_id] == 3, f"{task_id} ran {attempts[task_id]} times; {summary}"
-        assert isinstance(app.AsyncResult(task_id).result, WorkerLostError), summary
+    scenarios.poison_tasks(seed, app, ledger, cluster, sqlite(cluster.env))
 
 
 # -- 4. hard time limits -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Real worker processes on a private SQLite file, started and stopped by the tests."""
+"""Real worker processes on a private SQLite file (or, where a test module overrides ``worker_env``, a
+private Redis server), started and stopped by the tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import redis_server
+
+__all__ = ["redis_server"]  # a fixture: private redis-server processes for the tests that break them
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +83,13 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
 
 
 @pytest.fixture
-def app(sqlite_env: dict[str, str]) -> Iterator[object]:
+def worker_env(sqlite_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the app and its workers; a test module overrides it for another broker."""
+    return sqlite_env
+
+
+@pytest.fixture
+def app(worker_env: dict[str, str]) -> Iterator[object]:
     from celeriac.config import Settings
     from tests.integration import appmod
 
@@ -91,11 +102,11 @@ def app(sqlite_env: dict[str, str]) -> Iterator[object]:
 
 
 @pytest.fixture
-def start_worker(sqlite_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
     started: list[WorkerProcess] = []
 
     def start(*args: str, name: str = "w1") -> WorkerProcess:
-        worker = WorkerProcess(sqlite_env, ["-n", f"{name}@test", *args], tmp_path / f"{name}.log")
+        worker = WorkerProcess(worker_env, ["-n", f"{name}@test", *args], tmp_path / f"{name}.log")
         started.append(worker)
         return worker.start()
 

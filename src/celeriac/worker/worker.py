@@ -1,30 +1,31 @@
 """The worker: one asyncio loop that fetches, decodes, hands tasks to a pool and acks (D4).
 
 Everything else a worker does — expiry, revocation, ETA, rate limits, retries, results, workflows —
-is middleware (``celeriac.middleware``); this module is the loop and its shutdown.
+is middleware (``celeriac.middleware``); this module is the loop and its shutdown, and ``_writes`` its
+writes to the broker and backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from celeriac import states
-from celeriac._exceptions import exception_to_dict
-from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
+from celeriac.backends.base import Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
 from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
 from celeriac.middleware import Middleware, Skip, WorkItem, default_middleware
 from celeriac.protocol import decode_task
+from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
 from celeriac.worker._batch import Batcher
+from celeriac.worker._writes import Writes
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Job, Outcome, Pool
 
@@ -32,12 +33,17 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
-class Worker:
+class Worker(Writes):
     """A worker serving ``queues`` with a pool of ``concurrency`` slots.
 
     ``run()`` blocks until SIGTERM/SIGINT (warm shutdown: running tasks finish, waiting ones go back to
     the broker) or a second signal (cold: running tasks are stopped and their messages requeued).
     ``app_path`` is how child processes import the app (``-A`` of the CLI).
+
+    An outage of the broker or the backend does not end it: fetches back off (exponentially, with
+    jitter) and resume when the broker answers; acks and result writes are retried until they go
+    through or a cold shutdown gives up on them. A call that hangs ``wedge_timeout`` seconds (beyond a
+    fetch's own wait) is cancelled, logged as wedged, and made again.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class Worker:
         shutdown_timeout: float | None = None,
         middleware: Sequence[Middleware] | None = None,
         fetch_timeout: float = 1.0,
+        wedge_timeout: float | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -73,6 +80,7 @@ class Worker:
         )
         self.middleware = list(middleware) if middleware is not None else default_middleware()
         self.fetch_timeout = fetch_timeout
+        self.wedge_timeout = wedge_timeout or conf.worker_wedge_timeout or 30.0
         self.pid = os.getpid()
         self.log = logging.getLogger("celeriac.worker")
         self.broker: Broker
@@ -88,6 +96,9 @@ class Worker:
         }
         self._stop_level = 0
         self._stopped = asyncio.Event()
+        self._cold = asyncio.Event()
+        self._fetching: asyncio.Timeout | None = None
+        self._persistent = Persistent(self.log, self.wedge_timeout, self._cold)
         self._slot_freed: asyncio.Event | None = None
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -126,7 +137,7 @@ class Worker:
         )
         await self.pool.start()
         self._slots = asyncio.Semaphore(self.concurrency)
-        self._acks = Batcher(self.broker.ack)
+        self._acks = Batcher(self._ack_batch)
         self._stores = Batcher(self._store_batch)
         for mw in self.middleware:
             await mw.worker_start(self)
@@ -136,7 +147,7 @@ class Worker:
             self.pool_name,
             self.concurrency,
             ",".join(self.queues),
-            _safe_url(self.app.broker_url),
+            self._where_broker,
         )
         self.ready.set()
         try:
@@ -157,12 +168,18 @@ class Worker:
             loop.call_soon_threadsafe(self.request_stop, cold)
             return
         self._stop_level = max(self._stop_level + 1, 2 if cold else 1)
+        fetching = self._fetching
+        if fetching is not None and fetching.when() is not None:
+            # A healthy fetch returns within its own timeout: do not wait out the wedge margin too.
+            soon = loop.time() + self.fetch_timeout + 1.0
+            fetching.reschedule(min(soon, fetching.when() or soon))
         if self._stop_level == 1:
             self.log.info(
                 "warm shutdown: finishing %d running task(s); signal again to stop now", len(self._running)
             )
         else:
             self.log.warning("cold shutdown: stopping running tasks; their messages go back to the queue")
+            self._cold.set()  # writes still waiting out an outage give up
             self._spawn(self.pool.stop(cold=True))
         self._stopped.set()
         if self._slot_freed is not None:
@@ -177,34 +194,77 @@ class Worker:
             _, pending = await asyncio.wait(set(self._running), timeout=self.shutdown_timeout)
             if pending:
                 self.log.warning("shutdown timeout: %d task(s) still running; stopping them", len(pending))
+                self._stop_level = 2
+                self._cold.set()
                 await self.pool.stop(cold=True)
                 await asyncio.wait(pending, timeout=5)
         await self.pool.stop(cold=self._stop_level > 1)
         for mw in self.middleware:
             await mw.worker_stop(self)
-        await self.broker.close()
+        await self._close("the broker", self._where_broker, self.broker.close)
         if self.backend is not None:
-            await self.backend.close()
+            await self._close("the result backend", self._where_backend, self.backend.close)
         self.log.info("%s stopped: %s", self.hostname, ", ".join(f"{k}={v}" for k, v in self.stats.items()))
+
+    async def _close(self, what: str, where: str, close: Callable[[], Awaitable[None]]) -> None:
+        """Close a connection without letting an outage hold up or fail the shutdown."""
+        try:
+            async with asyncio.timeout(min(self.wedge_timeout, 10.0)):
+                await close()
+        except Exception as exc:
+            self.log.warning(
+                "could not close %s %s cleanly (%s); messages this worker still held return to their "
+                "queue when its lease runs out",
+                what,
+                where,
+                describe(exc),
+            )
 
     # -- the loop -----------------------------------------------------------------------------------
     async def _consume(self) -> None:
+        """Fetch and start work until stopped; an unreachable or wedged broker is waited out."""
         assert self._slot_freed is not None
+        backoff = Backoff()
+        down_since = 0.0
         while not self._stop_level:
             room = self.concurrency * self.prefetch_multiplier - len(self._waiting) - len(self._running)
             if room <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            deliveries = await self.broker.fetch(self.queues, room, self.fetch_timeout)
-            if not deliveries:
+            try:
+                items = await self._take(room)
+            except Exception as exc:
+                if self._stop_level:
+                    break
+                if not backoff.failures:
+                    down_since = time.monotonic()
+                delay = backoff.next()
+                if isinstance(exc, _Wedged):
+                    self.log.error(
+                        "consumer wedged: a fetch from %s did not return within %gs; cancelled it, "
+                        "fetching again in %.2fs",
+                        self._where_broker,
+                        exc.seconds,
+                        delay,
+                    )
+                else:
+                    self.log.warning(
+                        "could not fetch from %s (%s); fetching again in %.2fs",
+                        self._where_broker,
+                        describe(exc),
+                        delay,
+                    )
+                await sleep_unless(self._stopped, delay)
                 continue
-            if self._stop_level:
-                await self.broker.release(deliveries)
-                break
-            items = [item for item in [await self._accept(d) for d in deliveries] if item is not None]
-            for mw in self.middleware:
-                await mw.after_fetch(self, [i for i in items if "skip" not in i.extra])
+            if backoff.failures:
+                self.log.info(
+                    "broker %s answers again, after %.1fs and %d failed fetch(es)",
+                    self._where_broker,
+                    time.monotonic() - down_since,
+                    backoff.failures,
+                )
+                backoff.reset()
             for item in items:
                 skip = item.extra.get("skip")
                 if skip is not None:
@@ -213,6 +273,39 @@ class Worker:
                 task = asyncio.create_task(self._process(item))
                 self._waiting[task] = item
                 task.add_done_callback(self._done)
+
+    async def _take(self, room: int) -> list[WorkItem]:
+        """Fetch up to ``room`` messages, decode them and run the ``after_fetch`` hooks.
+
+        Raises ``_Wedged`` when the fetch hung past its own timeout plus ``wedge_timeout`` (or, once a
+        stop was asked, past its own timeout plus a second) and was cancelled.
+        """
+        deadline = self._fetching = asyncio.timeout(self.fetch_timeout + self.wedge_timeout)
+        try:
+            async with deadline:
+                deliveries = await self.broker.fetch(self.queues, room, self.fetch_timeout)
+        except TimeoutError:
+            if deadline.expired():
+                raise _Wedged(self.fetch_timeout + self.wedge_timeout) from None
+            raise
+        finally:
+            self._fetching = None
+        if not deliveries:
+            return []
+        if self._stop_level:
+            await self._give_back(deliveries)
+            return []
+        items = [item for item in [await self._accept(d) for d in deliveries] if item is not None]
+        try:
+            for mw in self.middleware:
+                await mw.after_fetch(self, [i for i in items if "skip" not in i.extra])
+        except Exception:
+            # e.g. the backend is down while revocations are looked up: start none of them for now.
+            # Given back for sure (waiting out an outage): a live worker's lease never runs out, so a
+            # message it failed to give back would wait, unseen, until the worker stops.
+            await self.release([d.delivery for d in items])
+            raise
+        return items
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._waiting.pop(task, None)
@@ -283,8 +376,19 @@ class Worker:
             await self._dispose(item, skip.action, skip.reason)
             return
         except asyncio.CancelledError:
-            await self.broker.release([item.delivery])
+            await self._give_back([item.delivery])
             raise
+        except Exception as exc:
+            # Not the task's doing (e.g. the ETA middleware could not reach the broker): give the
+            # message back uncounted, to be tried again.
+            self.log.warning(
+                "Task %s[%s] not started: %s; its message goes back to the queue",
+                item.task.name,
+                item.call.id,
+                describe(exc),
+            )
+            await self.release([item.delivery])
+            return
         current = asyncio.current_task()
         assert current is not None
         self._waiting.pop(current, None)
@@ -321,9 +425,9 @@ class Worker:
             elif self._stop_level:
                 # Stopped by this worker's own shutdown, not killed by the task: this delivery must not
                 # count towards broker_max_deliveries, or a long task dies of rolling restarts.
-                await self.broker.release([item.delivery])
+                await self._give_back([item.delivery])
             else:
-                await self.broker.reject(item.delivery, requeue=True, reason="worker lost")
+                await self.requeue(item.delivery, "worker lost")
         elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
             await self._rejected(item, outcome.exc)
         elif not item.acked:
@@ -333,7 +437,7 @@ class Worker:
         """A task raised ``Reject``: requeue its message, or dead-letter it and fail its result."""
         if reject.requeue and not item.acked:
             self.stats["requeued"] += 1
-            await self.broker.reject(item.delivery, requeue=True, reason="requeued by the task")
+            await self.requeue(item.delivery, "requeued by the task")
             return
         reason = f"rejected by the task {item.task.name}: {reject.reason or 'no reason given'}"
         if not item.acked:
@@ -417,99 +521,14 @@ class Worker:
         if action == "ack":
             await self.ack(item.delivery)
         elif action == "release":
-            await self.broker.release([item.delivery])
+            await self.release([item.delivery])
         else:
             await self.dead_letter(item.delivery, reason)
 
-    # -- shared by middleware -----------------------------------------------------------------------
-    async def ack(self, delivery: Delivery) -> None:
-        """Ack one delivery; acks made in the same moment travel to the broker together."""
-        await self._acks.add(delivery)
 
-    async def _store_batch(self, metas: Sequence[ResultMeta]) -> list[BaseException | None] | None:
-        assert self.backend is not None
-        try:
-            await self.backend.store(metas)
-            return None
-        except (TypeError, ValueError):
-            if len(metas) == 1:
-                raise
-        # One record could not be serialized: store the others one by one and fail only that one.
-        errors: list[BaseException | None] = []
-        for meta in metas:
-            try:
-                await self.backend.store([meta])
-                errors.append(None)
-            except (TypeError, ValueError) as exc:
-                errors.append(exc)
-        return errors
+class _Wedged(Exception):
+    """A fetch hung past its deadline and was cancelled."""
 
-    async def dead_letter(
-        self, delivery: Delivery, reason: str, exc: BaseException | None = None, task_id: str | None = None
-    ) -> None:
-        """Set a message aside with ``reason``, log it, and fail its result so no caller waits forever."""
-        self.stats["dead_lettered"] += 1
-        self.log.error("message dead-lettered from queue %r: %s", delivery.queue, reason)
-        await self.broker.reject(delivery, requeue=False, reason=reason)
-        task_id = task_id or (delivery.message.task_id if delivery.message else None)
-        if exc is not None and task_id and self.backend is not None:
-            with contextlib.suppress(Exception):
-                await self.backend.store(
-                    [
-                        ResultMeta(
-                            task_id=task_id,
-                            status=states.FAILURE,
-                            result=exception_to_dict(exc),
-                            traceback=reason,
-                            date_done=datetime.now(UTC),
-                        )
-                    ]
-                )
-
-    async def store_state(
-        self,
-        item: WorkItem,
-        status: str,
-        result: Any,
-        *,
-        traceback: str | None = None,
-        children: Sequence[str] = (),
-    ) -> None:
-        """Write a task's state to the backend (no-op without one)."""
-        if self.backend is None:
-            return
-        call = item.call
-        meta = ResultMeta(
-            task_id=call.id,
-            status=status,
-            result=exception_to_dict(result) if isinstance(result, BaseException) else result,
-            traceback=traceback,
-            date_done=datetime.now(UTC) if status in states.READY_STATES else None,
-            children=[[[child, None], None] for child in children],
-            parent_id=call.parent_id,
-            group_id=call.group_id,
-        )
-        if self.app.conf.result_extended:
-            values = (call.name, call.args, call.kwargs, self.hostname, call.retries, item.delivery.queue)
-            meta.extended = dict(zip(EXTENDED_FIELDS, values, strict=True))
-        try:
-            await self._stores.add(meta)
-        except (TypeError, ValueError) as exc:
-            if status != states.SUCCESS:
-                raise
-            error = TypeError(
-                f"the result of {call.name}[{call.id}] cannot be stored with the "
-                f"{self.backend.serializer!r} serializer: {exc}"
-            )
-            meta.status, meta.result = states.FAILURE, exception_to_dict(error)
-            await self.backend.store([meta])
-
-
-def _safe_url(url: str) -> str:
-    """The URL with its password hidden, for logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g}s")
+        self.seconds = seconds
