@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
 from celeriac._sqldb import engine_url
@@ -131,3 +131,20 @@ def make_celeriac() -> Iterator[Callable[..., Celeriac]]:
     for app in made:
         app.close()
         memory_broker.reset(app.broker_url)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the logs of worker subprocesses to a failing test's report.
+
+    A fixture value with an ``interop_logs()`` method (name, text pairs) offers its logs this way.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        logs = getattr(value, "interop_logs", None)
+        if callable(logs):
+            for name, text in logs():
+                report.sections.append((f"log of {name}", text[-30000:]))
