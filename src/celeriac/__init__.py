@@ -3,7 +3,7 @@
 from celeriac import states
 from celeriac.app import Celeriac, Celery, shared_task
 from celeriac.canvas import Signature, chain, signature
-from celeriac.result import AsyncResult, EagerResult
+from celeriac.result import AsyncResult, EagerResult, GroupResult
 from celeriac.task import Task
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "Celeriac",
     "Celery",
     "EagerResult",
+    "GroupResult",
     "Signature",
     "Task",
     "__version__",

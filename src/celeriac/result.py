@@ -1,9 +1,13 @@
-"""Result handles: ``AsyncResult`` (a task's state and value, read from the backend) and ``EagerResult``."""
+"""Result handles: ``AsyncResult`` (a task's state and value, read from the backend), ``EagerResult``, and
+``GroupResult`` (the results of a group, in order; saved and restored in Celery's layout)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
 from celeriac._exceptions import exception_from_dict
@@ -24,7 +28,7 @@ class AsyncResult(Generic[R]):
     """
 
     def __init__(
-        self, id: str, *, app: Celeriac, task_name: str | None = None, parent: AsyncResult[Any] | None = None
+        self, id: str, *, app: Celeriac, task_name: str | None = None, parent: ResultNode | None = None
     ) -> None:
         self.id = id
         self.app = app
@@ -85,7 +89,8 @@ class AsyncResult(Generic[R]):
         return value
 
     def _value(self, meta: ResultMeta, propagate: bool) -> Any:
-        if meta.status in states.EXCEPTION_STATES:
+        if meta.status in states.EXCEPTION_STATES and meta.result is not None:
+            # None is what Celery stores for a retry() without exc: there is no exception to rebuild.
             exc = exception_from_dict(meta.result)
             if propagate and meta.status in states.PROPAGATE_STATES:
                 raise exc
@@ -113,6 +118,10 @@ class AsyncResult(Generic[R]):
     @property
     def date_done(self) -> datetime | None:
         return self.meta().date_done
+
+    def as_tuple(self) -> tuple[tuple[str, Any], None]:
+        """Celery's result tuple ``((id, parent tuple or None), None)``, as kept in records and groups."""
+        return (self.id, self.parent.as_tuple() if self.parent is not None else None), None
 
     @property
     def children(self) -> list[AsyncResult[Any]]:
@@ -229,3 +238,257 @@ class EagerResult(AsyncResult[R]):
 
     def forget(self) -> None:
         self._meta = ResultMeta(task_id=self.id)
+
+
+#: What a group holds and what a result's parent may be: a task's result or a (nested) group's.
+ResultNode: TypeAlias = "AsyncResult[Any] | GroupResult[Any]"
+
+
+class GroupResult(Generic[R]):
+    """The results of a group's tasks, in the order the group listed them.
+
+    ``get``/``join`` wait for all of them (concurrently, under one ``timeout``) and return their values
+    in that order. ``save`` keeps the group in the result backend under Celery's layout, so that
+    ``GroupResult.restore(id, app=app)`` (ours or Celery's) finds it again in another process.
+    A member may itself be a ``GroupResult`` (a group nested in a group); its value is then the list of
+    its own values.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        results: Sequence[AsyncResult[R] | GroupResult[Any]] = (),
+        *,
+        app: Celeriac | None = None,
+        parent: ResultNode | None = None,
+    ) -> None:
+        self.id = id
+        self.results: list[AsyncResult[R] | GroupResult[Any]] = list(results)
+        self.parent = parent
+        if app is None:
+            if not self.results:
+                raise ValueError("GroupResult needs app= when it has no results to take the app from")
+            first: AsyncResult[Any] | GroupResult[Any] = self.results[0]
+            app = first.app
+        self.app: Celeriac = app
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return (self.id, self.results, self.parent) == (other.id, other.results, other.parent)
+        return isinstance(other, str) and other == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __iter__(self) -> Iterator[AsyncResult[R] | GroupResult[Any]]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> AsyncResult[R] | GroupResult[Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[AsyncResult[R] | GroupResult[Any]]: ...
+    def __getitem__(
+        self, index: int | slice
+    ) -> AsyncResult[R] | GroupResult[Any] | list[AsyncResult[R] | GroupResult[Any]]:
+        return self.results[index]
+
+    @property
+    def children(self) -> list[AsyncResult[R] | GroupResult[Any]]:
+        """The members (Celery's name)."""
+        return self.results
+
+    def as_tuple(self) -> tuple[tuple[str, Any], list[Any]]:
+        """Celery's group tuple ``((id, parent tuple or None), [member tuples])``."""
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return (self.id, parent), [member.as_tuple() for member in self.results]
+
+    def leaves(self) -> list[AsyncResult[Any]]:
+        """The task results of this group and of the groups nested in it, in order."""
+        found: list[AsyncResult[Any]] = []
+        for member in self.results:
+            found.extend(member.leaves() if isinstance(member, GroupResult) else [member])
+        return found
+
+    # -- waiting --------------------------------------------------------------------------------------
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        disable_sync_subtasks: bool = True,
+    ) -> list[R]:
+        """Wait for every member and return their values in order (``join``).
+
+        ``timeout`` bounds the whole wait, not each member's; ``celeriac.exceptions.TimeoutError`` when it
+        passes. With ``propagate``, the first failure to arrive is raised at once (the other waits stop);
+        without it, failed members give their exception as their value.
+        """
+        if disable_sync_subtasks:
+            _refuse_inside_task()
+        return self.app.run(self.aget(timeout, propagate, interval))
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+    ) -> list[R]:
+        """``get`` for code running in an event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        await self._refresh()
+        return await self._join(deadline, propagate, interval)
+
+    join = get
+    ajoin = aget
+
+    async def _join(self, deadline: float | None, propagate: bool, interval: float) -> list[Any]:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        waits = [
+            asyncio.ensure_future(
+                member._join(deadline, propagate, interval)
+                if isinstance(member, GroupResult)
+                else member.aget(left, propagate, interval)
+            )
+            for member in self.results
+        ]
+        try:
+            # gather raises the first exception to arrive; the finally stops the waits still running.
+            return list(await asyncio.gather(*waits))
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _refresh(self) -> dict[str, ResultMeta]:
+        """Read the records of every task result not known ready, in one backend call; keep ready ones."""
+        leaves = self.leaves()
+        known = {leaf.id: leaf._meta for leaf in leaves if leaf._meta is not None and leaf._meta.ready}
+        unknown = [leaf.id for leaf in leaves if leaf.id not in known]
+        found = await self.app.backend().get_many(unknown) if unknown else {}
+        for leaf in leaves:
+            meta = found.get(leaf.id)
+            if meta is not None and meta.ready:
+                leaf._meta = meta
+        return {**known, **{t: found.get(t) or ResultMeta(task_id=t) for t in unknown}}
+
+    # -- state ----------------------------------------------------------------------------------------
+    async def astates(self) -> list[str]:
+        """Every member's state in order; a nested group's is SUCCESS, FAILURE, or PENDING until ready."""
+        metas = await self._refresh()
+        return [_state_of(member, metas) for member in self.results]
+
+    def _states(self) -> list[str]:
+        return self.app.run(self.astates())
+
+    def ready(self) -> bool:
+        """True when every member is ready (succeeded, failed or revoked)."""
+        return all(state in states.READY_STATES for state in self._states())
+
+    def successful(self) -> bool:
+        """True when every member succeeded."""
+        return all(state == states.SUCCESS for state in self._states())
+
+    def failed(self) -> bool:
+        """True when any member failed."""
+        return any(state == states.FAILURE for state in self._states())
+
+    def waiting(self) -> bool:
+        """True while any member is not ready yet."""
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(state == states.SUCCESS for state in self._states())
+
+    # -- changing ---------------------------------------------------------------------------------------
+    def revoke(self, terminate: bool = False) -> None:
+        """Revoke every task of the group (see ``AsyncResult.revoke``)."""
+        self.app.run(self.arevoke(terminate))
+
+    async def arevoke(self, terminate: bool = False) -> None:
+        """``revoke`` for code running in an event loop."""
+        if terminate:
+            raise NotImplementedError("revoke(terminate=True) needs remote control, not available yet")
+        await revoke(self.app, [leaf.id for leaf in self.leaves()])
+
+    def forget(self) -> None:
+        """Delete every member's record, and the saved group."""
+        self.app.run(self.aforget())
+
+    async def aforget(self) -> None:
+        """``forget`` for code running in an event loop."""
+        backend = self.app.backend()
+        for leaf in self.leaves():
+            leaf._meta = None
+            await backend.forget(leaf.id)
+        await backend.forget_group(self.id)
+
+    def delete(self) -> None:
+        """Delete the saved group only (Celery's ``GroupResult.delete``); members' records stay."""
+        self.app.run(self.adelete())
+
+    async def adelete(self) -> None:
+        """``delete`` for code running in an event loop."""
+        await self.app.backend().forget_group(self.id)
+
+    # -- saving -----------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Keep this group in the result backend (as ``celery-taskset-meta-<id>`` on Redis)."""
+        self.app.run(self.asave())
+
+    async def asave(self) -> None:
+        """``save`` for code running in an event loop."""
+        await self.app.backend().save_group(self.id, self.as_tuple())
+
+    @classmethod
+    def restore(cls, id: str, *, app: Celeriac) -> GroupResult[Any] | None:
+        """The group saved as ``id`` (by us or by Celery), or None when none is saved."""
+        return app.run(cls.arestore(id, app=app))
+
+    @classmethod
+    async def arestore(cls, id: str, *, app: Celeriac) -> GroupResult[Any] | None:
+        """``restore`` for code running in an event loop."""
+        saved = await app.backend().restore_group(id)
+        if saved is None:
+            return None
+        restored = result_from_tuple(saved, app)
+        if not isinstance(restored, GroupResult):
+            raise ValueError(f"the saved group {id} holds a task's result tuple, not a group's")
+        return restored
+
+
+def result_from_tuple(data: Any, app: Celeriac) -> ResultNode:
+    """The result handle described by Celery's result tuple (``as_tuple``; lists or tuples).
+
+    ``[[id, parent], None]`` is a task's result, ``[[id, parent], [members]]`` a group's; a bare
+    ``[id, parent]`` head is accepted too. Raises ValueError for anything else.
+    """
+    try:
+        head, members = data
+        task_id, parent = head if isinstance(head, list | tuple) else (head, None)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a result tuple: {data!r}") from None
+    if not isinstance(task_id, str):
+        raise ValueError(f"not a result tuple (the id is not a string): {data!r}")
+    parent_result = result_from_tuple(parent, app) if parent else None
+    if members is None:
+        return AsyncResult[Any](task_id, app=app, parent=parent_result)
+    if not isinstance(members, list | tuple):
+        raise ValueError(f"not a result tuple (members are not a list): {data!r}")
+    return GroupResult[Any](
+        task_id, [result_from_tuple(member, app) for member in members], app=app, parent=parent_result
+    )
+
+
+def _state_of(member: ResultNode, metas: dict[str, ResultMeta]) -> str:
+    if isinstance(member, GroupResult):
+        inner = [_state_of(m, metas) for m in member.results]
+        if any(state == states.FAILURE for state in inner):
+            return states.FAILURE
+        if all(state in states.READY_STATES for state in inner):
+            return states.SUCCESS if all(s == states.SUCCESS for s in inner) else states.REVOKED
+        return states.PENDING
+    return metas[member.id].status

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from celeriac._sqldb import engine_url
 from celeriac.backends import Backend, create_backend
 from celeriac.backends import memory as memory_backend
-from celeriac.backends.sql import task_meta
+from celeriac.backends.sql import chord_parts, chords, group_meta, task_meta
 from celeriac.brokers import Broker, create_broker
 from celeriac.brokers import memory as memory_broker
 from celeriac.brokers.sql import dead_letters, messages
@@ -171,12 +171,19 @@ class BackendKit(_Kit):
         self.kind = kind
         self.url = url
         self.task_ids: list[str] = []
+        self.group_ids: list[str] = []
         self._open: list[Backend] = []
 
     def task_id(self) -> str:
         task_id = str(uuid.uuid4())
         self.task_ids.append(task_id)
         return task_id
+
+    def group_id(self) -> str:
+        """A fresh group (or chord) id, whose saved group and chord state are deleted after the test."""
+        group_id = str(uuid.uuid4())
+        self.group_ids.append(group_id)
+        return group_id
 
     def backend(self, **options: Any) -> Backend:
         backend = create_backend(self.url, **options)
@@ -186,11 +193,16 @@ class BackendKit(_Kit):
     def clean(self) -> None:
         if self.kind == "memory":
             memory_backend.reset(self.url)
-        elif self.kind in SERVERS and self.task_ids:
+        elif self.kind in SERVERS and (self.task_ids or self.group_ids):
             engine = sa.create_engine(engine_url(self.url))
+            groups = self.group_ids
             try:
                 with engine.begin() as conn:
                     conn.execute(task_meta.delete().where(task_meta.c.task_id.in_(self.task_ids)))
+                    if groups and sa.inspect(conn).has_table(chords.name):
+                        conn.execute(group_meta.delete().where(group_meta.c.taskset_id.in_(groups)))
+                        conn.execute(chord_parts.delete().where(chord_parts.c.group_id.in_(groups)))
+                        conn.execute(chords.delete().where(chords.c.group_id.in_(groups)))
             finally:
                 engine.dispose()
 

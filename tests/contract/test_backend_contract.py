@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ import pytest
 
 from celeriac import states
 from celeriac.backends import ResultMeta
+from celeriac.backends.base import ChordClaim, ChordPart
 from tests.contract.conftest import (
     REDIS_RESULTS,
     BackendKit,
@@ -179,6 +182,207 @@ def test_wait_times_out(backends: BackendKit) -> None:
         assert 0.25 <= time.monotonic() - started < 2.0
 
     backends.run(scenario)
+
+
+# -- saved groups -----------------------------------------------------------------------------------
+
+
+def test_group_save_restore_forget_round_trip(backends: BackendKit) -> None:
+    async def scenario() -> None:
+        backend = backends.backend()
+        group_id, parent, nested = backends.group_id(), backends.task_id(), backends.group_id()
+        members = [[[backends.task_id(), None], None] for _ in range(3)]
+        inner = [[nested, None], [[[backends.task_id(), None], None]]]
+        saved = [[group_id, [[parent, None], None]], [*members, inner]]
+        assert await backend.restore_group(group_id) is None
+        await backend.save_group(group_id, saved)
+        assert await backend.restore_group(group_id) == saved
+        # Another client reads it; saving again replaces it.
+        assert await backends.backend().restore_group(group_id) == saved
+        again = [[group_id, None], members[:1]]
+        await backend.save_group(group_id, again)
+        assert await backend.restore_group(group_id) == again
+        await backend.forget_group(group_id)
+        assert await backend.restore_group(group_id) is None
+        await backend.forget_group(group_id)  # forgetting twice is fine
+
+    backends.run(scenario)
+
+
+# -- the chord counter ------------------------------------------------------------------------------
+
+
+def _failure(message: str) -> dict[str, Any]:
+    return {"exc_type": "ValueError", "exc_message": [message], "exc_module": "builtins"}
+
+
+def _header(group_id: str, size: int) -> list[ChordPart]:
+    return [ChordPart(f"{group_id}-{n}", n, states.SUCCESS, {"n": n, "s": "ü"}) for n in range(size)]
+
+
+def test_chord_completes_once_with_the_parts_in_header_order(backends: BackendKit) -> None:
+    async def scenario() -> None:
+        backend, other = backends.backend(), backends.backend()
+        group_id = backends.group_id()
+        parts = _header(group_id, 6)
+        parts[4] = ChordPart(parts[4].task_id, 4, states.FAILURE, _failure("boom"))
+        arrival = [3, 5, 0, 4, 1]
+        for n in arrival:
+            assert await (backend if n % 2 else other).chord_part(group_id, parts[n], 6) is None
+        claim = await other.chord_part(group_id, parts[2], 6)
+        assert claim is not None and claim.group_id == group_id
+        assert list(claim.parts) == parts  # by index, whatever the arrival order
+        assert claim.values[4] == _failure("boom") and claim.parts[4].status == states.FAILURE
+        # While the claim holds, nobody else gets the chord; after chord_done, late copies are ignored.
+        assert await backend.chord_part(group_id, parts[2], 6) is None
+        await backend.chord_done(claim)
+        for part in parts:
+            assert await other.chord_part(group_id, part, 6) is None
+
+    backends.run(scenario)
+
+
+def test_chord_counts_a_redelivered_part_once(backends: BackendKit) -> None:
+    async def scenario() -> None:
+        backend = backends.backend()
+        group_id = backends.group_id()
+        first, second, third = _header(group_id, 3)
+        assert await backend.chord_part(group_id, first, 3) is None
+        # The same task reported again (a redelivered message, with another result): not counted again.
+        rerun = ChordPart(first.task_id, 0, states.SUCCESS, "another run")
+        assert await backend.chord_part(group_id, rerun, 3) is None
+        assert await backend.chord_part(group_id, second, 3) is None
+        assert await backend.chord_part(group_id, second, 3) is None
+        claim = await backend.chord_part(group_id, third, 3)
+        assert claim is not None and list(claim.parts) == [first, second, third]
+        await backend.chord_done(claim)
+
+    backends.run(scenario)
+
+
+def test_chord_parts_without_index_come_last_in_arrival_order(backends: BackendKit) -> None:
+    async def scenario() -> None:
+        backend = backends.backend()
+        group_id = backends.group_id()
+        indexed = _header(group_id, 2)
+        loose = ChordPart(f"{group_id}-loose", None, states.SUCCESS, "x")
+        assert await backend.chord_part(group_id, loose, 3) is None
+        assert await backend.chord_part(group_id, indexed[1], 3) is None
+        claim = await backend.chord_part(group_id, indexed[0], 3)
+        assert claim is not None and list(claim.parts) == [*indexed, loose]
+        await backend.chord_done(claim)
+
+    backends.run(scenario)
+
+
+def test_chord_claim_passes_on_when_its_lease_runs_out(backends: BackendKit) -> None:
+    """A worker that claimed the chord and died: the redelivered part claims it again, once."""
+
+    async def scenario() -> None:
+        backend = backends.backend()
+        group_id = backends.group_id()
+        parts = _header(group_id, 2)
+        assert await backend.chord_part(group_id, parts[0], 2, lease=0.3) is None
+        lost = await backend.chord_part(group_id, parts[1], 2, lease=0.3)
+        assert lost is not None
+        assert await backend.chord_part(group_id, parts[1], 2, lease=0.3) is None  # the lease holds
+        await asyncio.sleep(0.4)
+        again = await backend.chord_part(group_id, parts[1], 2, lease=30.0)
+        assert again is not None and again.parts == lost.parts and again.token != lost.token
+        # The first claimant wakes up late: it cannot end a chord that is no longer its own.
+        await backend.chord_done(lost)
+        assert await backend.chord_part(group_id, parts[0], 2) is None  # still claimed by `again`
+        await backend.chord_done(again)
+        assert await backend.chord_part(group_id, parts[1], 2, lease=0.3) is None
+
+    backends.run(scenario)
+
+
+def test_chord_begin_lets_a_done_chord_run_again(backends: BackendKit) -> None:
+    async def scenario() -> None:
+        backend = backends.backend()
+        group_id = backends.group_id()
+        await backend.chord_begin(group_id, 1)
+        [part] = _header(group_id, 1)
+        first = await backend.chord_part(group_id, part, 1)
+        assert first is not None
+        await backend.chord_done(first)
+        assert await backend.chord_part(group_id, part, 1) is None
+        await backend.chord_begin(group_id, 1)  # the same frozen chord, applied again
+        again = await backend.chord_part(group_id, part, 1)
+        assert again is not None and again.parts == first.parts
+        await backend.chord_done(again)
+
+    backends.run(scenario)
+
+
+def _race(backends: BackendKit, size: int, callers: int, copies: int) -> tuple[list[ChordClaim], float]:
+    """Report ``size`` parts of one chord from ``callers`` threads at once (each its own backend and
+    event loop), with ``copies`` parts reported a second time by another thread (redeliveries)."""
+    group_id = backends.group_id()
+    parts = _header(group_id, size)
+    plan: list[list[ChordPart]] = [[] for _ in range(callers)]
+    for n, part in enumerate(random.sample(parts, size)):
+        plan[n % callers].append(part)
+    for part in random.sample(parts, copies):
+        plan[random.randrange(callers)].append(part)
+    for mine in plan:
+        random.shuffle(mine)
+    claims: list[ChordClaim] = []
+    errors: list[BaseException] = []
+    ready = threading.Barrier(callers + 1)
+
+    def caller(mine: list[ChordPart]) -> None:
+        async def report() -> None:
+            backend = backends.backend()
+            try:
+                await backend.restore_group(group_id)  # connected before the race starts
+                ready.wait()
+                for part in mine:
+                    claim = await backend.chord_part(group_id, part, size)
+                    if claim is not None:
+                        claims.append(claim)
+            finally:
+                await backend.close()
+
+        try:
+            asyncio.run(report())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(mine,)) for mine in plan]
+    for thread in threads:
+        thread.start()
+    ready.wait(timeout=30)
+    started = time.monotonic()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    assert not errors, errors
+    assert len(claims) == 1, f"{len(claims)} callers claimed the chord"
+    assert list(claims[0].parts) == parts
+    return claims, elapsed
+
+
+def test_chord_concurrent_reports_complete_it_exactly_once(backends: BackendKit) -> None:
+    for _ in range(2):
+        claims, elapsed = _race(backends, size=200, callers=8, copies=40)
+        print(f"{backends.kind}: 200 parts + 40 copies from 8 threads in {elapsed:.3f}s")
+
+        async def finish(claim: ChordClaim = claims[0]) -> None:
+            backend = backends.backend()
+            await backend.chord_done(claim)
+            assert await backend.chord_part(claim.group_id, claim.parts[0], 200) is None
+
+        backends.run(finish)
+
+
+@pytest.mark.chaos
+def test_chord_concurrent_reports_many_rounds(backends: BackendKit) -> None:
+    timings = [_race(backends, size=200, callers=8, copies=100)[1] for _ in range(15)]
+    print(f"{backends.kind}: 15 rounds, slowest {max(timings):.3f}s, mean {sum(timings) / 15:.3f}s")
+    small = [_race(backends, size=2, callers=2, copies=2)[1] for _ in range(100)]
+    print(f"{backends.kind}: 100 two-part races, slowest {max(small):.3f}s")
 
 
 # Redis expires records by itself (SET EX), so this applies to the stores that need a sweep; the Redis

@@ -1,4 +1,14 @@
-"""The Backend contract: where task results and states are kept, in Celery's record layout."""
+"""The Backend contract: where task results and states are kept, in Celery's record layout.
+
+Three concerns, each a few coroutines:
+
+* task records: ``store``, ``get_many`` (and ``get``), ``wait``, ``forget``;
+* saved groups: ``save_group``, ``restore_group``, ``forget_group`` keep Celery's result tuple of a
+  group (what ``GroupResult.save`` writes and ``GroupResult.restore`` reads);
+* the chord counter: ``chord_part`` counts one finished header task and hands the header's results, in
+  order, to exactly one caller; ``chord_done`` ends the chord once its body was sent; the optional
+  ``chord_begin`` announces a chord before its header is sent.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +87,39 @@ class ResultMeta:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ChordPart:
+    """One finished header task of a chord.
+
+    ``index`` is the task's place in the header (the message's ``group_index``); parts without one
+    come after the others, in the order they arrived. ``result`` is JSON-able, as in ``ResultMeta``:
+    the value, or for exception states the exception in Celery's dict layout.
+    """
+
+    task_id: str
+    index: int | None
+    status: str
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChordClaim:
+    """The right to send a chord's body, held by one caller at a time: the header's parts, in order.
+
+    ``token`` names this claim; ``chord_done`` needs it, so that a claimant whose lease ran out cannot
+    end a chord that another caller claimed since.
+    """
+
+    group_id: str
+    token: str
+    parts: tuple[ChordPart, ...]
+
+    @property
+    def values(self) -> list[Any]:
+        """The parts' results, in header order (what the body receives)."""
+        return [part.result for part in self.parts]
+
+
 class Backend(abc.ABC):
     """A result store.
 
@@ -123,6 +166,60 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def forget(self, task_id: str) -> None:
         """Delete a task's record."""
+
+    # -- saved groups -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_group(self, group_id: str, result: Any) -> None:
+        """Keep a group's result tuple for ``restore_group``, replacing an earlier one.
+
+        ``result`` is Celery's ``GroupResult.as_tuple()``: ``[[group_id, parent tuple or None],
+        [member tuples]]``, a member being ``[[task_id, parent], None]`` or a nested group's tuple.
+        """
+
+    @abc.abstractmethod
+    async def restore_group(self, group_id: str) -> Any | None:
+        """The result tuple saved for ``group_id`` (lists for tuples), or None when there is none."""
+
+    @abc.abstractmethod
+    async def forget_group(self, group_id: str) -> None:
+        """Delete a saved group (its members' records stay)."""
+
+    # -- the chord counter --------------------------------------------------------------------------
+    async def chord_begin(self, group_id: str, size: int) -> None:  # noqa: B027 - optional hook
+        """Announce chord ``group_id`` with ``size`` parts before its header is sent (optional).
+
+        ``chord_part`` needs no announcement. This one lets a chord id run again after it was done (a
+        frozen chord applied twice), and on Redis records the size where a Celery worker counting
+        some of the header looks for it (Celery's ``set_chord_size``).
+        """
+
+    @abc.abstractmethod
+    async def chord_part(
+        self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
+    ) -> ChordClaim | None:
+        """Count ``part`` as finished in the header of chord ``group_id``, which has ``size`` parts.
+
+        One atomic step, safe against any number of concurrent callers in any number of processes:
+
+        * A part is counted once: a second report of the same task id and index (a redelivered
+          message, a task run twice) changes nothing, and the first report's result stays.
+        * The call whose part completes the header gets a ``ChordClaim`` with every part, ordered by
+          index; every other call gets None. So the body is sent once even when the last two parts
+          finish at the same instant.
+        * The claim is a lease: if its holder has not called ``chord_done`` within ``lease`` seconds
+          (its worker died before sending the body), the next report of any part of the complete
+          header (the dead worker's message, redelivered) claims it again. After ``chord_done``,
+          late reports get None.
+        """
+
+    @abc.abstractmethod
+    async def chord_done(self, claim: ChordClaim) -> None:
+        """End the chord after its body was sent: drop the counted parts, remember the chord is done.
+
+        Does nothing when ``claim`` is no longer the chord's claim (its lease ran out and another
+        caller claimed the chord since). The "done" mark outlives the parts for a while, so late
+        duplicates of header tasks are ignored; the rest expires like results do.
+        """
 
     async def get(self, task_id: str) -> ResultMeta:
         """The record of ``task_id``, or a PENDING one when there is none."""

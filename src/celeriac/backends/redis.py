@@ -8,7 +8,16 @@ What Celery's Redis backend (``celery/backends/redis.py``) keeps, as read in Cel
   (:meth:`ResultMeta.to_dict`). The key is written with ``SET ... EX <expires>`` (a plain ``SET`` when
   ``expires`` is None or 0), and the same bytes are then published on a channel of the same name, in
   one ``MULTI``/``EXEC`` per ``store`` call.
-* The option ``global_keyprefix`` (kombu's and Celery's name) is put in front of every key and channel.
+* A saved group is the string key ``celery-taskset-meta-<group id>`` holding ``{"result": <the group's
+  result tuple>}`` (``GroupResult.as_tuple()``), encoded and expired like a task's record.
+* A chord's header is counted in keys beside its group key, as Celery 5.7 does: ``.j`` (a sorted set of
+  encoded ``[1, task id, state, result]`` scored by header index, or a list when the transport option
+  ``result_chord_ordered`` is false), ``.t`` (Celery's size adjustment), ``.s`` (the header's size),
+  ``.d`` (the parts counted, ``<task id>:<index>``) and ``.c`` (the claim token of whoever sends the
+  body, then ``"done"``). One Lua script (``redis_chord.lua``) counts a part and claims the chord; a
+  second (``redis_chord_done.lua``) ends it. So Celery workers and ours may share one chord's header.
+* The option ``global_keyprefix`` (kombu's and Celery's name) is put in front of every key and channel,
+  with ``_`` after it unless it ends in one of ``:_-.`` (as Celery's backend does).
 
 Guarantees: ``store`` returns once Redis has the records; ``get_many`` is one ``MGET``; Redis expires
 old records itself, so ``cleanup`` deletes nothing. ``wait`` subscribes to the task's channel *before*
@@ -18,32 +27,41 @@ connection, which is subscribed to a channel only while someone waits on it and 
 nobody waits (Celery's subscription leaks, celery#4012 and friends, cannot happen here). A server that
 refuses pub/sub (ACLs, proxies) makes ``wait`` fall back to polling.
 
-Left for later steps: saved groups (``celery-taskset-meta-<group id>``, ``GroupResult.save``) and
-Celery's native chord counter (the ``.j``/``.t``/``.s`` keys and its Lua script).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac.backends.base import Backend, ResultMeta
-from celeriac.exceptions import MissingDependency
+from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
+from celeriac.exceptions import DecodeError, MissingDependency
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
+    from redis.commands.core import AsyncScript
 
-__all__ = ["KEY_PREFIX", "RedisBackend"]
+__all__ = ["GROUP_PREFIX", "KEY_PREFIX", "RedisBackend"]
 
 #: Celery's prefix of a task's result key (and of the channel its updates are published on).
 KEY_PREFIX = "celery-task-meta-"
+#: Celery's prefix of a saved group's key; a chord's keys are this key with ``.j``, ``.t``, ... after it.
+GROUP_PREFIX = "celery-taskset-meta-"
+#: How long a finished chord's "done" mark stays at least (as Celery); longer when results live longer.
+DONE_SECONDS = 300
+
+
+def _script(name: str) -> str:
+    return importlib.resources.files(__package__ or "celeriac.backends").joinpath(name).read_text("utf-8")
 
 
 def _connect(url: str) -> Redis:
@@ -70,8 +88,11 @@ class RedisBackend(Backend):
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
-        self.prefix = str(self.options.get("global_keyprefix") or "")
+        prefix = str(self.options.get("global_keyprefix") or "")
+        self.prefix = prefix if not prefix or prefix[-1] in ":_-." else prefix + "_"
+        self.chord_ordered = bool(self.options.get("result_chord_ordered", True))
         self._client: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
         self._listener: _Listener | None = None
         self._pubsub_refused = False
 
@@ -79,12 +100,23 @@ class RedisBackend(Backend):
         """The key of ``task_id``'s record, also the channel its updates are published on."""
         return f"{self.prefix}{KEY_PREFIX}{task_id}"
 
+    def group_key(self, group_id: str, suffix: str = "") -> str:
+        """The key of a saved group; with ``suffix`` (``.j``, ``.s``, ...) one of its chord's keys."""
+        return f"{self.prefix}{GROUP_PREFIX}{group_id}{suffix}"
+
     @property
     def client(self) -> Redis:
         """The Redis client, connected on first use."""
         if self._client is None:
             self._client = _connect(self.url)
         return self._client
+
+    def _lua(self, name: str) -> AsyncScript:
+        """The script ``redis_<name>.lua`` beside this module (called with ``client=``, always)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(_script(f"redis_{name}.lua"))
+        return script
 
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         if not metas:
@@ -111,6 +143,73 @@ class RedisBackend(Backend):
 
     async def forget(self, task_id: str) -> None:
         await self.client.delete(self.key(task_id))
+
+    async def save_group(self, group_id: str, result: Any) -> None:
+        seconds = math.ceil(self.expires) if self.expires else None
+        await self.client.set(self.group_key(group_id), self.encode({"result": result})[1], ex=seconds)
+
+    async def restore_group(self, group_id: str) -> Any | None:
+        value = await self.client.get(self.group_key(group_id))
+        if value is None:
+            return None
+        saved = self.decode(value if isinstance(value, bytes) else value.encode())
+        if not isinstance(saved, dict) or "result" not in saved:
+            raise DecodeError(f"the saved group {group_id} is not a {{'result': ...}} record")
+        return saved["result"]
+
+    async def forget_group(self, group_id: str) -> None:
+        await self.client.delete(self.group_key(group_id))
+
+    async def chord_begin(self, group_id: str, size: int) -> None:
+        """Celery's ``set_chord_size``: forget a previous run's "done" mark and set ``.s``."""
+        seconds = math.ceil(self.expires) if self.expires else None
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.group_key(group_id, ".c"))
+            pipe.set(self.group_key(group_id, ".s"), size, ex=seconds)
+            await pipe.execute()
+
+    async def chord_part(
+        self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
+    ) -> ChordClaim | None:
+        if size < 1:
+            raise ValueError(f"a chord's header has at least one part, not {size}")
+        client, token = self.client, uuid.uuid4().hex
+        seconds = math.ceil(self.expires) if self.expires else 0
+        score = "+inf" if part.index is None else str(part.index)
+        reply = await self._lua("chord")(
+            keys=[self.group_key(group_id, s) for s in (".j", ".t", ".s", ".d", "", ".c")],
+            args=[
+                part.task_id,
+                self.encode([1, part.task_id, part.status, part.result])[1],
+                "1" if self.chord_ordered else "0",
+                score,
+                seconds,
+                seconds,
+                max(1, math.ceil(lease * 1000)),
+                token,
+                size,
+            ],
+            client=client,
+        )
+        if reply[0] == -1 or not reply[1]:
+            return None
+        items = reply[2:]
+        if not self.chord_ordered:
+            return ChordClaim(group_id, token, tuple(self._part(member, None) for member in items))
+        pairs = zip(items[::2], items[1::2], strict=True)
+        return ChordClaim(group_id, token, tuple(self._part(member, score) for member, score in pairs))
+
+    def _part(self, member: bytes, score: bytes | None) -> ChordPart:
+        _, task_id, status, result = self.decode(member)
+        index = None if score is None or score in (b"inf", b"+inf") else int(float(score))
+        return ChordPart(str(task_id), index, str(status), result)
+
+    async def chord_done(self, claim: ChordClaim) -> None:
+        await self._lua("chord_done")(
+            keys=[self.group_key(claim.group_id, s) for s in (".c", ".j", ".t", ".s", ".d")],
+            args=[claim.token, max(DONE_SECONDS, math.ceil(self.expires or 0))],
+            client=self.client,
+        )
 
     async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
         """Wait until ``task_id`` is ready, woken by the message its ``store`` publishes.

@@ -18,7 +18,18 @@ What Celery's database backend (``celery/backends/database``) keeps, as read in 
   ``args`` and ``kwargs`` are encoded with the result serializer. 5.7 adds ``stamps``, which we create
   (so Celery 5.7 can write to our table) but leave alone.
 * ``parent_id`` and ``group_id`` have no column: neither Celery nor this backend keeps them here.
-* ``celery_tasksetmeta`` holds saved groups (``taskset_id`` unique, ``result`` encoded like above).
+* ``celery_tasksetmeta`` holds saved groups (``taskset_id`` unique, ``date_done`` when saved). Celery
+  5.7 puts the group's result tuple (``GroupResult.as_tuple()``, ``[[id, parent], [member tuples]]``)
+  in ``result``, encoded with ``result_serializer``; so do we. Up to 5.6 the column was a
+  ``PickleType`` holding the pickled ``GroupResult`` object; such rows are read by the restricted
+  unpickler of ``_safe_pickle``, whatever ``accept`` says, since it never imports or runs anything.
+
+Celery's database backend has no chord counter (it polls with the ``celery.chord_unlock`` task), so
+ours has tables of its own: ``celeriac_chord`` (one row per chord: size, parts counted, the claim and
+its lease, done) and ``celeriac_chord_part`` (one row per counted part). ``chord_part`` locks the
+chord's row (``SELECT ... FOR UPDATE``; SQLite's BEGIN IMMEDIATE locks the whole database) before it
+looks at the parts, so reports on one chord run one after another on every database, and a deadlock
+MySQL reports between two first reports is retried.
 
 A table that Celery created earlier may lack some of these columns; this backend reads and writes
 only the columns the table has. Unlike Celery 5.7, which ignores writes after SUCCESS, ``store``
@@ -28,21 +39,26 @@ replaces the record as the Backend contract says.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from celeriac import states
 from celeriac._sqldb import Database, signal_for
-from celeriac.backends.base import Backend, ResultMeta
+from celeriac.backends import _safe_pickle
+from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import DecodeError, TimeoutError
 
-__all__ = ["SQLBackend", "group_meta", "metadata", "task_meta"]
+__all__ = ["SQLBackend", "chord_parts", "chords", "group_meta", "metadata", "task_meta"]
+
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 # Celery declares plain BLOB and DATETIME; on MySQL those hold 64 KiB and whole seconds only.
@@ -79,7 +95,32 @@ group_meta = sa.Table(
     sqlite_autoincrement=True,
 )
 
+chords = sa.Table(
+    "celeriac_chord",
+    metadata,
+    sa.Column("group_id", sa.String(155), primary_key=True),
+    sa.Column("size", sa.Integer(), nullable=False),
+    sa.Column("counted", sa.Integer(), nullable=False),
+    sa.Column("token", sa.String(32), nullable=True),
+    sa.Column("lease_until", sa.Double(), nullable=True),
+    sa.Column("done", sa.Boolean(), nullable=False),
+    sa.Column("touched", _moment, nullable=False, index=True),
+)
+
+chord_parts = sa.Table(
+    "celeriac_chord_part",
+    metadata,
+    sa.Column("group_id", sa.String(155), primary_key=True),
+    sa.Column("task_id", sa.String(155), primary_key=True),
+    # The header index, -1 for a part that has none (a primary key column cannot be NULL).
+    sa.Column("position", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("arrival", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(50), nullable=False),
+    sa.Column("result", _blob, nullable=True),
+)
+
 _t = task_meta.c
+_g = group_meta.c
 _PLAIN = ("name", "worker", "retries", "queue")
 _ENCODED = ("args", "kwargs")
 _PICKLE = "application/x-python-serialize"
@@ -113,7 +154,7 @@ class SQLBackend(Backend):
         await self._open()
         # One row per task id: PostgreSQL refuses to upsert one row twice in a statement.
         rows = list({m.task_id: self._row(m) for m in metas}.values())
-        await self._db.call(self._db.write, partial(_upsert, rows))
+        await self._db.call(self._db.write, partial(_upsert, task_meta, rows))
         self._signal.notify()
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
@@ -129,6 +170,75 @@ class SQLBackend(Backend):
         await self._open()
         delete = task_meta.delete().where(_t.task_id == task_id)
         await self._db.call(self._db.write, lambda conn: conn.execute(delete))
+
+    async def save_group(self, group_id: str, result: Any) -> None:
+        await self._open()
+        row = {"taskset_id": group_id, "result": self.encode(result)[1], "date_done": _naive_utc(_now())}
+        await self._db.call(self._db.write, partial(_upsert, group_meta, [row]))
+
+    async def restore_group(self, group_id: str) -> Any | None:
+        await self._open()
+        query = sa.select(_g.result).where(_g.taskset_id == group_id)
+        data = await self._db.call(self._db.read, lambda conn: conn.execute(query).scalar())
+        if data is None:
+            return None
+        data = bytes(data)
+        # Pickled groups are Celery's (an object graph naming its classes); never plain pickle.loads.
+        return _safe_pickle.loads(data) if data[:1] == b"\x80" else self.decode(data)
+
+    async def forget_group(self, group_id: str) -> None:
+        await self._open()
+        delete = group_meta.delete().where(_g.taskset_id == group_id)
+        await self._db.call(self._db.write, lambda conn: conn.execute(delete))
+
+    async def chord_begin(self, group_id: str, size: int) -> None:
+        await self._open()
+        again = chords.delete().where((chords.c.group_id == group_id) & chords.c.done)
+        await self._db.call(self._db.write, lambda conn: conn.execute(again))
+
+    async def chord_part(
+        self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
+    ) -> ChordClaim | None:
+        if size < 1:
+            raise ValueError(f"a chord's header has at least one part, not {size}")
+        await self._open()
+        token = uuid.uuid4().hex
+        row = {
+            "group_id": group_id,
+            "task_id": part.task_id,
+            "position": -1 if part.index is None else part.index,
+            "status": part.status,
+            "result": self.encode(part.result)[1],
+        }
+        step = partial(_count_part, row, size, token, lease)
+        counted = await self._db.call(self._retrying, step)
+        if counted is None:
+            return None
+        counted.sort(key=lambda r: (r.position < 0, r.position, r.arrival))
+        return ChordClaim(
+            group_id,
+            token,
+            tuple(
+                ChordPart(r.task_id, None if r.position < 0 else r.position, r.status, self._load(r.result))
+                for r in counted
+            ),
+        )
+
+    async def chord_done(self, claim: ChordClaim) -> None:
+        await self._open()
+        await self._db.call(self._db.write, partial(_end_chord, claim.group_id, claim.token))
+
+    def _retrying(self, step: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``self._db.write(step)``, again when the database chose it as the
+        victim of a deadlock (MySQL does so when two first reports of a chord create its row at once)."""
+        for attempt in range(1, 11):
+            try:
+                return self._db.write(step)
+            except sa.exc.DBAPIError as exc:
+                if attempt == 10 or not _is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * attempt))
+        raise AssertionError("unreachable")
 
     async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
         """Wait until ``task_id`` is ready: poll from 1 ms up to ``interval``, woken by local stores."""
@@ -156,7 +266,10 @@ class SQLBackend(Backend):
         cutoff = _naive_utc(now or datetime.now(UTC)) - timedelta(seconds=self.expires)
 
         def cleanup(conn: sa.Connection) -> int:
-            conn.execute(group_meta.delete().where(group_meta.c.date_done < cutoff))
+            conn.execute(group_meta.delete().where(_g.date_done < cutoff))
+            stale = sa.select(chords.c.group_id).where(chords.c.touched < cutoff)
+            conn.execute(chord_parts.delete().where(chord_parts.c.group_id.in_(stale)))
+            conn.execute(chords.delete().where(chords.c.touched < cutoff))
             return conn.execute(task_meta.delete().where(_t.date_done < cutoff)).rowcount
 
         return await self._db.call(self._db.write, cleanup)
@@ -217,28 +330,87 @@ def _columns_of(conn: sa.Connection) -> frozenset[str]:
     return frozenset(column["name"] for column in sa.inspect(conn).get_columns(task_meta.name))
 
 
-def _upsert(rows: list[dict[str, Any]], conn: sa.Connection) -> None:
-    changed = [name for name in rows[0] if name != "task_id"]
+def _upsert(table: sa.Table, rows: list[dict[str, Any]], conn: sa.Connection) -> None:
+    """Insert ``rows`` into Celery's ``table``, replacing the rows of the same task (or group) id."""
+    key = table.c.task_id if table is task_meta else table.c.taskset_id
+    changed = [name for name in rows[0] if name != key.name]
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert(task_meta) if dialect == "sqlite" else postgresql.insert(task_meta)
+        insert = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
         excluded = insert.excluded
         conn.execute(
-            insert.on_conflict_do_update(index_elements=[_t.task_id], set_={n: excluded[n] for n in changed}),
+            insert.on_conflict_do_update(index_elements=[key], set_={n: excluded[n] for n in changed}),
             rows,
         )
     elif dialect in ("mysql", "mariadb"):
-        upsert = mysql.insert(task_meta)
+        upsert = mysql.insert(table)
         conn.execute(upsert.on_duplicate_key_update({n: upsert.inserted[n] for n in changed}), rows)
     else:
-        ids = [row["task_id"] for row in rows]
-        present = set(conn.execute(sa.select(_t.task_id).where(_t.task_id.in_(ids))).scalars())
-        old = [{**row, "key": row["task_id"]} for row in rows if row["task_id"] in present]
-        new = [row for row in rows if row["task_id"] not in present]
+        ids = [row[key.name] for row in rows]
+        present = set(conn.execute(sa.select(key).where(key.in_(ids))).scalars())
+        old = [{**row, "key": row[key.name]} for row in rows if row[key.name] in present]
+        new = [row for row in rows if row[key.name] not in present]
         if old:
-            conn.execute(task_meta.update().where(_t.task_id == sa.bindparam("key")), old)
+            conn.execute(table.update().where(key == sa.bindparam("key")), old)
         if new:
-            conn.execute(task_meta.insert(), new)
+            conn.execute(table.insert(), new)
+
+
+def _count_part(
+    part: dict[str, Any], size: int, token: str, lease: float, conn: sa.Connection
+) -> list[sa.Row[Any]] | None:
+    """One chord report, inside a write transaction: the header's rows if this call claims the chord."""
+    c, p = chords.c, chord_parts.c
+    group_id, now = part["group_id"], time.time()
+    touched = _naive_utc(_now())
+    # Make sure the chord's row exists, then lock it: from here on, reports on this chord are serial.
+    new = {"group_id": group_id, "size": size, "counted": 0, "done": False, "touched": touched}
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        upsert = mysql.insert(chords)
+        conn.execute(upsert.on_duplicate_key_update({"group_id": upsert.inserted.group_id}), new)
+    else:
+        insert = sqlite.insert(chords) if dialect == "sqlite" else postgresql.insert(chords)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=[c.group_id]), new)
+    chord = conn.execute(sa.select(chords).where(c.group_id == group_id).with_for_update()).one()
+    if chord.done:
+        return None
+    counted = chord.counted
+    key = (p.group_id == group_id) & (p.task_id == part["task_id"]) & (p.position == part["position"])
+    if conn.execute(sa.select(p.arrival).where(key)).first() is None:
+        conn.execute(chord_parts.insert(), {**part, "arrival": counted})
+        counted += 1
+    claims = counted >= chord.size and (chord.token is None or (chord.lease_until or 0) < now)
+    changes: dict[str, Any] = {"counted": counted, "touched": touched}
+    if claims:
+        changes.update(token=token, lease_until=now + lease)
+    conn.execute(chords.update().where(c.group_id == group_id).values(changes))
+    if not claims:
+        return None
+    return list(conn.execute(sa.select(chord_parts).where(p.group_id == group_id)).all())
+
+
+def _end_chord(group_id: str, token: str, conn: sa.Connection) -> None:
+    c = chords.c
+    chord = conn.execute(sa.select(chords).where(c.group_id == group_id).with_for_update()).first()
+    if chord is None or chord.token != token:
+        return
+    conn.execute(chord_parts.delete().where(chord_parts.c.group_id == group_id))
+    conn.execute(chords.update().where(c.group_id == group_id).values(done=True, touched=_naive_utc(_now())))
+
+
+def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """MySQL's 1213 (deadlock) and 1205 (lock wait timeout); PostgreSQL's 40P01 and 40001."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("40P01", "40001"):
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _naive_utc(moment: datetime) -> datetime:
