@@ -113,7 +113,25 @@ def make_celery() -> Iterator[Callable[..., Celery]]:
     for app in made:
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(app.conf.task_default_queue)
-        app.close()
+        close_celery(app)
+
+
+def close_celery(app: Celery) -> None:
+    """Close a Celery app, and the pub/sub connection its Redis result backend opens for ``get()``,
+    which Celery 5.7 never closes itself, and reopens when a garbage-collected AsyncResult unsubscribes
+    (left open, it surfaces later as an unclosed socket in some other test)."""
+    backend = app.backend if "redis" in str(app.conf.result_backend or "") else None
+    consumer = getattr(backend, "result_consumer", None)
+    pubsub = getattr(consumer, "_pubsub", None)
+    if pubsub is not None:
+        # Forgotten first: Celery's AsyncResult.__del__ unsubscribes later, which would reconnect.
+        consumer.subscribed_to.clear()
+        consumer._pubsub = None
+        pubsub.close()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.connection_pool.disconnect()
+    app.close()
 
 
 @pytest.fixture

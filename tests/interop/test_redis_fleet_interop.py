@@ -10,8 +10,7 @@ with their own connection, so a test sees which kind of worker ran what, and whe
 What is proved, each way (Celery client -> celeriac worker, celeriac client -> Celery worker):
 results come back through the other side's ``AsyncResult.get()``; a task's exception is re-raised
 with its own type; retries, countdown, expiry and priority behave the same. A mixed fleet drains one
-queue with every task run exactly once. One known gap is a strict xfail: the record of a task waiting
-for its retry.
+queue with every task run exactly once.
 Everything this module writes carries one token and is deleted afterwards.
 """
 
@@ -38,6 +37,7 @@ from celeriac.exceptions import TaskRevokedError
 from celeriac.testing import start_worker
 from celeriac.worker import Worker
 from tests.interop import celeriac_redis_app, celery_redis_app
+from tests.interop.conftest import close_celery
 from tests.interop.redis_fleet import WAIT, FleetProcess, Space
 from tests.interop.redis_fleet_tasks import FAIL, FLAKY, WORK, InteropError
 
@@ -108,7 +108,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 def celery_client(fleet: Fleet) -> Iterator[Celery]:
     app = celery_redis_app.build(REDIS)
     yield app
-    app.close()
+    close_celery(app)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_celery_client_tasks_run_on_our_worker(
             assert delayed.get(timeout=WAIT) == 8
             assert sent.state == delayed.state == "SUCCESS"
     finally:
-        routed.close()
+        close_celery(routed)
     ran = sorted((e["id"], e["kind"]) for e in space.ledger(ledger))
     assert ran == sorted([(sent.id, "celeriac"), (delayed.id, "celeriac")])
 
@@ -290,12 +290,6 @@ def test_retries_on_celery_worker_for_our_client(fleet: Fleet, ours: Celeriac) -
     assert all(b["time"] - a["time"] >= 0.19 for a, b in itertools.pairwise(runs))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a RETRY record differs: Celery stores result=None (retry() without exc) and a traceback, "
-    "celeriac stores the Retry exception and an empty traceback (middleware/results.py); and celeriac's "
-    "AsyncResult.result turns a None result into RemoteTaskError('None') (result.py)",
-)
 def test_retry_state_reads_alike_on_both_sides(
     fleet: Fleet, celery_client: Celery, ours: Celeriac, start_ours: StartOurs
 ) -> None:

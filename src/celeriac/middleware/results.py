@@ -67,5 +67,5 @@ class Results(Middleware):
             return
         exc = outcome.exc
         if status == states.RETRY and isinstance(exc, Retry):
-            exc = exc.exc or exc
+            exc = exc.exc  # as Celery: the cause, or None for a retry() without exc
         await worker.store_state(item, status, exc, traceback=outcome.traceback, children=outcome.children)

@@ -119,11 +119,12 @@ def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) ->
 
 
 def _retrying(task: Task[Any, Any], job: Job, retry: Retry) -> Outcome:
-    einfo = "".join(traceback.format_exception(retry.exc)) if retry.exc is not None else None
+    # Celery records the traceback of the retry's cause, or of the Retry itself when it has none.
+    einfo = "".join(traceback.format_exception(retry.exc if retry.exc is not None else retry))
     try:
-        task.on_retry(retry.exc or retry, job.id, job.args, job.kwargs, einfo or "")
+        task.on_retry(retry.exc or retry, job.id, job.args, job.kwargs, einfo)
     except Exception:
-        einfo = (einfo or "") + "\nwhile running on_retry:\n" + traceback.format_exc()
+        einfo += "\nwhile running on_retry:\n" + traceback.format_exc()
     return Outcome(states.RETRY, exc=retry, traceback=einfo)
 
 
