@@ -452,7 +452,7 @@ def test_redis_concurrent_waits_share_one_subscription_and_leave_none(redis_resu
     async def scenario() -> None:
         admin = _admin()
         try:
-            backend = redis_results.backend()
+            backend = redis_results.backend(options={"pubsub_linger": 0.3})
             writer = redis_results.backend()
             ids = [redis_results.task_id() for _ in range(50)]
             lost = redis_results.task_id()  # a wait that times out
@@ -474,9 +474,12 @@ def test_redis_concurrent_waits_share_one_subscription_and_leave_none(redis_resu
             with pytest.raises(TimeoutError):
                 await timing_out
 
-            assert [n for _, n in await admin.pubsub_numsub(*channels)] == [0] * len(channels)
-            # The pub/sub connection is closed once nobody waits; closing the backends closes the rest.
             deadline = time.monotonic() + 2
+            while [n for _, n in await admin.pubsub_numsub(*channels)] != [0] * len(channels):
+                assert time.monotonic() < deadline, "channels were left subscribed"
+                await asyncio.sleep(0.01)
+            # The pub/sub connection stays open for the next wait a little (pubsub_linger), then closes;
+            # closing the backends closes the rest.
             while any("P" in c["flags"] for c in await _clients(admin, redis_results.client_name)):
                 assert time.monotonic() < deadline, "the pub/sub connection was left open"
                 await asyncio.sleep(0.01)
@@ -517,5 +520,41 @@ def test_redis_wait_polls_when_pubsub_is_refused(
         await finishing
         with pytest.raises(TimeoutError):
             await backend.wait(redis_results.task_id(), timeout=0.2, interval=0.05)
+
+    redis_results.run(scenario)
+
+
+def test_redis_wait_reads_a_ready_result_once_and_reuses_its_subscriber_connection(
+    redis_results: RedisBackendKit,
+) -> None:
+    """A result already stored needs no subscription; one wait after another (within pubsub_linger)
+    reuses one pub/sub connection, and the record comes from the published message."""
+
+    async def scenario() -> None:
+        admin = _admin()
+        try:
+            backend = redis_results.backend(options={"pubsub_linger": 5.0})
+            writer = redis_results.backend()
+            done = redis_results.task_id()
+            await writer.store([ResultMeta(done, states.SUCCESS, result="early", date_done=now())])
+            assert (await backend.wait(done, timeout=5.0)).result == "early"
+            assert not [c for c in await _clients(admin, redis_results.client_name) if "P" in c["flags"]]
+
+            seen: list[str] = []
+            for n in range(3):
+                task_id = redis_results.task_id()
+                waiting = asyncio.create_task(backend.wait(task_id, timeout=5.0))
+                channel = f"{redis_results.prefix}celery-task-meta-{task_id}"
+                while (await admin.pubsub_numsub(channel))[0][1] != 1:
+                    await asyncio.sleep(0.005)
+                subscribers = [
+                    c for c in await _clients(admin, redis_results.client_name) if "P" in c["flags"]
+                ]
+                seen += [c["id"] for c in subscribers]
+                await writer.store([ResultMeta(task_id, states.SUCCESS, result=n, date_done=now())])
+                assert (await asyncio.wait_for(waiting, 5)).result == n
+            assert len(seen) == 3 and len(set(seen)) == 1, seen
+        finally:
+            await admin.aclose()
 
     redis_results.run(scenario)

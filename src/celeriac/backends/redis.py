@@ -23,8 +23,8 @@ Guarantees: ``store`` returns once Redis has the records; ``get_many`` is one ``
 old records itself, so ``cleanup`` deletes nothing. ``wait`` subscribes to the task's channel *before*
 reading the key, so a result stored in between is not missed, and re-reads the key at least every
 ``interval`` in case a message is lost (a reconnect). The waits of one backend share one pub/sub
-connection, which is subscribed to a channel only while someone waits on it and closed as soon as
-nobody waits (Celery's subscription leaks, celery#4012 and friends, cannot happen here). A server that
+connection, which is subscribed to a channel only while someone waits on it and closed when nobody
+has waited for ``pubsub_linger`` seconds (option, default 10) (Celery's subscription leaks, celery#4012 and friends, cannot happen here). A server that
 refuses pub/sub (ACLs, proxies) makes ``wait`` fall back to polling.
 
 """
@@ -38,7 +38,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
@@ -94,6 +94,8 @@ class RedisBackend(Backend):
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._listener: _Listener | None = None
+        #: Seconds the pub/sub connection stays open after the last wait ended, for the next one.
+        self.pubsub_linger = float(self.options.get("pubsub_linger", 10.0))
         self._pubsub_refused = False
 
     def key(self, task_id: str) -> str:
@@ -214,20 +216,26 @@ class RedisBackend(Backend):
     async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
         """Wait until ``task_id`` is ready, woken by the message its ``store`` publishes.
 
-        The key is read again at least every ``interval``; without pub/sub this polls like the base class.
+        A result already there costs one read. Otherwise the wait subscribes, reads the key once more
+        (a result stored in between is not missed), and then takes the record from the published
+        message itself; the key is read again at least every ``interval``, in case a message is lost
+        (a reconnect). Without pub/sub this polls like the base class.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def left() -> float | None:
             return None if deadline is None else deadline - time.monotonic()
 
+        meta = await self.get(task_id)
+        if meta.ready:
+            return meta
         if self._pubsub_refused:
-            return await super().wait(task_id, timeout, interval)
+            return await super().wait(task_id, left(), interval)
         if self._listener is None or self._listener.broken:
-            self._listener = _Listener(self.client)
+            self._listener = _Listener(self.client, self.pubsub_linger)
         listener, channel = self._listener, self.key(task_id).encode()
         try:
-            changed = await listener.subscribe(channel, left())
+            waiter = await listener.subscribe(channel, left())
         except Exception as exc:
             if not _pubsub_unusable(exc):
                 raise
@@ -235,22 +243,28 @@ class RedisBackend(Backend):
             self._pubsub_refused = _is_refusal(exc)
             return await self._poll(task_id, left(), interval, exc)
         try:
+            published: bytes | None = None
             while not listener.broken:
-                changed.clear()
-                meta = await self.get(task_id)
+                waiter.clear()
+                meta = await self.get(task_id) if published is None else self._read(published)
                 if meta.ready:
                     return meta
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     raise ResultTimeout(f"task {task_id} not ready after {timeout}s (state {meta.status})")
                 pause = interval if remaining is None else min(interval, remaining)
+                published = None
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
-                        await changed.wait()
+                        await waiter.wait()
+                        published = waiter.data
         finally:
-            await listener.unsubscribe(channel, changed)
+            listener.unsubscribe(channel, waiter)
         # The pub/sub connection broke while we waited: finish by polling.
         return await super().wait(task_id, left(), interval)
+
+    def _read(self, published: bytes) -> ResultMeta:
+        return ResultMeta.from_dict(self.decode(published))
 
     async def _poll(
         self, task_id: str, timeout: float | None, interval: float, cause: Exception
@@ -287,32 +301,47 @@ def _pubsub_unusable(exc: Exception) -> bool:
     return _is_refusal(exc) or isinstance(exc, OSError | ConnectionError | TimeoutError)
 
 
-class _Listener:
-    """One pub/sub connection shared by the waits of one backend, open only while someone waits.
+class _Waiter(asyncio.Event):
+    """Set when a message arrives on the waited channel; ``data`` is the message (the record)."""
 
-    Each wait holds an event per channel, set when a message arrives on it. A channel is subscribed
-    while it has waiters; the connection is closed when the last waiter leaves. ``subscribe`` returns
-    only after Redis confirmed the subscription, so a caller that then reads the key misses nothing.
+    data: bytes | None = None
+
+
+class _Listener:
+    """One pub/sub connection shared by the waits of one backend.
+
+    Each wait holds a ``_Waiter`` per channel, set (with the message) when a message arrives on it. A
+    channel is subscribed while it has waiters and unsubscribed when its last one leaves. The connection
+    stays open ``linger`` seconds after the last wait ended, so a caller waiting on one result after
+    another does not reconnect each time, and is closed after that. ``subscribe`` returns only after
+    Redis confirmed the subscription, so a caller that then reads the key misses nothing.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, linger: float) -> None:
         self._client = client
+        self._linger = linger
         self._lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[bytes, set[asyncio.Event]] = {}
+        self._closer: asyncio.TimerHandle | None = None
+        self._chores: set[asyncio.Task[None]] = set()
+        self._waiters: dict[bytes, set[_Waiter]] = {}
         # Redis confirms the SUBSCRIBEs of one channel in order: one future per command sent.
         self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
         self.broken = False
+        self._closed = False
 
-    async def subscribe(self, channel: bytes, timeout: float | None) -> asyncio.Event:
-        event = asyncio.Event()
+    async def subscribe(self, channel: bytes, timeout: float | None) -> _Waiter:
+        waiter = _Waiter()
         async with self._lock:
+            if self._closer is not None:
+                self._closer.cancel()
+                self._closer = None
             waiters = self._waiters.get(channel)
             if waiters:  # subscribed and confirmed while its first waiter held the lock
-                waiters.add(event)
-                return event
-            self._waiters[channel] = {event}
+                waiters.add(waiter)
+                return waiter
+            self._waiters[channel] = {waiter}
             try:
                 if self._pubsub is None:
                     self._pubsub = self._client.pubsub()
@@ -324,35 +353,58 @@ class _Listener:
                 async with asyncio.timeout(timeout):
                     await confirmed
             except BaseException:
-                await self._leave(channel, event)
+                await self._leave(channel, waiter)
                 raise
-        return event
+        return waiter
 
-    async def unsubscribe(self, channel: bytes, event: asyncio.Event) -> None:
+    def unsubscribe(self, channel: bytes, waiter: _Waiter) -> None:
+        """Leave the channel; the UNSUBSCRIBE goes out after the caller has its answer."""
+        self._chore(self._leaving(channel, waiter))
+
+    async def _leaving(self, channel: bytes, waiter: _Waiter) -> None:
         async with self._lock:
-            await self._leave(channel, event)
+            await self._leave(channel, waiter)
 
     async def close(self) -> None:
         async with self._lock:
+            self._closed = True
             self._waiters.clear()
             await self._shutdown()
+        for chore in list(self._chores):
+            chore.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
 
-    async def _leave(self, channel: bytes, event: asyncio.Event) -> None:
+    def _chore(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _leave(self, channel: bytes, waiter: _Waiter) -> None:
         waiters = self._waiters.get(channel)
         if waiters is not None:
-            waiters.discard(event)
+            waiters.discard(waiter)
             if waiters:
                 return
             del self._waiters[channel]
-        if not self._waiters:
-            await self._shutdown()
-        elif self._pubsub is not None and not self.broken:
-            try:
-                await self._pubsub.unsubscribe(channel)
-            except Exception:
-                self._fail()
+            if self._pubsub is not None and not self.broken:
+                try:
+                    await self._pubsub.unsubscribe(channel)
+                except Exception:
+                    self._fail()
+        if not self._waiters and self._closer is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._closer = loop.call_later(self._linger, lambda: self._chore(self._close_if_idle()))
+
+    async def _close_if_idle(self) -> None:
+        async with self._lock:
+            self._closer = None
+            if not self._waiters:
+                await self._shutdown()
 
     async def _shutdown(self) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
         reader, self._reader = self._reader, None
         pubsub, self._pubsub = self._pubsub, None
         self._confirmations.clear()
@@ -372,8 +424,9 @@ class _Listener:
                     continue
                 kind, channel = message["type"], message["channel"]
                 if kind == "message":
-                    for event in self._waiters.get(channel, ()):
-                        event.set()
+                    for waiter in self._waiters.get(channel, ()):
+                        waiter.data = message["data"]
+                        waiter.set()
                 elif kind == "subscribe":
                     pending = self._confirmations.get(channel)
                     if pending:
@@ -391,5 +444,5 @@ class _Listener:
                 if not confirmed.done():
                     confirmed.set_exception(ConnectionError("the pub/sub connection was lost"))
         for waiters in self._waiters.values():
-            for event in waiters:
-                event.set()
+            for waiter in waiters:
+                waiter.set()
