@@ -20,13 +20,13 @@ What Celery's Redis backend (``celery/backends/redis.py``) keeps, as read in Cel
   with ``_`` after it unless it ends in one of ``:_-.`` (as Celery's backend does).
 
 Guarantees: ``store`` returns once Redis has the records; ``get_many`` is one ``MGET``; Redis expires
-old records itself, so ``cleanup`` deletes nothing. ``wait`` subscribes to the task's channel *before*
-reading the key, so a result stored in between is not missed, and re-reads the key at least every
+old records itself, so ``cleanup`` deletes nothing. ``wait`` reads a finished result once; otherwise
+it subscribes to the task's channel *before* reading the key again, so a result stored in between is
+not missed, takes the record from the published message, and re-reads the key at least every
 ``interval`` in case a message is lost (a reconnect). The waits of one backend share one pub/sub
-connection, which is subscribed to a channel only while someone waits on it and closed when nobody
-has waited for ``pubsub_linger`` seconds (option, default 10) (Celery's subscription leaks, celery#4012 and friends, cannot happen here). A server that
-refuses pub/sub (ACLs, proxies) makes ``wait`` fall back to polling.
-
+connection, subscribed to a channel only while someone waits on it, and closed once nobody has waited
+for ``pubsub_linger`` seconds (option, default 10): Celery's subscription leaks (celery#4012 and
+friends) cannot happen here. A server that refuses pub/sub (ACLs, proxies) makes ``wait`` poll.
 """
 
 from __future__ import annotations
