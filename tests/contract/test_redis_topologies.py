@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from typing import Any
 
 import pytest
 
@@ -120,3 +122,28 @@ def test_broker_over_tls() -> None:
                 await create_broker(url, {"ssl": {"ssl_ca_cert": str(cert)}}).connect()
 
         asyncio.run(scenario())
+
+
+def test_result_backend_behind_sentinel_and_not_on_a_cluster(redis_sentinel: Any) -> None:
+    """Results work through Sentinel (store, wait by pub/sub); a cluster URL is refused, saying why."""
+    from celeriac import states
+    from celeriac.backends import create_backend
+    from celeriac.backends.base import ResultMeta
+
+    async def scenario() -> None:
+        options = {"master_name": redis_sentinel.master_name, "global_keyprefix": f"t-{uuid.uuid4().hex}:"}
+        backend = create_backend(redis_sentinel.url, options=options)
+        writer = create_backend(redis_sentinel.url, options=options)
+        try:
+            waiting = asyncio.create_task(backend.wait("sentinel-task", timeout=5.0))
+            await asyncio.sleep(0.2)
+            await writer.store([ResultMeta("sentinel-task", states.SUCCESS, result=42)])
+            assert (await waiting).result == 42
+            await backend.forget("sentinel-task")
+        finally:
+            await backend.close()
+            await writer.close()
+        with pytest.raises(ConfigurationError, match="cannot use a Redis Cluster"):
+            await create_backend("redis+cluster://127.0.0.1:7000").get("x")
+
+    asyncio.run(scenario())

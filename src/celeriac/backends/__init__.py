@@ -28,8 +28,7 @@ _BUILTIN = {
     "postgres": _SQL,
     "mysql": _SQL,
     "mariadb": _SQL,
-    "redis": "celeriac.backends.redis:RedisBackend",
-    "rediss": "celeriac.backends.redis:RedisBackend",
+    **dict.fromkeys(("redis", "rediss", "redis+socket", "sentinel"), "celeriac.backends.redis:RedisBackend"),
 }
 
 

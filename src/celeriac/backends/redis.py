@@ -41,8 +41,9 @@ from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac._redis import is_cluster, redis_client
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.exceptions import DecodeError, MissingDependency
+from celeriac.exceptions import ConfigurationError, DecodeError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
@@ -64,19 +65,10 @@ def _script(name: str) -> str:
     return importlib.resources.files(__package__ or "celeriac.backends").joinpath(name).read_text("utf-8")
 
 
-def _connect(url: str) -> Redis:
-    try:
-        # Imported here: ``import celeriac`` must not need the Redis client.
-        from redis.asyncio import Redis
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency("the Redis result backend", "redis") from exc
-    return Redis.from_url(url)
-
-
 class RedisBackend(Backend):
     """Results in Redis keys ``celery-task-meta-<id>``; ``wait`` is woken by pub/sub."""
 
-    schemes = ("redis", "rediss")
+    schemes = ("redis", "rediss", "redis+socket", "sentinel")
 
     def __init__(
         self,
@@ -110,7 +102,12 @@ class RedisBackend(Backend):
     def client(self) -> Redis:
         """The Redis client, connected on first use."""
         if self._client is None:
-            self._client = _connect(self.url)
+            if is_cluster(self.url):
+                raise ConfigurationError(
+                    "the Redis result backend cannot use a Redis Cluster yet (its keys are Celery's, "
+                    "without hash tags); use a plain, TLS or Sentinel URL for results"
+                )
+            self._client = redis_client(self.url, self.options, what="the Redis result backend")
         return self._client
 
     def _lua(self, name: str) -> AsyncScript:
