@@ -147,3 +147,33 @@ def test_result_backend_behind_sentinel_and_not_on_a_cluster(redis_sentinel: Any
             await create_backend("redis+cluster://127.0.0.1:7000").get("x")
 
     asyncio.run(scenario())
+
+
+def test_broker_over_a_unix_socket() -> None:
+    """``redis+socket:///path?virtual_host=<db>``, kombu's URL for a Unix socket."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.servers import RedisServer
+
+    folder = Path(tempfile.mkdtemp(prefix="cr-"))  # short: a socket path must fit in 107 bytes
+    socket_path = folder / "redis.sock"
+    try:
+        with RedisServer(
+            folder / "server", {"unixsocket": str(socket_path), "unixsocketperm": "700"}
+        ).start():
+
+            async def scenario() -> None:
+                broker = create_broker(f"redis+socket://{socket_path}?virtual_host=3")
+                try:
+                    await broker.publish("q", _message(7))
+                    got = await broker.fetch(["q"], 5, 1.0)
+                    assert ids(got) == ["id-7"]
+                    await broker.ack(got)
+                finally:
+                    await broker.close()
+
+            asyncio.run(scenario())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
