@@ -85,7 +85,7 @@ log = logging.getLogger(__name__)
 SEP = "\x06\x16"
 _ALL_STEPS = tuple(range(10))
 _PROMOTE_MAX = 100
-_PAUSE_MIN, _PAUSE_MAX = 0.001, 0.05
+_PAUSE_MIN, _PAUSE_WATCHED, _PAUSE_MAX = 0.001, 0.01, 0.05
 _WATCH_SECONDS = 1.0
 _KOMBU_SWEEP_SECONDS = 30.0
 
@@ -173,6 +173,7 @@ class RedisBroker(Broker):
         self._watching = ""
         self._next_recovery = 0.0
         self._unanswered: str | None = None
+        self._drained = False
         self.visibility_timeout = float(self.options.get("visibility_timeout", 3600.0))
         self._next_kombu_sweep = 0.0
 
@@ -211,15 +212,25 @@ class RedisBroker(Broker):
                 owners[self._list(queue, step).encode()] = queue
         main = self._list(queues[0], 0) if queues else None
         deadline = time.monotonic() + max(timeout, 0.0)
-        pause = _PAUSE_MIN
+        # With the main list watched, a push there wakes us at once: the other lists (priority steps,
+        # further queues) can be polled less eagerly, which saves the loop a script call per message.
+        floor = _PAUSE_WATCHED if main is not None else _PAUSE_MIN
+        pause = floor
+        # The last take emptied the lists: wait first (a watch returns at once if a message came since).
+        take_now = not (self._drained and main is not None)
         while True:
             with self._signal.armed() as woken:
-                await self._recover_dead()
-                found, next_due = await self._take(list(owners), limit)
-                if found:
-                    if self._heartbeat is None or self._heartbeat.done():
-                        self._heartbeat = asyncio.create_task(self._beat(), name="celeriac-redis-heartbeat")
-                    return [read_delivery(tag, owners[key], payload, n) for tag, key, n, payload in found]
+                next_due = None
+                if take_now:
+                    await self._recover_dead()
+                    found, next_due = await self._take(list(owners), limit)
+                    if found:
+                        if self._heartbeat is None or self._heartbeat.done():
+                            self._heartbeat = asyncio.create_task(
+                                self._beat(), name="celeriac-redis-heartbeat"
+                            )
+                        return [read_delivery(tag, owners[key], payload, n) for tag, key, n, payload in found]
+                take_now = True
                 now = time.monotonic()
                 if now >= deadline:
                     return []
@@ -230,7 +241,7 @@ class RedisBroker(Broker):
                 if main is not None:
                     waiters.add(self._watch(main))
                 done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            pause = _PAUSE_MIN if done else min(pause * 2, _PAUSE_MAX)
+            pause = floor if done else min(pause * 2, _PAUSE_MAX)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self._settle("ack", deliveries)
@@ -384,8 +395,9 @@ class RedisBroker(Broker):
             self.consumer_id,
             _PROMOTE_MAX,
         ]
-        next_due, flat = await self._scripts["fetch"](keys=keys, args=args)
+        next_due, flat, *more = await self._scripts["fetch"](keys=keys, args=args)
         self._unanswered = None
+        self._drained = not (more and more[0])
         found = [
             (flat[i].decode(), flat[i + 1], int(flat[i + 2]), flat[i + 3]) for i in range(0, len(flat), 4)
         ]

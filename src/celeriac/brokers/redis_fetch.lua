@@ -9,7 +9,8 @@
 -- Stored values are "<json header>\n<envelope bytes>": cjson escapes newlines, so the first one ends
 -- the header, and the envelope is kept byte for byte even when it is not UTF-8.
 --
--- Returns {next delayed due time or "", {tag, list, deliveries, envelope, ...}}.
+-- Returns {next delayed due time or "", {tag, list, deliveries, envelope, ...}, 1 if messages are left
+-- in the lists else 0 (absent when nothing was taken)}.
 
 local prefix = ARGV[3]
 if redis.call('HEXISTS', KEYS[1], prefix .. '1') == 1 then
@@ -36,7 +37,7 @@ if redis.call('HEXISTS', KEYS[1], prefix .. '1') == 1 then
   end
   redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
   redis.call('SADD', KEYS[5], ARGV[5])
-  return {'', taken}
+  return {'', taken, 1}
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
@@ -71,7 +72,15 @@ if n > 0 then
   -- Taken and leased in one step: there is no moment when a message is held without a heartbeat.
   redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
   redis.call('SADD', KEYS[5], ARGV[5])
-  return {'', taken}
+  -- Whether messages are left, so that an emptied queue is watched, not polled, by the next fetch.
+  local more = 0
+  for i = 6, #KEYS do
+    if redis.call('LLEN', KEYS[i]) > 0 then
+      more = 1
+      break
+    end
+  end
+  return {'', taken, more}
 end
 local soonest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 return {soonest[2] or '', taken}
