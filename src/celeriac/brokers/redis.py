@@ -29,7 +29,8 @@ consumer to poll (at most every ``lease_seconds / 2``, and at least every second
 back to the taking end of their lists, atomically and only if the heartbeat is still missing.
 Delayed messages are promoted to their lists by every fetch poll. Times are the clients' clocks.
 An idle consumer blocks in ``BLMOVE`` on its first queue's plain list (moving nothing), so a push
-wakes it at once; its other lists are polled with backoff (at most every 50 ms).
+wakes it at once; its other lists are polled from every 10 ms, backing off to 50 ms, and a queue
+the last fetch emptied is watched, not polled.
 
 On a Cluster (``redis+cluster://``) every key carries one hash tag, that of ``global_keyprefix``
 (``{celeriac}`` is put first when the prefix has none), so every script runs in one slot; the cost is
