@@ -42,6 +42,17 @@ def _postgres_unavailable() -> str | None:
     return None
 
 
+def require_redis() -> None:
+    """Skip when the shared Redis on 127.0.0.1:6379 does not answer; under ``CI=true`` fail instead."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError as exc:
+        reason = f"redis is not answering on 127.0.0.1:6379 ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true every service must be up")
+        pytest.skip(reason)
+
+
 class ResultDB:
     """One result database for one test: its URL, and the task ids whose rows the test leaves behind."""
 

@@ -10,8 +10,6 @@ Celery writes with the pickle serializer, which we read without unpickling Celer
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from celeriac import AsyncResult, Celeriac, GroupResult, states
 from celeriac._sqldb import engine_url
 from celeriac.backends.base import ChordPart
 from celeriac.backends.sql import group_meta
+from tests.interop.conftest import require_redis
 
 if TYPE_CHECKING:
     from tests.interop.conftest import ResultDB
@@ -55,13 +54,7 @@ class Ids:
 
 @pytest.fixture
 def ids() -> Iterator[Ids]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        reason = f"redis is not answering on 127.0.0.1:6379 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
+    require_redis()
     import redis
 
     made = Ids()

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 
-import pytest
-
 from celeriac.brokers.redis import RedisBroker
+from tests.interop.conftest import require_redis
 
 REDIS = "redis://127.0.0.1:6379/13"
 
@@ -39,18 +36,8 @@ with Connection(url, transport_options={"global_keyprefix": prefix}) as conn:
 """
 
 
-def _require_redis() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        reason = f"redis is not answering on 127.0.0.1:6379 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
-
-
 def test_celerys_unacked_message_is_given_back_after_the_visibility_timeout() -> None:
-    _require_redis()
+    require_redis()
     prefix, queue = f"test-{uuid.uuid4().hex}:", f"kombu-{uuid.uuid4().hex[:8]}"
     crashed = subprocess.run(
         [sys.executable, "-c", CRASHING_CONSUMER, REDIS, prefix, queue],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from celeriac.exceptions import TaskRevokedError
 from celeriac.testing import start_worker
 from celeriac.worker import Worker
 from tests.interop import celeriac_redis_app, celery_redis_app
-from tests.interop.conftest import close_celery
+from tests.interop.conftest import close_celery, require_redis
 from tests.interop.redis_fleet import WAIT, FleetProcess, Space
 from tests.interop.redis_fleet_tasks import FAIL, FLAKY, WORK, InteropError
 
@@ -87,13 +86,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        reason = f"redis is not answering on 127.0.0.1:6379 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
+    require_redis()
     fleet = Fleet(Space(REDIS), tmp_path_factory.mktemp("redis-fleet"))
     try:
         fleet.celery_worker([fleet.celery_queue, fleet.mixed_queue])

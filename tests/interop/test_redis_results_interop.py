@@ -9,8 +9,6 @@ Celery's backend stores results as its worker would and celeriac reads them.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +18,7 @@ from celery import Celery
 
 from celeriac import Celeriac, states
 from celeriac.testing import start_worker
+from tests.interop.conftest import require_redis
 
 REDIS = "redis://127.0.0.1:6379/14"
 # Celery 5.7's Redis backend still calls redis-py's SETEX, which redis-py 8 marks deprecated.
@@ -41,13 +40,7 @@ class TaskIds:
 
 @pytest.fixture
 def task_ids() -> Iterator[TaskIds]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        reason = f"redis is not answering on 127.0.0.1:6379 ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
+    require_redis()
     import redis
 
     ids = TaskIds()
