@@ -7,7 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-__all__ = ["Signal"]
+__all__ = ["Signal", "signal_for"]
 
 
 class Signal:
@@ -54,3 +54,13 @@ class Signal:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+_named: dict[str, Signal] = {}
+_named_lock = threading.Lock()
+
+
+def signal_for(key: str) -> Signal:
+    """The process's one signal named ``key``: every broker or backend on the same store shares it."""
+    with _named_lock:
+        return _named.setdefault(key, Signal())

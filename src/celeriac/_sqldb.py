@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import random
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -20,10 +19,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from celeriac._signal import Signal
 from celeriac.exceptions import ConfigurationError, MissingDependency
 
-__all__ = ["Database", "engine_url", "signal_for"]
+__all__ = ["Database", "engine_url"]
 
 T = TypeVar("T")
 
@@ -50,16 +48,6 @@ def engine_url(url: str) -> sa.URL:
     if backend == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
         parsed = parsed.set(database=str(Path(path).expanduser().resolve()))
     return parsed
-
-
-_signals: dict[str, Signal] = {}
-_signals_lock = threading.Lock()
-
-
-def signal_for(key: str) -> Signal:
-    """The in-process signal for ``key``; every broker and backend on one database shares it."""
-    with _signals_lock:
-        return _signals.setdefault(key, Signal())
 
 
 class Database:

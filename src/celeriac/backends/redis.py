@@ -135,7 +135,7 @@ class RedisBackend(Backend):
             return {}
         values = await self.client.mget([self.key(t) for t in ids])
         return {
-            t: ResultMeta.from_dict(self.decode(v if isinstance(v, bytes) else v.encode()))
+            t: self._read(v if isinstance(v, bytes) else v.encode())
             for t, v in zip(ids, values, strict=True)
             if v is not None
         }
@@ -260,8 +260,9 @@ class RedisBackend(Backend):
         # The pub/sub connection broke while we waited: finish by polling.
         return await super().wait(task_id, left(), interval)
 
-    def _read(self, published: bytes) -> ResultMeta:
-        return ResultMeta.from_dict(self.decode(published))
+    def _read(self, record: bytes) -> ResultMeta:
+        """A stored (or published: the same bytes) record."""
+        return ResultMeta.from_dict(self.decode(record))
 
     async def _poll(
         self, task_id: str, timeout: float | None, interval: float, cause: Exception

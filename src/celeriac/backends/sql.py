@@ -51,7 +51,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from celeriac import states
-from celeriac._sqldb import Database, signal_for
+from celeriac._signal import signal_for
+from celeriac._sqldb import Database
 from celeriac.backends import _safe_pickle
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import DecodeError, TimeoutError

@@ -9,7 +9,7 @@ from celeriac.exceptions import DecodeError
 from celeriac.protocol.envelope import from_envelope
 from celeriac.protocol.message import Message
 
-__all__ = ["priority_of", "read_dead_letter", "read_delivery"]
+__all__ = ["clamped_priority", "priority_of", "read_dead_letter", "read_delivery"]
 
 
 def read_delivery(tag: Any, queue: str, payload: bytes, deliveries: int) -> Delivery:
@@ -40,4 +40,9 @@ def read_dead_letter(queue: str, reason: str, payload: bytes, when: float) -> De
 
 def priority_of(message: Message) -> int:
     """The message's priority as brokers order it: 0 (first) to 255, 0 when unset."""
-    return min(max(message.priority or 0, 0), 255)
+    return clamped_priority(message.priority)
+
+
+def clamped_priority(priority: int | None) -> int:
+    """A priority as brokers order it: 0 (first) to 255, 0 when unset."""
+    return min(max(int(priority or 0), 0), 255)

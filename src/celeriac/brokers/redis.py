@@ -53,15 +53,14 @@ import contextlib
 import importlib.resources
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from celeriac._redis import is_cluster, redis_client
-from celeriac._signal import Signal
-from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
+from celeriac._signal import signal_for
+from celeriac.brokers._delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
 from celeriac.brokers._fanout import Subscription, glob_of
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.exceptions import OperationalError
@@ -89,14 +88,6 @@ _PROMOTE_MAX = 100
 _PAUSE_MIN, _PAUSE_WATCHED, _PAUSE_MAX = 0.001, 0.01, 0.05
 _WATCH_SECONDS = 1.0
 _KOMBU_SWEEP_SECONDS = 30.0
-
-_signals: dict[str, Signal] = {}
-_signals_lock = threading.Lock()
-
-
-def _signal_for(key: str) -> Signal:
-    with _signals_lock:
-        return _signals.setdefault(key, Signal())
 
 
 async def _forward(pubsub: PubSub, subscription: Subscription) -> None:
@@ -166,7 +157,7 @@ class RedisBroker(Broker):
         self._counts = self.prefix + "celeriac.deliveries"
         self._delayed = self.prefix + "celeriac.delayed"
         self._dead = self.prefix + "celeriac.dead_letters"
-        self._signal = _signal_for(f"{url} {self.prefix}")
+        self._signal = signal_for(f"redis broker {url} {self.prefix}")
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -503,7 +494,7 @@ class RedisBroker(Broker):
             queues = [queue for key, _, queue in bound if key == routing_key]
         properties = envelope.get("properties") if isinstance(envelope, dict) else None
         priority = properties.get("priority") if isinstance(properties, dict) else None
-        step = self._step(min(max(int(priority or 0), 0), 255))
+        step = self._step(clamped_priority(priority))
         return [self._list(queue, step) for queue in queues]
 
     async def _beat(self) -> None:

@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from celeriac._sqldb import Database, signal_for
+from celeriac._signal import signal_for
+from celeriac._sqldb import Database
 from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.protocol.envelope import to_envelope
