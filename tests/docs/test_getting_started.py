@@ -347,7 +347,10 @@ def test_retries(proj_worker: Worker) -> None:
     from proj.retrying import charge, refresh_feed
 
     result = charge.delay("A-17")
-    assert states_seen(result)[-2:] == ["RETRY", "SUCCESS"]
+    seen = states_seen(result)
+    assert "RETRY" in seen, seen
+    # The second run is STARTED (proj tracks it) then SUCCESS; STARTED may pass between two samples.
+    assert seen[seen.index("RETRY") :] in (["RETRY", "SUCCESS"], ["RETRY", "STARTED", "SUCCESS"]), seen
     assert result.get() == "order A-17 charged after 1 retries"
 
     assert refresh_feed.delay("https://example.com/feed").get(timeout=10) == (
