@@ -1,0 +1,81 @@
+"""AMQP 0-9-1 connections from URLs, for the RabbitMQ broker and the rpc:// result backend.
+
+URLs, as Celery writes them: ``amqp://user:password@host:5672/vhost`` (``pyamqp://`` is the same; ``//`` at
+the end is the default vhost ``/``) and ``amqps://`` for TLS, whose options come from ``broker_use_ssl`` under
+Python's ``ssl`` names (``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``check_hostname``).
+
+Connections are aio-pika's robust ones: after a lost connection they reconnect and reopen their channels,
+consumers and declarations by themselves; users of a connection still see the error of the operation that
+was cut off, and must not ack deliveries of a channel that died (the broker has requeued them).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from celeriac.exceptions import ConfigurationError, MissingDependency
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractRobustConnection
+
+__all__ = ["SCHEMES", "amqp_url", "connect", "tls_context"]
+
+SCHEMES = ("amqp", "amqps", "pyamqp", "pyamqps")
+_TLS_KEYS = ("ca_certs", "certfile", "keyfile", "cert_reqs", "check_hostname")
+
+
+def amqp_url(url: str, options: Mapping[str, Any]) -> tuple[str, bool]:
+    """The URL as aio-pika reads it (``amqp``/``amqps``, heartbeat in the query), and whether it is TLS."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigurationError(f"{url!r} is not an AMQP URL (known schemes: {', '.join(SCHEMES)})")
+    tls = scheme.endswith("s")
+    query = dict(parse_qsl(parts.query))
+    if options.get("heartbeat") is not None and "heartbeat" not in query:
+        query["heartbeat"] = str(int(options["heartbeat"]))
+    netloc = parts.netloc or "guest:guest@localhost"
+    path = parts.path if parts.path not in ("", "/") else "//"
+    return urlunsplit(("amqps" if tls else "amqp", netloc, path, urlencode(query), "")), tls
+
+
+def tls_context(settings: Mapping[str, Any], *, what: str) -> ssl.SSLContext:
+    """An ``SSLContext`` from Celery-style TLS settings; an unknown key is an error naming the known ones."""
+    unknown = set(settings) - set(_TLS_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown TLS option(s) {sorted(unknown)} for {what}; known: {', '.join(_TLS_KEYS)}"
+        )
+    context = ssl.create_default_context(cafile=settings.get("ca_certs"))
+    if settings.get("certfile"):
+        context.load_cert_chain(settings["certfile"], settings.get("keyfile"))
+    if settings.get("check_hostname") is not None:
+        context.check_hostname = bool(settings["check_hostname"])
+    cert_reqs = settings.get("cert_reqs")
+    if cert_reqs is not None:
+        if cert_reqs in (ssl.CERT_NONE, "none", "CERT_NONE"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif cert_reqs in (ssl.CERT_OPTIONAL, "optional", "CERT_OPTIONAL"):
+            context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+async def connect(url: str, options: Mapping[str, Any], *, what: str) -> AbstractRobustConnection:
+    """A robust connection for ``url``; ``what`` names the user ("the RabbitMQ broker") in errors and in
+    the connection name RabbitMQ shows."""
+    try:
+        import aio_pika
+    except ImportError as exc:
+        raise MissingDependency(what, "amqp") from exc
+    target, tls = amqp_url(url, options)
+    context = tls_context(dict(options.get("ssl") or {}), what=what) if tls else None
+    return await aio_pika.connect_robust(
+        target,
+        ssl_context=context,
+        timeout=float(options.get("connect_timeout", 4.0)),
+        client_properties={"connection_name": what},
+    )
