@@ -2,7 +2,7 @@
 
 from celeriac import states
 from celeriac.app import Celeriac, Celery, shared_task
-from celeriac.canvas import Signature, chain, signature
+from celeriac.canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, xmap, xstarmap
 from celeriac.result import AsyncResult, EagerResult, GroupResult
 from celeriac.task import Task
 
@@ -18,7 +18,13 @@ __all__ = [
     "Task",
     "__version__",
     "chain",
+    "chord",
+    "chunks",
+    "group",
+    "maybe_signature",
     "shared_task",
     "signature",
     "states",
+    "xmap",
+    "xstarmap",
 ]

@@ -6,11 +6,13 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
+from celeriac._builtins import register_builtins
 from celeriac._portal import portal
 from celeriac._routing import Router
 from celeriac._sending import RetryPolicy, SendOptions, build_call
@@ -22,8 +24,8 @@ if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker
     from celeriac.canvas import Signature
-    from celeriac.protocol.message import TaskCall
-    from celeriac.result import AsyncResult
+    from celeriac.protocol.message import Message, TaskCall
+    from celeriac.result import AsyncResult, GroupResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,6 +82,7 @@ class Celeriac:
         self._router: Router | None = None
         self.conf.on_change(self._forget_derived)
         _apps.add(self)
+        register_builtins(self)
         for register in _shared_tasks:
             register(self)
 
@@ -90,7 +93,8 @@ class Celeriac:
         if "task_routes" in names:
             self._router = None
         # Connections made with the old settings are left to their loops; new calls use new ones.
-        if names & {"broker_url", "broker_transport_options", "broker_lease_seconds", "broker_use_ssl"}:
+        broker_settings = {"broker_url", "broker_transport_options", "broker_lease_seconds", "broker_use_ssl"}
+        if names & (broker_settings | set(_BROKER_SETTINGS.values())):
             self._brokers.clear()
         if names & {
             "result_backend",
@@ -235,6 +239,8 @@ class Celeriac:
 
             options = dict(self.conf.broker_transport_options)
             options.setdefault("lease_seconds", self.conf.broker_lease_seconds)
+            for option, setting in _BROKER_SETTINGS.items():
+                options.setdefault(option, getattr(self.conf, setting))
             if self.conf.broker_use_ssl:
                 options.setdefault("ssl", _tls_options(self.conf.broker_use_ssl))
             broker = self._brokers[loop] = create_broker(self.broker_url, options)
@@ -251,6 +257,13 @@ class Celeriac:
             options = dict(conf.result_backend_transport_options)
             if conf.redis_backend_use_ssl:
                 options.setdefault("ssl", _tls_options(conf.redis_backend_use_ssl))
+            if self.backend_url.partition("://")[0].lower() == "rpc":
+                # rpc:// answers on the broker's connection, to this client's reply queue (as Celery).
+                options.setdefault("broker_url", self.broker_url)
+                options.setdefault("reply_to", self.oid)
+                options.setdefault("persistent", bool(conf.result_persistent))
+                if conf.broker_use_ssl:
+                    options.setdefault("ssl", _tls_options(conf.broker_use_ssl))
             backend = self._backends[loop] = create_backend(
                 self.backend_url,
                 serializer=conf.result_serializer,
@@ -324,6 +337,18 @@ class Celeriac:
         opts: SendOptions,
         task: Task[Any, Any] | None,
     ) -> None:
+        item = self._prepare(queue, call, not_before, opts, task)
+        await self.publish_many([item], retry=opts.retry, retry_policy=opts.retry_policy)
+
+    def _prepare(
+        self,
+        queue: str,
+        call: TaskCall,
+        not_before: float | None,
+        opts: SendOptions,
+        task: Task[Any, Any] | None,
+    ) -> tuple[str, Message, float | None]:
+        """A call as the broker takes it: (queue, encoded message, not_before)."""
         from celeriac.protocol import encode_task
 
         conf = self.conf
@@ -333,33 +358,57 @@ class Celeriac:
             compression=opts.compression or (task.compression if task else None) or conf.task_compression,
             max_bytes=conf.task_message_max_bytes,
         )
+        if opts.exchange is not None or opts.routing_key is not None:
+            # An explicit route (apply_async(exchange=, routing_key=)); brokers with exchanges use it.
+            route = {"exchange": opts.exchange or "", "routing_key": opts.routing_key or queue}
+            message.properties["delivery_info"] = route
         if not_before is not None and self.broker().eta_on_queue:
             not_before = None  # the eta header goes with it; a worker parks it on receipt
-        await self.publish(queue, message, not_before, retry=opts.retry, retry_policy=opts.retry_policy)
+        return queue, message, not_before
 
     async def publish(
         self,
         queue: str,
-        message: Any,
+        message: Message,
         not_before: float | None = None,
         *,
         retry: bool | None = None,
         retry_policy: dict[str, Any] | None = None,
     ) -> None:
         """Publish an encoded message, retrying connection errors as ``task_publish_retry_policy`` says."""
+        await self.publish_many([(queue, message, not_before)], retry=retry, retry_policy=retry_policy)
+
+    async def publish_many(
+        self,
+        items: Sequence[tuple[str, Message, float | None]],
+        *,
+        retry: bool | None = None,
+        retry_policy: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish encoded messages in one batch where the broker allows, retrying connection errors.
+
+        A retried batch may publish some messages twice (at-least-once); a workflow's tasks have fixed ids,
+        and the chord counter counts each header task once.
+        """
         broker = self.broker()
+        backend = self.backend()
+        if backend.answers_caller and any(m.properties.get("reply_to") == self.oid for _, m, _ in items):
+            # Results come back to this client (rpc://): its reply queue must exist before a worker
+            # answers (Celery's on_task_call).
+            await backend.expect_reply(self.oid)
         retry = self.conf.task_publish_retry if retry is None else retry
         policy = RetryPolicy(**{**self.conf.task_publish_retry_policy, **(retry_policy or {})})
         delays = policy.delays() if retry else []
         for attempt in range(len(delays) + 1):
             try:
-                await broker.publish(queue, message, not_before=not_before)
+                await broker.publish_many(items)
                 return
             except (ConnectionError, OSError) as exc:
                 if attempt == len(delays):
                     raise
+                queues = ", ".join(sorted({repr(queue) for queue, _, _ in items}))
                 logger.warning(
-                    "publish to %r failed (%s); retry %d of %d", queue, exc, attempt + 1, len(delays)
+                    "publish to %s failed (%s); retry %d of %d", queues, exc, attempt + 1, len(delays)
                 )
                 await asyncio.sleep(delays[attempt])
 
@@ -369,9 +418,34 @@ class Celeriac:
 
         return AsyncResult(task_id, app=self, task_name=task_name)
 
+    def GroupResult(self, group_id: str, results: Sequence[Any] = ()) -> GroupResult[Any]:
+        """A group's result handle from its id and its members' results (``GroupResult.restore`` reads a
+        saved one)."""
+        from celeriac.result import GroupResult
+
+        return GroupResult(group_id, results, app=self)
+
+
+#: Broker options taken from settings (a transport ignores those it has no use for).
+_BROKER_SETTINGS = {
+    "queue_type": "task_default_queue_type",
+    "max_priority": "task_queue_max_priority",
+    "queues": "task_queues",
+    "heartbeat": "broker_heartbeat",
+    "connect_timeout": "broker_connection_timeout",
+}
 
 #: Celery's name for the application class.
 Celery = Celeriac
+
+
+def _renew_oids() -> None:
+    # A forked child is another client: replies (rpc://) to its parent's queue would reach the parent.
+    for app in list(_apps):
+        app.oid = str(uuid.uuid4())
+
+
+os.register_at_fork(after_in_child=_renew_oids)
 
 
 def _tls_options(setting: dict[str, Any] | bool) -> dict[str, Any]:

@@ -40,6 +40,8 @@ SETTINGS: dict[str, Setting] = {
     "broker_use_ssl": _s(
         None, dict, bool, doc="TLS options for rediss:// brokers (ssl_cert_reqs, ssl_ca_certs, ...)."
     ),
+    "broker_heartbeat": _s(None, *_NUM, doc="AMQP heartbeat in seconds (default: the server's, 60)."),
+    "broker_connection_timeout": _s(4.0, *_NUM, doc="Seconds to wait for a broker connection."),
     "broker_connection_retry": _s(True, bool),
     "broker_connection_max_retries": _s(100, int),
     "broker_max_deliveries": _s(
@@ -56,6 +58,7 @@ SETTINGS: dict[str, Setting] = {
     "result_expires": _s(86400.0, *_NUM),
     "result_extended": _s(False, bool),
     "result_compression": _s(None, str),
+    "result_persistent": _s(None, bool, doc="rpc:// results survive a RabbitMQ restart (delivery mode 2)."),
     # serialization
     "task_serializer": _s("json", str),
     "accept_content": _s(["json"], list, tuple),
@@ -70,6 +73,8 @@ SETTINGS: dict[str, Setting] = {
     "task_default_routing_key": _s("celery", str),
     "task_default_priority": _s(None, int),
     "task_queues": _s(None, list, tuple, dict),
+    "task_default_queue_type": _s("classic", str, doc="RabbitMQ queue type: 'classic' or 'quorum'."),
+    "task_queue_max_priority": _s(None, int, doc="x-max-priority of RabbitMQ classic queues."),
     "task_routes": _s(None, dict, list, tuple, *_ANY),
     "task_create_missing_queues": _s(True, bool),
     "task_acks_late": _s(

@@ -30,6 +30,10 @@ class OperationalError(CeleriacError, ConnectionError):
     """A broker or result backend could not be reached (kombu's name for it)."""
 
 
+class MessageUnroutable(CeleriacError):
+    """The broker had no queue for a message (nothing bound its exchange and routing key): not sent."""
+
+
 class DecodeError(CeleriacError):
     """A message could not be turned into a task call; ``reason`` says why."""
 

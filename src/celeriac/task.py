@@ -6,14 +6,14 @@ import asyncio
 import inspect
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import states
-from celeriac.exceptions import MaxRetriesExceededError, Retry
+from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -226,10 +226,58 @@ class Task(Generic[P, R]):
 
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
 
+    def map(self, it: Iterable[Any]) -> Signature:
+        """One message that calls this task for each item of ``it`` (Celery's ``celery.map``)."""
+        from celeriac.canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature:
+        """One message that calls this task with each item of ``it`` as its arguments."""
+        from celeriac.canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature:
+        """``starmap`` over ``it`` split into messages of ``n`` items, sent as a group."""
+        from celeriac.canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from celeriac.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)
+
+    def replace(self, sig: Signature) -> NoReturn:
+        """End this run by sending ``sig`` in its place.
+
+        ``sig`` takes over this task's id (callers waiting on it get ``sig``'s result), its place in a
+        chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
+        This run stores no result of its own. A group is replaced by a chord that gathers its results.
+        """
+        from celeriac.canvas import _gathered, chain, group, maybe_signature
+
+        request = self.request
+        if request.id is None or request.called_directly:
+            raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
+        sig = maybe_signature(sig, self.app).clone()
+        if isinstance(sig, group):
+            sig = _gathered(sig)
+        sig.freeze(request.id)
+        for callback in request.callbacks or ():
+            sig.link(maybe_signature(callback, self.app))
+        for errback in request.errbacks or ():
+            sig.link_error(maybe_signature(errback, self.app))
+        if request.chain:
+            rest = [maybe_signature(step, self.app) for step in reversed(request.chain)]
+            sig = chain(sig, *rest, app=self.app)
+        if request.chord and request.group:
+            sig._attach(
+                {"group_id": request.group, "group_index": request.group_index, "chord": request.chord}
+            )
+        sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id)
+        raise Ignore(f"replaced by {sig!r}")
 
     # -- retrying -----------------------------------------------------------------------------------
     def retry(

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-import celeriac
 from celeriac import AsyncResult, Celeriac, chain
 from celeriac._appref import find_app
 from celeriac.cli.main import main as cli
@@ -428,7 +427,6 @@ def test_chains(proj_worker: Worker) -> None:
     assert result.parent is not None and result.parent.get(timeout=10) == 4
 
     assert (add.s(4, 4) | mul.s(2) | xsum.si([1, 2, 3])).apply_async().get(timeout=10) == 6
-    assert not hasattr(celeriac, "group") and not hasattr(celeriac, "chord")  # not available yet
 
 
 def test_revoke(proj_worker: Worker) -> None:

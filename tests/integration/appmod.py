@@ -55,3 +55,26 @@ def chatty() -> None:
     import logging
 
     logging.getLogger("chatty").info("hello from a task")
+
+
+@app.task(bind=True)
+def total(self, values: list[int]) -> int:
+    """A chord body: one ledger line per run, so a test can count how often it ran."""
+    _ledger(f"body:{self.request.id} {sum(values)}")
+    return sum(values)
+
+
+@app.task
+def boom(*args: object) -> None:
+    raise ValueError("boom")
+
+
+@app.task
+def on_error(task_id: str) -> None:
+    _ledger(f"errback:{task_id} {os.getpid()}")
+
+
+@app.task
+def die() -> None:
+    """A poison task: it kills the process running it, every time."""
+    os._exit(3)

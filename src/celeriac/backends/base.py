@@ -46,6 +46,10 @@ class ResultMeta:
     parent_id: str | None = None
     group_id: str | None = None
     extended: dict[str, Any] = field(default_factory=dict)
+    #: Where the record goes, for backends that answer the caller (rpc://) and are not stored: the
+    #: ``reply_to`` of the task's message, "" when the message named none, None for a record not
+    #: written for a message (a revoke). Not part of the record itself.
+    reply_to: str | None = field(default=None, compare=False)
 
     @property
     def ready(self) -> bool:
@@ -129,6 +133,12 @@ class Backend(abc.ABC):
     """
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when ``chord_part`` can find a chord's size that a Celery client recorded (``size`` 0): Redis,
+    #: where Celery's client sets it. On other backends Celery's own polling task counts its chords.
+    reads_chord_size: ClassVar[bool] = False
+    #: True when results are sent to the client that sent the task, not stored (rpc://): the app then
+    #: calls ``expect_reply`` before it sends a task whose ``reply_to`` is its own.
+    answers_caller: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -144,6 +154,10 @@ class Backend(abc.ABC):
         self.accept = tuple(accept)
         self.expires = expires
         self.options: dict[str, Any] = dict(options or {})
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Make this backend's own state from ``url`` and ``options`` (subclasses; no I/O here)."""
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """Serialize ``value`` with the result serializer; returns (content type, bytes)."""
@@ -199,6 +213,8 @@ class Backend(abc.ABC):
     ) -> ChordClaim | None:
         """Count ``part`` as finished in the header of chord ``group_id``, which has ``size`` parts.
 
+        ``size`` 0 means "as recorded by the client that sent the header" (``reads_chord_size`` backends).
+
         One atomic step, safe against any number of concurrent callers in any number of processes:
 
         * A part is counted once: a second report of the same task id and index (a redelivered
@@ -244,6 +260,9 @@ class Backend(abc.ABC):
                 delay = min(delay, left)
             await asyncio.sleep(delay)
             delay = min(delay * 2, interval)
+
+    async def expect_reply(self, reply_to: str | None) -> None:  # noqa: B027 - optional hook
+        """Get ready for results addressed to ``reply_to`` (``answers_caller`` backends)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -58,17 +58,8 @@ class MemoryBackend(Backend):
 
     schemes = ("memory",)
 
-    def __init__(
-        self,
-        url: str = "memory://",
-        *,
-        serializer: str = "json",
-        accept: Sequence[str] = ("json",),
-        expires: float | None = 86400.0,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
-        self._store = _stores.get(url)
+    def setup(self) -> None:
+        self._store = _stores.get(self.url)
 
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         encoded = [(m.task_id, m.date_done, *self.encode(m.to_dict())) for m in metas]

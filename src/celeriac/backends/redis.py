@@ -69,17 +69,9 @@ class RedisBackend(Backend):
     """Results in Redis keys ``celery-task-meta-<id>``; ``wait`` is woken by pub/sub."""
 
     schemes = ("redis", "rediss", "redis+socket", "sentinel")
+    reads_chord_size = True
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        serializer: str = "json",
-        accept: Sequence[str] = ("json",),
-        expires: float | None = 86400.0,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
+    def setup(self) -> None:
         prefix = str(self.options.get("global_keyprefix") or "")
         self.prefix = prefix if not prefix or prefix[-1] in ":_-." else prefix + "_"
         self.chord_ordered = bool(self.options.get("result_chord_ordered", True))
@@ -170,8 +162,8 @@ class RedisBackend(Backend):
     async def chord_part(
         self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
     ) -> ChordClaim | None:
-        if size < 1:
-            raise ValueError(f"a chord's header has at least one part, not {size}")
+        if size < 0:
+            raise ValueError(f"a chord's size cannot be negative, not {size}")
         client, token = self.client, uuid.uuid4().hex
         seconds = math.ceil(self.expires) if self.expires else 0
         score = "+inf" if part.index is None else str(part.index)

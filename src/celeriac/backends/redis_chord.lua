@@ -10,7 +10,7 @@
 -- ARGV[1] task id  ARGV[2] encoded [1, task id, state, result]  ARGV[3] "1" ordered, "0" not
 -- ARGV[4] index ("+inf" when none)  ARGV[5] expiry of the chord keys in s (0: none)
 -- ARGV[6] expiry of the saved group in s (0: none)  ARGV[7] claim lease in ms  ARGV[8] claim token
--- ARGV[9] the header's size, as this caller knows it
+-- ARGV[9] the header's size, as this caller knows it ("0": unknown, read it from .s)
 --
 -- Returns {-1} once the chord is done; otherwise {parts counted, claimed (0/1)}, followed when claimed
 -- by the parts in order (member, score pairs when ordered; members when not).
@@ -43,6 +43,11 @@ end
 -- so a Celery worker that reports a later part sees it too.
 local size = redis.call('GET', skey)
 if not size then
+  if ARGV[9] == '0' then
+    -- The caller does not know the size and Celery's client has not set it yet: it is set before the
+    -- last header task is sent, so the report that completes the header will find it.
+    return {counted, 0}
+  end
   size = ARGV[9]
   redis.call('SET', skey, size)
 end

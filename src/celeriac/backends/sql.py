@@ -135,17 +135,8 @@ class SQLBackend(Backend):
 
     schemes = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        serializer: str = "json",
-        accept: Sequence[str] = ("json",),
-        expires: float | None = 86400.0,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(url, serializer=serializer, accept=accept, expires=expires, options=options)
-        self._db = Database(url, metadata)
+    def setup(self) -> None:
+        self._db = Database(self.url, metadata)
         self._signal = signal_for("results " + self._db.key)
         self._columns: frozenset[str] = frozenset()
 

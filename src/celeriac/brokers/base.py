@@ -47,13 +47,17 @@ class Broker(abc.ABC):
       broker itself (no worker holds it meanwhile).
     * ``reject(requeue=False)`` moves the message to the dead-letter place with ``reason``; nothing is
       dropped silently.
-    * priorities: a lower number is taken first within one queue (0 highest, as on Redis with Celery).
+    * priorities: within one queue, as ``priority_order`` says: ``"lower-first"`` (0 highest, as on
+      Redis with Celery), ``"higher-first"`` (AMQP's order, RabbitMQ with ``x-max-priority``) or
+      ``"none"`` (the queue ignores priorities: FIFO).
 
     All methods are coroutines on the event loop that created the broker.
     """
 
     #: URL schemes this class serves, e.g. ("sqlite", "postgresql").
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: How priorities order messages in one queue (see above); a broker may set it per instance.
+    priority_order: str = "lower-first"
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -73,6 +77,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
         """Store ``message`` on ``queue``; with ``not_before`` (unix seconds), not before that time."""
+
+    async def publish_many(self, items: Sequence[tuple[str, Message, float | None]]) -> None:
+        """``publish`` each ``(queue, message, not_before)``; brokers that can send a batch in one round
+        trip (a pipeline, one INSERT) do so. Either all are stored when it returns, or it raises."""
+        for queue, message, not_before in items:
+            await self.publish(queue, message, not_before=not_before)
 
     @abc.abstractmethod
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:

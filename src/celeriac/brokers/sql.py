@@ -103,18 +103,25 @@ class SQLBroker(Broker):
         await self._db.open()
 
     async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
+        await self.publish_many([(queue, message, not_before)])
+
+    async def publish_many(self, items: Sequence[tuple[str, Message, float | None]]) -> None:
         await self._db.open()
         now = time.time()
-        row = {
-            "queue": queue,
-            "priority": priority_of(message),
-            "not_before": now if not_before is None else not_before,
-            "payload": to_envelope(message, routing_key=queue),
-            "deliveries": 0,
-            "created": now,
-        }
-        await self._db.call(self._db.write, lambda conn: conn.execute(messages.insert(), row))
-        self._signal.notify()
+        rows = [
+            {
+                "queue": queue,
+                "priority": priority_of(message),
+                "not_before": now if not_before is None else not_before,
+                "payload": to_envelope(message, routing_key=queue),
+                "deliveries": 0,
+                "created": now,
+            }
+            for queue, message, not_before in items
+        ]
+        if rows:
+            await self._db.call(self._db.write, lambda conn: conn.execute(messages.insert(), rows))
+            self._signal.notify()
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         await self._db.open()

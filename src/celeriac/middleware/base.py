@@ -47,10 +47,18 @@ class WorkItem:
 class Skip(Exception):
     """End a job before it runs: ``ack`` the message, ``release`` it (never started), or ``reject`` it."""
 
-    def __init__(self, action: Literal["ack", "release", "reject"], reason: str = "") -> None:
+    def __init__(
+        self,
+        action: Literal["ack", "release", "reject"],
+        reason: str = "",
+        *,
+        abandon: tuple[str, BaseException] | None = None,
+    ) -> None:
         super().__init__(action, reason)
         self.action = action
         self.reason = reason
+        #: ``(state, error)`` when the task will never run (expired, revoked): what waits on it is told.
+        self.abandon = abandon
 
 
 class Middleware:
@@ -73,3 +81,7 @@ class Middleware:
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
         """The task ended (any status); runs before the message is acked."""
+
+    async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
+        """The task will never run (dead-lettered, expired, revoked before it started); its result was set
+        to ``status`` with ``exc``. Workflows waiting on it learn it here."""

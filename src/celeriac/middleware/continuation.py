@@ -1,35 +1,184 @@
-"""Workflow continuation: ``link`` callbacks, ``link_error`` errbacks and the next step of a chain."""
+"""Workflow continuation: callbacks, errbacks, the next step of a chain, and a chord's body.
+
+The error model, one for every primitive:
+
+* A task that fails runs its errbacks (``link_error``) with its id. The rest of its chain will not run:
+  their results are failed with the same error, so nobody waits on them forever.
+* A chord's header task reports its end (success, failure, revocation, dead letter) to the backend's
+  counter (``Backend.chord_part``), one atomic step. The report that completes the header claims the
+  chord: if every part succeeded, the body is sent with their results in header order; otherwise the body's
+  result fails with ``ChordError`` naming the failed task and the body's errbacks run, once. A header task
+  that sits in a chain reports through the chain: when an earlier link fails, the chain's end reports the
+  failure on its behalf.
+* The claim is a lease: a worker that dies between claiming and sending leaves the chord to the redelivered
+  copy of its header task, which claims it again. The body is sent exactly once when nothing dies; at least
+  once otherwise (its task id is fixed, so a duplicate overwrites the same result).
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac.backends.base import ChordPart, ResultMeta
+from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Middleware, WorkItem
 from celeriac.worker.pools.base import Outcome
 
 if TYPE_CHECKING:
+    from celeriac.canvas import Signature
+    from celeriac.protocol.message import TaskCall
     from celeriac.worker.worker import Worker
+
+log = logging.getLogger("celeriac.worker")
+
+#: How long a chord's claim holds while its body is sent; a claimant dead for longer loses it.
+CHORD_LEASE = 60.0
 
 
 class Continuation(Middleware):
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        from celeriac.canvas import Signature
-
-        call = item.call
         if item.extra.get("requeue"):
             return
         if outcome.status == states.SUCCESS:
-            parent: dict[str, Any] = {"parent_id": call.id, "root_id": call.root_id or call.id}
-            for data in call.callbacks or ():
-                await Signature.from_dict(data, app=worker.app).aapply_async((outcome.value,), **parent)
-            if call.chain:
-                rest = list(call.chain)
-                following: dict[str, Any] = rest.pop()  # the chain travels reversed: next task last
-                sig = Signature.from_dict(following, app=worker.app)
-                await sig.aapply_async((outcome.value,), chain=rest or None, **parent)
-        elif outcome.status == states.FAILURE:
-            for data in call.errbacks or ():
-                await Signature.from_dict(data, app=worker.app).aapply_async(
-                    (call.id,), parent_id=call.id, root_id=call.root_id or call.id
-                )
+            await succeeded(worker, item.call, outcome.value)
+        elif outcome.status in (states.FAILURE, states.REVOKED):
+            await failed(worker, item.call, outcome.status, outcome.exc or Exception("failed"))
+
+    async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
+        await failed(worker, call, status, exc)
+
+
+async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
+    """Send what follows a task that succeeded: callbacks, the next step of its chain, its chord's part."""
+    from celeriac.canvas import maybe_signature
+
+    app = worker.app
+    parent: dict[str, Any] = {"parent_id": call.id, "root_id": call.root_id or call.id}
+    for data in call.callbacks or ():
+        await maybe_signature(data, app).aapply_async((value,), **parent)
+    if call.chain:
+        rest = list(call.chain)
+        following = maybe_signature(rest.pop(), app)  # the chain travels reversed: next task last
+        await following.aapply_async((value,), chain=rest or None, **parent)
+    if call.chord and call.group_id:
+        await _count(worker, _Member.of(call), states.SUCCESS, value)
+
+
+async def failed(worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
+    """Settle what depended on a task that failed, was revoked, or will never run."""
+    from celeriac.canvas import maybe_signature
+
+    app = worker.app
+    for data in call.errbacks or ():
+        await maybe_signature(data, app).aapply_async(
+            (call.id,), parent_id=call.id, root_id=call.root_id or call.id
+        )
+    for data in reversed(call.chain or ()):  # in the order they would have run
+        await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
+    if call.chord and call.group_id:
+        await _count(worker, _Member.of(call), status, exc)
+
+
+class _Member:
+    """A chord header part: the task id, its place, and the body (as it travels)."""
+
+    def __init__(self, task_id: str, group_id: str, index: int | None, body: dict[str, Any], root: str):
+        self.task_id, self.group_id, self.index, self.body, self.root_id = (
+            task_id,
+            group_id,
+            index,
+            body,
+            root,
+        )
+
+    @classmethod
+    def of(cls, call: TaskCall) -> _Member:
+        assert call.chord is not None and call.group_id is not None
+        return cls(call.id, call.group_id, call.group_index, call.chord, call.root_id or call.id)
+
+
+async def _count(worker: Worker, member: _Member, status: str, value: Any) -> None:
+    """Report one header part to the chord counter; the report that completes the header ends the chord."""
+    backend = worker.backend
+    if backend is None:
+        log.error(
+            "Chord %s cannot be counted: chords need a result backend, and this worker has none",
+            member.group_id,
+        )
+        return
+    size = member.body.get("chord_size")
+    if size is None and not backend.reads_chord_size:
+        # A Celery client's chord on a backend Celery drives with its polling task (celery.chord_unlock).
+        return
+    result = exception_to_dict(value) if isinstance(value, BaseException) else value
+    part = ChordPart(member.task_id, member.index, status, result)
+    claim = await backend.chord_part(member.group_id, part, int(size or 0), lease=CHORD_LEASE)
+    if claim is None:
+        return
+    from celeriac.canvas import maybe_signature
+
+    body = maybe_signature(member.body, worker.app)
+    culprit = next((p for p in claim.parts if p.status != states.SUCCESS), None)
+    if culprit is None:
+        await body.aapply_async((claim.values,), parent_id=member.task_id, root_id=member.root_id)
+    else:
+        error = ChordError(f"Dependency {culprit.task_id} raised {_describe(culprit)}")
+        worker.log.error("Chord %s failed: %s; its body %s will not run", member.group_id, error, body)
+        await _fail(worker, body, states.FAILURE, error, errbacks=True)
+    await backend.chord_done(claim)
+
+
+async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException, *, errbacks: bool) -> None:
+    """Fail the results of a signature that will never be sent, and what hangs on it."""
+    from celeriac.canvas import _Composite, chain, chord, group, maybe_signature
+
+    if isinstance(sig, chain):
+        for step in sig._steps():
+            await _fail(worker, step, status, exc, errbacks=errbacks)
+        return
+    if isinstance(sig, group):
+        for task in sig.tasks:
+            await _fail(worker, task, status, exc, errbacks=errbacks)
+        return
+    if isinstance(sig, chord):
+        for task in sig.tasks:
+            await _fail(worker, task, status, exc, errbacks=False)
+        if sig.body is not None:
+            await _fail(worker, sig.body, status, exc, errbacks=errbacks)
+        return
+    if isinstance(sig, _Composite):
+        return
+    options = sig["options"]
+    task_id = options.get("task_id")
+    if task_id and worker.backend is not None:
+        meta = ResultMeta(
+            task_id=task_id,
+            status=status,
+            result=exception_to_dict(exc),
+            traceback=f"not run: {exc!r}",
+            date_done=datetime.now(UTC),
+            group_id=options.get("group_id"),
+        )
+        await worker._store([meta])
+    app = worker.app
+    if errbacks and task_id:
+        for data in options.get("link_error") or ():
+            await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)
+    for data in options.get("chain") or ():
+        await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
+    chord_body, group_id = options.get("chord"), options.get("group_id")
+    if chord_body and group_id and task_id:
+        member = _Member(
+            task_id, group_id, options.get("group_index"), chord_body, options.get("root_id") or task_id
+        )
+        await _count(worker, member, status, exc)
+
+
+def _describe(part: ChordPart) -> str:
+    if part.status == states.REVOKED:
+        return f"(revoked) {exception_from_dict(part.result)!r}"
+    return repr(exception_from_dict(part.result))

@@ -49,7 +49,11 @@ class Retries(Middleware):
             max_bytes=conf.task_message_max_bytes,
         )
         queue = options.get("queue") or item.delivery.queue
-        not_before = eta.timestamp() if eta > now else None
+        delay = (eta - now).total_seconds()
+        # A retry due within the horizon goes straight back to its queue, its eta in the message: the
+        # worker that takes it waits out the rest in memory (the Eta middleware), as for any ETA task
+        # due that soon. Delayed stores may count in coarser steps (RabbitMQ's delay queues: 1 s).
+        not_before = eta.timestamp() if delay > conf.worker_eta_horizon else None
         await worker.app.publish(queue, encoded, not_before=not_before)
         worker.log.info(
             "Task %s[%s] retry %d %s: %r",

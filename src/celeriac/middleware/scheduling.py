@@ -23,8 +23,9 @@ class Expiry(Middleware):
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
-            await worker.store_state(item, states.REVOKED, TaskRevokedError("expired"))
-            raise Skip("ack", f"expired at {expires.isoformat()}")
+            error = TaskRevokedError("expired")
+            await worker.store_state(item, states.REVOKED, error)
+            raise Skip("ack", f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
 
 
 class Revocation(Middleware):
@@ -37,7 +38,7 @@ class Revocation(Middleware):
         for item in items:
             meta = found.get(item.call.id)
             if meta is not None and meta.status == states.REVOKED:
-                worker.skip(item, "ack", "revoked")
+                worker.skip(item, "ack", "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
 
 
 class Eta(Middleware):

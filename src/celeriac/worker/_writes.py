@@ -24,7 +24,8 @@ from celeriac.worker._batch import Batcher
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.middleware import WorkItem
+    from celeriac.middleware import Middleware, WorkItem
+    from celeriac.protocol.message import TaskCall
 
 __all__ = ["Writes"]
 
@@ -39,6 +40,7 @@ class Writes:
     log: logging.Logger | logging.LoggerAdapter[logging.Logger]
     stats: dict[str, int]
     wedge_timeout: float
+    middleware: list[Middleware]
     _persistent: Persistent
     _acks: Batcher[Delivery]
     _stores: Batcher[ResultMeta]
@@ -126,9 +128,17 @@ class Writes:
         return errors
 
     async def dead_letter(
-        self, delivery: Delivery, reason: str, exc: BaseException | None = None, task_id: str | None = None
+        self,
+        delivery: Delivery,
+        reason: str,
+        exc: BaseException | None = None,
+        *,
+        call: TaskCall | None = None,
     ) -> None:
-        """Set a message aside with ``reason``, log it, and fail its result so no caller waits forever."""
+        """Set a message aside with ``reason``, log it, and fail its result so no caller waits forever.
+
+        With the decoded ``call``, workflows waiting on it (a chain's rest, a chord) are told as well.
+        """
         self.stats["dead_lettered"] += 1
         self.log.error("message dead-lettered from queue %r: %s", delivery.queue, reason)
         await self._persistent.write(
@@ -137,7 +147,7 @@ class Writes:
             where=self._where_broker,
             undone="it returns to its queue when this worker's lease runs out",
         )
-        task_id = task_id or (delivery.message.task_id if delivery.message else None)
+        task_id = call.id if call is not None else (delivery.message.task_id if delivery.message else None)
         if exc is not None and task_id and self.backend is not None:
             # A record the serializer refuses is not stored; an outage is waited out.
             with contextlib.suppress(Exception):
@@ -149,9 +159,20 @@ class Writes:
                             result=exception_to_dict(exc),
                             traceback=reason,
                             date_done=datetime.now(UTC),
+                            reply_to=_reply_to(delivery),
                         )
                     ]
                 )
+        if exc is not None and call is not None:
+            await self.abandoned(call, states.FAILURE, exc)
+
+    async def abandoned(self, call: TaskCall, status: str, exc: BaseException) -> None:
+        """Tell the middleware that ``call`` will never run (so workflows waiting on it end)."""
+        for mw in self.middleware:
+            try:
+                await mw.on_abandoned(self, call, status, exc)  # type: ignore[arg-type]
+            except Exception:
+                self.log.exception("Task %s[%s]: settling what waits on it failed", call.name, call.id)
 
     async def store_state(
         self,
@@ -175,6 +196,7 @@ class Writes:
             children=[[[child, None], None] for child in children],
             parent_id=call.parent_id,
             group_id=call.group_id,
+            reply_to=call.reply_to or "",
         )
         if self.app.conf.result_extended:
             values = (call.name, call.args, call.kwargs, self.hostname, call.retries, item.delivery.queue)
@@ -190,6 +212,12 @@ class Writes:
             )
             meta.status, meta.result = states.FAILURE, exception_to_dict(error)
             await self._store([meta])
+
+
+def _reply_to(delivery: Delivery) -> str:
+    """The reply queue a delivered message names ("" when none), for backends that answer the caller."""
+    value = delivery.message.properties.get("reply_to") if delivery.message else None
+    return value if isinstance(value, str) else ""
 
 
 def _safe_url(url: str) -> str:

@@ -31,6 +31,7 @@ from celeriac.worker.pools.base import Job, Outcome, Pool
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.protocol.message import TaskCall
 
 
 class Worker(Writes):
@@ -321,9 +322,17 @@ class Worker(Writes):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def skip(self, item: WorkItem, action: Literal["ack", "release", "reject"], reason: str = "") -> None:
-        """Drop an item from the batch being started (for ``after_fetch`` hooks)."""
-        item.extra["skip"] = (action, reason)
+    def skip(
+        self,
+        item: WorkItem,
+        action: Literal["ack", "release", "reject"],
+        reason: str = "",
+        *,
+        abandon: tuple[str, BaseException] | None = None,
+    ) -> None:
+        """Drop an item from the batch being started (for ``after_fetch`` hooks); see ``Skip``."""
+        item.extra["skip"] = (action, reason, abandon)
+
 
     async def _accept(self, delivery: Delivery) -> WorkItem | None:
         """Decode and validate; bad messages are dead-lettered here with their reason."""
@@ -333,15 +342,20 @@ class Worker(Writes):
             await self.dead_letter(delivery, f"unreadable message: {delivery.error}")
             return None
         limit = self.app.conf.broker_max_deliveries
+        conf = self.app.conf
         if limit and delivery.deliveries > limit:
+            try:
+                lost: TaskCall | None = decode_task(message, accept=conf.accept_content)
+            except DecodeError:
+                lost = None
             await self.dead_letter(
                 delivery,
                 f"delivered {delivery.deliveries} times without finishing: the process running it "
                 f"died each time (broker_max_deliveries={limit})",
                 WorkerLostError("task killed its worker too many times"),
+                call=lost,
             )
             return None
-        conf = self.app.conf
         try:
             call = decode_task(message, accept=conf.accept_content, max_bytes=conf.task_message_max_bytes)
         except DecodeError as exc:
@@ -355,13 +369,13 @@ class Worker(Writes):
                 f"unknown task {call.name!r}: not registered on this worker (registered: {known}); "
                 "is the module that defines it in -A or include?",
                 NotRegistered(f"task {call.name!r} is not registered on {self.hostname}"),
-                call.id,
+                call=call,
             )
             return None
         try:
             task.check_arguments(call.args, call.kwargs)
         except TypeError as exc:
-            await self.dead_letter(delivery, f"wrong arguments for {call.name}: {exc}", exc, call.id)
+            await self.dead_letter(delivery, f"wrong arguments for {call.name}: {exc}", exc, call=call)
             return None
         self.log.info("Task %s[%s] received", call.name, call.id)
         return WorkItem(delivery=delivery, call=call, task=task)
@@ -373,7 +387,7 @@ class Worker(Writes):
             # Until a pool slot is free the item is only waiting: a warm shutdown hands it back.
             await self._slots.acquire()
         except Skip as skip:
-            await self._dispose(item, skip.action, skip.reason)
+            await self._dispose(item, skip.action, skip.reason, skip.abandon)
             return
         except asyncio.CancelledError:
             await self._give_back([item.delivery])
@@ -441,7 +455,7 @@ class Worker(Writes):
             return
         reason = f"rejected by the task {item.task.name}: {reject.reason or 'no reason given'}"
         if not item.acked:
-            await self.dead_letter(item.delivery, reason, reject, item.call.id)
+            await self.dead_letter(item.delivery, reason, reject, call=item.call)
         else:
             self.log.error(
                 "Task %s[%s] %s (already acked: acks_late is off)", item.task.name, item.call.id, reason
@@ -516,8 +530,12 @@ class Worker(Writes):
                     outcome.traceback or "",
                 )
 
-    async def _dispose(self, item: WorkItem, action: str, reason: str) -> None:
+    async def _dispose(
+        self, item: WorkItem, action: str, reason: str, abandon: tuple[str, BaseException] | None = None
+    ) -> None:
         self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, reason)
+        if abandon is not None:
+            await self.abandoned(item.call, *abandon)
         if action == "ack":
             await self.ack(item.delivery)
         elif action == "release":

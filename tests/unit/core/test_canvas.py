@@ -1,4 +1,10 @@
-from celeriac import Celeriac, Signature, chain
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from celeriac import Celeriac, Signature, chain, chord, chunks, group, maybe_signature, xmap
+from celeriac._plan import Plan
 
 
 def test_signature_is_celerys_embedded_dict():
@@ -36,3 +42,120 @@ def test_chain_travels_reversed():
     assert first.args == [1]
     assert [r["args"] for r in rest] == [[9], []]
     assert result.parent is not None and result.parent.parent is not None
+
+
+# -- the algebra and the wire shape of every primitive ---------------------------------------------------
+
+algebra = Celeriac("algebra", broker="memory://canvas-algebra")
+
+
+@algebra.task(name="alg.t")
+def t(*args, **kwargs):
+    return args
+
+
+def sigs() -> st.SearchStrategy:
+    simple = st.builds(
+        lambda args, immutable: algebra.signature("alg.t", args).set(immutable=immutable),
+        st.lists(st.integers(), max_size=3),
+        st.booleans(),
+    )
+    return st.recursive(
+        simple,
+        lambda inner: st.one_of(
+            st.lists(inner, min_size=1, max_size=3).map(lambda ts: chain(*ts, app=algebra)),
+            st.lists(inner, min_size=1, max_size=3).map(lambda ts: group(*ts, app=algebra)),
+            st.tuples(st.lists(inner, min_size=1, max_size=3), inner).map(
+                lambda hb: chord(hb[0], hb[1], app=algebra)
+            ),
+        ),
+        max_leaves=8,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(sigs())
+def test_every_signature_survives_the_wire(sig):
+    # What a message carries: JSON, read back as the same primitive with the same content.
+    again = maybe_signature(json.loads(json.dumps(sig)), algebra)
+    assert type(again) is type(sig)
+    assert json.loads(json.dumps(again)) == json.loads(json.dumps(sig))
+
+
+plain = st.lists(st.integers(), max_size=2).map(lambda a: algebra.signature("alg.t", a))
+
+
+@settings(max_examples=100, deadline=None)
+@given(plain, plain, plain)
+def test_pipe_is_associative_on_tasks_and_chains(a, b, c):
+    left, right = (a | b) | c, a | (b | c)
+    assert isinstance(left, chain) and left == right
+    assert [s.args for s in left.tasks] == [a.args, b.args, c.args]
+
+
+def test_a_group_piped_into_a_task_is_a_chord_and_a_chain_upgrades_it():
+    g = group(t.s(1), t.s(2))
+    assert isinstance(g | t.s(), chord)
+    flow = chain(t.s(0), g, t.s())
+    steps = flow._steps()
+    assert [type(s).__name__ for s in steps] == ["Signature", "chord"]
+
+
+def _sent(sig, *args, **options):
+    plan = Plan()
+    result = sig._copy_for_send()._plan(plan, list(args), {}, options)
+    return plan, result
+
+
+def test_chain_messages_carry_the_rest_reversed_with_frozen_ids():
+    plan, result = _sent(t.s(1) | t.s(2) | t.s(3))
+    [(_, args, _, options)] = plan.sends
+    assert args == [1]
+    rest = options["chain"]
+    assert [r["args"] for r in rest] == [[3], [2]]
+    assert rest[0]["options"]["task_id"] == result.id
+    assert result.parent.id == rest[1]["options"]["task_id"]
+
+
+def test_chord_header_tasks_carry_membership_and_the_body_with_its_size():
+    plan, result = _sent(chord([t.s(1), t.s(2) | t.s(3)], t.s()))
+    gid = result.parent.id
+    assert plan.chords == [(gid, 2)]
+    first, chained = plan.sends
+    assert (first[3]["group_id"], first[3]["group_index"]) == (gid, 0)
+    assert first[3]["chord"]["options"]["task_id"] == result.id
+    assert first[3]["chord"]["chord_size"] == 2
+    # In a chain, membership rides on the chain's last task (as Celery sends it).
+    assert "chord" not in chained[3] or chained[3]["chord"] is None
+    last = chained[3]["chain"][0]["options"]
+    assert (last["group_id"], last["group_index"]) == (gid, 1) and last["chord"]["chord_size"] == 2
+
+
+def test_empty_chord_sends_the_body_with_an_empty_list():
+    plan, result = _sent(chord([], t.s()))
+    assert plan.chords == [] and [(s[1], s[3]["task_id"]) for s in plan.sends] == [([[]], result.id)]
+
+
+def test_chunks_and_map_are_celerys_builtins():
+    plan, result = _sent(chunks(t.s(), [(1, 2), (3, 4), (5, 6)], 2))
+    assert [s[0] for s in plan.sends] == ["celery.starmap", "celery.starmap"]
+    assert [s[2]["it"] for s in plan.sends] == [[[1, 2], [3, 4]], [[5, 6]]]
+    assert len(result) == 2
+    m = xmap(t.s(), [1, 2])
+    assert m.name == "celery.map" and m.immutable
+    assert set(algebra.tasks) >= {"celery.map", "celery.starmap", "celery.chunks", "celery.accumulate"}
+
+
+def test_sending_twice_makes_new_ids_unless_frozen():
+    sig = t.s(1)
+    assert _sent(sig)[1].id != _sent(sig)[1].id
+    frozen = sig.freeze()
+    assert _sent(sig)[1].id == frozen.id
+
+
+def test_options_partial_arguments_and_immutability():
+    sig = t.s(1).set(countdown=5)
+    assert sig.clone((0,), {"k": 1}).args == [0, 1] and sig.clone(k=2).options == {"countdown": 5, "k": 2}
+    assert t.si(1).clone((0,)).args == [1]
+    plan, _ = _sent(group(t.s(1), t.si(2)), 9)
+    assert [s[1] for s in plan.sends] == [[9, 1], [2]]

@@ -1,0 +1,102 @@
+"""The tasks every app has, under Celery's names, so that workflows sent by Celery's clients run here too.
+
+* ``celery.map`` / ``celery.starmap``: one task that calls ``task`` for each item (``task.map``,
+  ``task.starmap``, and each part of ``task.chunks``);
+* ``celery.chunks``: a chunks signature sent as a task: sends its group of starmap tasks;
+* ``celery.accumulate``: returns its arguments (the body that turns a group into one result);
+* ``celery.chord_unlock``: what a Celery client sends for a chord on a backend it has no counter for (SQL):
+  it polls the header's results every ``interval`` seconds, then sends the body or fails it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+
+
+def register_builtins(app: Celeriac) -> None:
+    from celeriac.canvas import chunks, maybe_signature
+    from celeriac.exceptions import ChordError
+    from celeriac.result import GroupResult, result_from_tuple
+
+    def celery_map(task: dict[str, Any], it: list[Any]) -> list[Any]:
+        sig = maybe_signature(task, app)
+        return [sig(item) for item in it]
+
+    def celery_starmap(task: dict[str, Any], it: list[Any]) -> list[Any]:
+        sig = maybe_signature(task, app)
+        return [sig(*item) for item in it]
+
+    def celery_chunks(task: dict[str, Any], it: list[Any], n: int) -> list[str]:
+        result = chunks(maybe_signature(task, app), it, n, app=app).apply_async()
+        return [member.id for member in result]
+
+    def celery_accumulate(*args: Any, index: int | None = None) -> Any:
+        return args[index] if index is not None else list(args)
+
+    @app.task(name="celery.chord_unlock", bind=True, max_retries=None, typing=False)
+    def celery_chord_unlock(
+        task: Any,
+        group_id: str,
+        callback: dict[str, Any],
+        interval: float | None = None,
+        max_retries: int | None = None,
+        result: list[Any] | None = None,
+        **_: Any,
+    ) -> None:
+        header = GroupResult(group_id, [result_from_tuple(r, app) for r in result or []], app=app)
+        if not header.ready():
+            raise task.retry(countdown=1.0 if interval is None else interval, max_retries=max_retries)
+        body = maybe_signature(callback, app)
+        values = header.join(propagate=False, disable_sync_subtasks=False)
+        failed = next(
+            (
+                (member, value)
+                for member, value in zip(header.results, values, strict=True)
+                if isinstance(value, BaseException)
+            ),
+            None,
+        )
+        if failed is None:
+            body.delay(values)
+            return
+        error = ChordError(f"Dependency {failed[0].id} raised {failed[1]!r}")
+        fail_signature(app, body, error)
+
+    for name, fn in (
+        ("celery.map", celery_map),
+        ("celery.starmap", celery_starmap),
+        ("celery.chunks", celery_chunks),
+        ("celery.accumulate", celery_accumulate),
+    ):
+        app._register(fn, name=name, typing=False)
+
+
+def fail_signature(app: Celeriac, sig: Any, error: BaseException) -> None:
+    """Fail a task that will not be sent (a chord's body): store the failure, run its errbacks."""
+    from celeriac._exceptions import exception_to_dict
+    from celeriac.backends.base import ResultMeta
+    from celeriac.canvas import maybe_signature
+
+    task_id = sig["options"].get("task_id")
+    if not task_id:
+        return
+    meta = ResultMeta(
+        task_id=task_id,
+        status=states.FAILURE,
+        result=exception_to_dict(error),
+        traceback=f"not run: {error!r}",
+        date_done=datetime.now(UTC),
+    )
+
+    async def store() -> None:
+        await app.backend().store([meta])
+
+    app.run(store())
+    for errback in sig["options"].get("link_error") or ():
+        maybe_signature(errback, app).delay(task_id)

@@ -1,0 +1,136 @@
+"""Workflows under ``task_always_eager``: every task of a chain, group or chord runs here, at once, in order.
+
+The same continuation rules as a worker's (middleware/continuation.py), kept in memory: a chain's next
+step runs with the previous result, callbacks and errbacks run, a chord's body runs once its header is
+complete (or fails with ``ChordError``), and a failed link fails the rest of its chain. Each task's record
+goes into the result handles the workflow returned, so ``get()`` needs no backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac.backends.base import ResultMeta
+from celeriac.exceptions import ChordError
+
+if TYPE_CHECKING:
+    from celeriac._plan import Plan
+    from celeriac.app import Celeriac
+    from celeriac.canvas import Signature
+    from celeriac.result import ResultNode
+
+_SEND_OPTIONS = ("task_id", "retries", "throw")
+
+
+class EagerFlow:
+    """One eager workflow run: records by task id, and the chords counted so far."""
+
+    def __init__(self, app: Celeriac) -> None:
+        self.app = app
+        self.records: dict[str, ResultMeta] = {}
+        self.chords: dict[str, dict[int, tuple[str, str, Any]]] = {}
+
+    def run(self, plan: Plan) -> None:
+        for name, args, kwargs, options in plan.sends:
+            self._run_one(name, list(args), dict(kwargs), options)
+
+    def fill(self, result: ResultNode | None) -> None:
+        """Put the records this run made into a workflow's result handles (members and parents too)."""
+        from celeriac.result import GroupResult
+
+        while result is not None:
+            if isinstance(result, GroupResult):
+                for member in result.results:
+                    self.fill(member)
+            elif result.id in self.records:
+                result._meta = self.records[result.id]
+            result = result.parent
+
+    def _send(self, sig: Signature, args: list[Any], **options: Any) -> None:
+        from celeriac._plan import Plan
+
+        plan = Plan()
+        sig._copy_for_send()._plan(plan, args, {}, options)
+        self.run(plan)
+
+    def _run_one(self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> None:
+        from celeriac.canvas import maybe_signature
+        from celeriac.worker.eager import apply_eagerly
+
+        app = self.app
+        task = app.get_task(name)
+        own = {k: options[k] for k in _SEND_OPTIONS if k in options}
+        meta = apply_eagerly(task, args, kwargs, {**own, "throw": False}).meta()
+        self.records[meta.task_id] = meta
+        task_id = meta.task_id
+        if meta.status == states.SUCCESS:
+            for data in _listed(options.get("link")):
+                self._send(maybe_signature(data, app), [meta.result])
+            rest = list(options.get("chain") or [])
+            if rest:
+                self._send(maybe_signature(rest.pop(), app), [meta.result], chain=rest or None)
+        else:
+            for data in _listed(options.get("link_error")):
+                self._send(maybe_signature(data, app), [task_id])
+            for data in reversed(options.get("chain") or []):
+                self._fail(maybe_signature(data, app), meta)
+        if options.get("chord") and options.get("group_id"):
+            self._count(options, task_id, meta.status, meta.result)
+
+    def _count(self, options: dict[str, Any], task_id: str, status: str, value: Any) -> None:
+        from celeriac.canvas import maybe_signature
+
+        group_id, body = options["group_id"], options["chord"]
+        parts = self.chords.setdefault(group_id, {})
+        parts[int(options.get("group_index") or 0)] = (task_id, status, value)
+        if len(parts) < int(body.get("chord_size") or 0):
+            return
+        del self.chords[group_id]
+        ordered = [parts[i] for i in sorted(parts)]
+        culprit = next((p for p in ordered if p[1] != states.SUCCESS), None)
+        sig = maybe_signature(body, self.app)
+        if culprit is None:
+            self._send(sig, [[p[2] for p in ordered]])
+            return
+        error = ChordError(f"Dependency {culprit[0]} raised {exception_from_dict(culprit[2])!r}")
+        failure = ResultMeta(task_id="", status=states.FAILURE, result=exception_to_dict(error))
+        self._fail(sig, failure, errbacks=True)
+
+    def _fail(self, sig: Signature, cause: ResultMeta, *, errbacks: bool = False) -> None:
+        from celeriac.canvas import _Composite, chain, chord, group, maybe_signature
+
+        if isinstance(sig, chain | group):
+            for step in sig._steps() if isinstance(sig, chain) else sig.tasks:
+                self._fail(step, cause, errbacks=errbacks)
+            return
+        if isinstance(sig, chord):
+            for task in sig.tasks:
+                self._fail(task, cause)
+            if sig.body is not None:
+                self._fail(sig.body, cause, errbacks=errbacks)
+            return
+        if isinstance(sig, _Composite):
+            return
+        options = sig["options"]
+        task_id = options.get("task_id")
+        if not task_id:
+            return
+        self.records[task_id] = ResultMeta(
+            task_id=task_id, status=cause.status, result=cause.result, date_done=datetime.now(UTC)
+        )
+        if errbacks:
+            for data in _listed(options.get("link_error")):
+                self._send(maybe_signature(data, self.app), [task_id])
+        for data in reversed(options.get("chain") or []):
+            self._fail(maybe_signature(data, self.app), cause)
+        if options.get("chord") and options.get("group_id"):
+            self._count(options, task_id, cause.status, cause.result)
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]

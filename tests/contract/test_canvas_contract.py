@@ -1,0 +1,235 @@
+"""Every canvas primitive, end to end, on every broker/backend pair: an in-process worker runs the tasks.
+
+The same scenarios run on memory, SQLite, PostgreSQL, MariaDB and Redis (each as broker and result backend),
+and on Redis brokering for a SQL backend. Every ``get`` has a timeout: a workflow that never ends fails the
+test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac, chain, chord, group, states
+from celeriac.canvas import chunks, xmap, xstarmap
+from celeriac.exceptions import ChordError, TimeoutError
+from celeriac.testing import start_worker
+from tests.contract.conftest import SERVERS, _require
+
+PAIRS = {
+    "memory": ("memory://canvas-{id}", "memory://canvas-{id}"),
+    "sqlite": ("sqlite:///{tmp}/canvas.db", "sqlite:///{tmp}/canvas.db"),
+    "postgresql": (SERVERS["postgresql"][3], SERVERS["postgresql"][3]),
+    "mysql": (SERVERS["mysql"][3], SERVERS["mysql"][3]),
+    "redis": (SERVERS["redis"][3], SERVERS["redis"][3]),
+    "redis+postgresql": (SERVERS["redis"][3], SERVERS["postgresql"][3]),
+}
+
+T = 20.0  # every wait's bound: generous for a busy 2-core machine
+
+
+class Flow:
+    """An app with the scenario tasks, its worker running; ``errbacks`` counts errback runs by task id."""
+
+    def __init__(self, app: Celeriac) -> None:
+        self.app = app
+        self.errbacks: list[str] = []
+        self.bodies: list[Any] = []
+        lock = threading.Lock()
+
+        @app.task(name="canvas.add")
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @app.task(name="canvas.total")
+        def total(values: list[int]) -> int:
+            with lock:
+                self.bodies.append(values)
+            return sum(values)
+
+        @app.task(name="canvas.boom")
+        def boom(*args: Any) -> None:
+            raise ValueError("boom")
+
+        @app.task(name="canvas.ident")
+        def ident(x: Any) -> Any:
+            return x
+
+        @app.task(name="canvas.on_error")
+        def on_error(task_id: str) -> str:
+            with lock:
+                self.errbacks.append(task_id)
+            return task_id
+
+        @app.task(name="canvas.replaced", bind=True)
+        def replaced(task: Any, x: int) -> None:
+            task.replace(add.s(x, 100))
+
+        @app.task(name="canvas.fan_out", bind=True)
+        def fan_out(task: Any, x: int) -> None:
+            task.replace(group(add.s(x, 1), add.s(x, 2)))
+
+        @app.task(name="canvas.count")
+        def count(values: list[Any]) -> int:
+            return len(values)
+
+        self.fan_out, self.count = fan_out, count
+
+        self.add, self.total, self.boom, self.ident, self.on_error, self.replaced = (
+            add,
+            total,
+            boom,
+            ident,
+            on_error,
+            replaced,
+        )
+
+
+@pytest.fixture(params=list(PAIRS))
+def flow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flow]:
+    kind: str = request.param
+    for part in kind.split("+"):
+        _require(part)
+    tag = uuid.uuid4().hex[:10]
+    broker, backend = (u.format(id=tag, tmp=tmp_path) for u in PAIRS[kind])
+    app = Celeriac("canvas", broker=broker, backend=backend)
+    app.conf.task_default_queue = f"canvas-{tag}"
+    app.conf.broker_transport_options = {"global_keyprefix": f"canvas-{tag}:"}
+    flow = Flow(app)
+    with start_worker(app, concurrency=4):
+        yield flow
+    app.close()
+
+
+def test_chain_passes_each_result_on(flow: Flow) -> None:
+    result = (flow.add.s(1, 2) | flow.add.s(3) | flow.add.s(4)).apply_async()
+    assert result.get(timeout=T) == 10
+    assert result.parent is not None and result.parent.get(timeout=T) == 6
+
+
+def test_group_returns_results_in_order(flow: Flow) -> None:
+    result = group(flow.add.s(i, i) for i in range(10)).apply_async()
+    assert result.get(timeout=T) == [2 * i for i in range(10)]
+    assert result.completed_count() == 10 and result.successful()
+
+
+def test_chord_gives_the_body_the_header_results_in_order(flow: Flow) -> None:
+    result = chord([flow.add.s(i, i) for i in range(8)], flow.total.s()).apply_async()
+    assert result.get(timeout=T) == 56
+    assert flow.bodies == [[2 * i for i in range(8)]]
+    assert result.parent is not None and result.parent.get(timeout=T) == [2 * i for i in range(8)]
+
+
+def test_chord_spelled_as_a_call_and_with_an_empty_header(flow: Flow) -> None:
+    assert chord([flow.add.s(1, 1)])(flow.total.s()).get(timeout=T) == 2
+    assert chord([], flow.total.s()).apply_async().get(timeout=T) == 0
+
+
+def test_chains_of_groups_groups_of_chains_and_nested_chords(flow: Flow) -> None:
+    add, total = flow.add, flow.total
+    assert (add.s(1, 2) | group(add.s(1), add.s(2)) | total.s()).apply_async().get(timeout=T) == 9
+    assert group(add.s(1, 2) | add.s(3), add.s(5, 6)).apply_async().get(timeout=T) == [6, 11]
+    assert chord([add.s(1, 2) | add.s(3), add.s(5, 6)], total.s()).apply_async().get(timeout=T) == 17
+    nested = chord([chord([add.s(1, 1), add.s(2, 2)], total.s()), add.s(10, 10)], total.s())
+    assert nested.apply_async().get(timeout=T) == 26
+    inner_group = chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], total.s())  # spliced in: 3 parts
+    assert inner_group.apply_async().get(timeout=T) == 12
+    fan_in = group(add.s(1, 1), add.s(2, 2)) | group(total.s(), flow.count.s())  # a chord with a group body
+    assert fan_in.apply_async().get(timeout=T) == [6, 2]
+    assert (add.s(1, 1) | group(add.s(1), add.s(2))).apply_async().get(timeout=T) == [3, 4]
+    assert chord([add.s(1, 1), add.s(2, 2)], total.s() | add.s(100)).apply_async().get(timeout=T) == 106
+    middle = add.s(1, 1) | chord([add.s(1), add.s(2)], total.s()) | add.s(1000)
+    assert middle.apply_async().get(timeout=T) == 1007
+
+
+def test_chunks_map_and_starmap(flow: Flow) -> None:
+    pairs = [(i, i) for i in range(5)]
+    assert flow.add.chunks(pairs, 2).apply_async().get(timeout=T) == [[0, 2], [4, 6], [8]]
+    assert chunks(flow.add.s(), pairs, 5).apply_async().get(timeout=T) == [[0, 2, 4, 6, 8]]
+    assert xmap(flow.total.s(), [[1], [2, 3]]).apply_async().get(timeout=T) == [1, 5]
+    assert xstarmap(flow.add.s(), pairs[:2]).apply_async().get(timeout=T) == [0, 2]
+    assert flow.total.map([[4]]).apply_async().get(timeout=T) == [4]
+
+
+def test_a_failing_header_task_fails_the_body_and_runs_its_errback_once(flow: Flow) -> None:
+    body = flow.total.s()
+    body.link_error(flow.on_error.s())
+    failing = flow.boom.s()
+    result = chord([flow.add.s(1, 1), failing, flow.add.s(2, 2)], body).apply_async()
+    with pytest.raises(ChordError) as caught:
+        result.get(timeout=T)
+    header = result.parent
+    assert header is not None
+    culprit = header.results[1].id
+    assert culprit in str(caught.value) and "ValueError('boom')" in str(caught.value)
+    assert result.state == states.FAILURE
+    _eventually(lambda: flow.errbacks == [result.id])
+    assert flow.bodies == []
+
+
+def test_a_failure_inside_a_chain_in_a_chord_header_reaches_the_errback_once(flow: Flow) -> None:
+    add, boom, ident = flow.add, flow.boom, flow.ident
+    body = flow.total.s()
+    body.link_error(flow.on_error.s())
+    header = [group(add.s(1, 1) | boom.s() | ident.s(), add.s(2, 2) | ident.s()), add.s(3, 3)]
+    result = chord(header, body).apply_async()
+    with pytest.raises(ChordError, match="boom"):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])
+    assert flow.bodies == []
+
+
+def test_a_failed_chain_link_fails_every_later_result(flow: Flow) -> None:
+    result = (flow.add.s(1, 1) | flow.boom.s() | flow.ident.s() | flow.ident.s()).apply_async()
+    with pytest.raises(ValueError, match="boom"):
+        result.get(timeout=T)
+    assert result.parent is not None
+    with pytest.raises(ValueError, match="boom"):
+        result.parent.get(timeout=T)
+
+
+def test_link_and_link_error(flow: Flow) -> None:
+    sig = flow.add.s(2, 3)
+    sig.link(flow.total.si([7]))
+    assert sig.apply_async().get(timeout=T) == 5
+    _eventually(lambda: flow.bodies == [[7]])
+    bad = flow.boom.s()
+    bad.link_error(flow.on_error.s())
+    result = bad.apply_async()
+    with pytest.raises(ValueError):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])
+
+
+def test_replace_takes_over_the_id_the_chain_and_the_chord(flow: Flow) -> None:
+    assert flow.replaced.delay(1).get(timeout=T) == 101
+    assert (flow.replaced.s(2) | flow.add.s(1)).apply_async().get(timeout=T) == 103
+    assert chord([flow.replaced.s(3), flow.add.s(1, 1)], flow.total.s()).apply_async().get(timeout=T) == 105
+    assert flow.fan_out.delay(10).get(timeout=T) == [11, 12]  # a group's replacement gives its list
+
+
+def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
+    never = flow.add.s(1, 1).set(queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    for sig in (
+        never,
+        chain(never, flow.add.s(1)),
+        group(never, flow.add.s(1, 1)),
+        chord([never], flow.total.s()),
+    ):
+        result = sig.clone().apply_async()
+        with pytest.raises(TimeoutError):
+            result.get(timeout=0.5)
+
+
+def _eventually(check: Any, timeout: float = T) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
