@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import json
 import os
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,10 +37,15 @@ SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
     "mysql": ("127.0.0.1", 3306, "pymysql", "mysql+pymysql://root@127.0.0.1:3306/test"),
     "redis": ("127.0.0.1", 6379, "redis", "redis://127.0.0.1:6379/15"),
+    "rabbitmq": ("127.0.0.1", 5672, "aiormq", "amqp://guest:guest@127.0.0.1:5672//"),
+    "rabbitmq-quorum": ("127.0.0.1", 5672, "aiormq", "amqp://guest:guest@127.0.0.1:5672//"),
 }
 KINDS = ["memory", "sqlite", "postgresql", "mysql"]
-BROKER_KINDS = [*KINDS, "redis", "redis-cluster", "redis-sentinel"]
+BROKER_KINDS = [*KINDS, "redis", "redis-cluster", "redis-sentinel", "rabbitmq", "rabbitmq-quorum"]
 REDIS_KINDS = ("redis", "redis-cluster", "redis-sentinel")
+AMQP_KINDS = ("rabbitmq", "rabbitmq-quorum")
+#: Exchanges every RabbitMQ test shares; a test's own broadcast exchanges are deleted after it.
+_SHARED_EXCHANGES = ("celery.pidbox", "reply.celery.pidbox", "celeryev")
 
 
 @functools.cache
@@ -98,6 +105,7 @@ class BrokerKit(_Kit):
         self.defaults = defaults
         self.queues: list[str] = []
         self._open: list[Broker] = []
+        self._made: list[Broker] = []
 
     def queue(self) -> str:
         name = f"contract-{uuid.uuid4().hex[:12]}"
@@ -107,11 +115,20 @@ class BrokerKit(_Kit):
     def broker(self, **options: Any) -> Broker:
         broker = create_broker(self.url, {**self.defaults, **options})
         self._open.append(broker)
+        self._made.append(broker)
         return broker
 
     @staticmethod
     def freeze(broker: Broker) -> None:
-        """Stop a broker's lease heartbeat, as when its worker process is killed or hangs."""
+        """Stop a broker's lease heartbeat, as when its worker process is killed or hangs.
+
+        On RabbitMQ the connection is the lease: its socket is dropped without a goodbye, as when the
+        process dies, and RabbitMQ gives its deliveries back.
+        """
+        connection = getattr(broker, "_connection", None)
+        if connection is not None:
+            abort_amqp(connection)
+            return
         heartbeat = cast(Any, broker)._heartbeat
         if heartbeat is not None:
             heartbeat.cancel()
@@ -127,6 +144,12 @@ class BrokerKit(_Kit):
             await broker.connect()
             await cast(Any, broker)._client.lpush(self.defaults["global_keyprefix"] + queue, payload)
             return
+        if self.kind in AMQP_KINDS:
+            # Bare bytes, no headers or properties: what a foreign producer may send.
+            await broker.declare(queue)
+            channel = await cast(Any, broker)._channel("_publisher")
+            await channel.basic_publish(payload, routing_key=queue)
+            return
         await broker.connect()
         engine = sa.create_engine(engine_url(self.url))
         try:
@@ -141,6 +164,10 @@ class BrokerKit(_Kit):
             memory_broker.reset(self.url)
         elif self.kind in REDIS_KINDS:
             asyncio.run(_delete_redis_keys(self.url, self.defaults))
+        elif self.kind in AMQP_KINDS:
+            exchanges = {x for b in self._made for x in cast(Any, b).exchanges} - set(_SHARED_EXCHANGES)
+            queues = [*self.queues, self.defaults["dead_letter_queue"]]
+            asyncio.run(_delete_amqp(self.url, queues, exchanges))
         elif self.kind in SERVERS and self.queues:
             engine = sa.create_engine(engine_url(self.url))
             try:
@@ -162,6 +189,51 @@ async def _delete_redis_keys(url: str, options: dict[str, Any]) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+def close_amqp_connections(name: str) -> int:
+    """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``;
+    return how many there were."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "--no-table-headers", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    quoted = json.dumps(name)  # the properties are printed as Erlang terms, names in double quotes
+    pids = [line.split("\t")[0] for line in listing.splitlines() if quoted in line]
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"], timeout=60, check=True
+        )
+    return len(pids)
+
+
+def abort_amqp(connection: Any) -> None:
+    """Drop an aiormq connection's socket at once (a reset, no AMQP goodbye), as a killed process does."""
+    frame = connection._writer_task.get_coro().cr_frame
+    frame.f_locals["writer"].transport.abort()
+
+
+async def _delete_amqp(url: str, queues: list[str], exchanges: set[str]) -> None:
+    """Delete a test's queues and exchanges (a missing one closes the channel: open a fresh one each)."""
+    from celeriac._amqp import connect_plain
+
+    connection = await connect_plain(url, {}, what="the test")
+    try:
+        for name, is_queue in [*((q, True) for q in queues), *((x, False) for x in sorted(exchanges))]:
+            channel = await connection.channel()
+            try:
+                if is_queue:
+                    await channel.queue_delete(name)
+                else:
+                    await channel.exchange_delete(name)
+            except Exception:  # already gone
+                continue
+            await channel.close()
+    finally:
+        await connection.close()
 
 
 class BackendKit(_Kit):
@@ -231,6 +303,28 @@ def _require_redis_server() -> None:
         pytest.skip(reason)
 
 
+def amqp_defaults(kind: str) -> dict[str, Any]:
+    """Classic queues with priorities (Celery's task_queue_max_priority); quorum queues have none. A
+    dead-letter queue per test; the delay scheme per queue type, under a prefix of the tests'."""
+    queue_type = "quorum" if kind == "rabbitmq-quorum" else "classic"
+    return {
+        "queue_type": queue_type,
+        "max_priority": None if queue_type == "quorum" else 10,
+        "dead_letter_queue": f"contract-dead-{uuid.uuid4().hex[:12]}",
+        "delayed_prefix": f"celeriac-contract-{queue_type}",
+        "connection_name": f"contract-{uuid.uuid4().hex[:12]}",
+    }
+
+
+@pytest.fixture(params=AMQP_KINDS)
+def amqp_brokers(request: pytest.FixtureRequest) -> Iterator[BrokerKit]:
+    """The RabbitMQ kinds alone, for what is AMQP-specific."""
+    _require(request.param)
+    kit = BrokerKit(request.param, SERVERS[request.param][3], **amqp_defaults(request.param))
+    yield kit
+    kit.clean()
+
+
 @pytest.fixture(params=BROKER_KINDS)
 def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerKit]:
     kind = request.param
@@ -247,6 +341,8 @@ def brokers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerKi
     else:
         _require(kind)
         url = SERVERS[kind][3]
+    if kind in AMQP_KINDS:
+        defaults.update(amqp_defaults(kind))
     if kind in REDIS_KINDS:
         # Celery's default priority buckets (0, 3, 6, 9) stay: the contract orders one priority per bucket.
         # On the cluster the prefix carries the hash tag that keeps every key in one slot.

@@ -35,10 +35,17 @@ class FleetProcess:
 
     @classmethod
     def celery(
-        cls, queues: list[str], log: Path, env: dict[str, str], *, concurrency: int = 2, prefetch: int = 4
+        cls,
+        queues: list[str],
+        log: Path,
+        env: dict[str, str],
+        *,
+        concurrency: int = 2,
+        prefetch: int = 4,
+        app: str = "tests.interop.celery_redis_app",
     ) -> FleetProcess:
         args = [
-            sys.executable, "-m", "celery", "-A", "tests.interop.celery_redis_app", "worker",
+            sys.executable, "-m", "celery", "-A", app, "worker",
             "-P", "threads", "-c", str(concurrency), "--prefetch-multiplier", str(prefetch),
             "-Q", ",".join(queues), "-n", f"celery-{uuid.uuid4().hex[:6]}@interop",
             "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info",
@@ -47,10 +54,17 @@ class FleetProcess:
 
     @classmethod
     def celeriac(
-        cls, queues: list[str], log: Path, env: dict[str, str], *, concurrency: int = 2, prefetch: int = 1
+        cls,
+        queues: list[str],
+        log: Path,
+        env: dict[str, str],
+        *,
+        concurrency: int = 2,
+        prefetch: int = 1,
+        app: str = "tests.interop.celeriac_redis_app",
     ) -> FleetProcess:
         args = [
-            sys.executable, "-m", "celeriac", "-A", "tests.interop.celeriac_redis_app", "worker",
+            sys.executable, "-m", "celeriac", "-A", app, "worker",
             "-P", "threads", "-c", str(concurrency), "--prefetch-multiplier", str(prefetch),
             "-Q", ",".join(queues), "-n", f"celeriac-{uuid.uuid4().hex[:6]}@interop", "-l", "info",
         ]  # fmt: skip

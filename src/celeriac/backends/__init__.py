@@ -29,6 +29,7 @@ _BUILTIN = {
     "mysql": _SQL,
     "mariadb": _SQL,
     **dict.fromkeys(("redis", "rediss", "redis+socket", "sentinel"), "celeriac.backends.redis:RedisBackend"),
+    "rpc": "celeriac.backends.rpc:RPCBackend",
 }
 
 

@@ -30,6 +30,7 @@ _BUILTIN = {
         ("redis", "rediss", "redis+socket", "redis+cluster", "rediss+cluster", "sentinel"),
         "celeriac.brokers.redis:RedisBroker",
     ),
+    **dict.fromkeys(("amqp", "amqps", "pyamqp", "pyamqps"), "celeriac.brokers.amqp:AMQPBroker"),
 }
 
 

@@ -1,0 +1,252 @@
+"""The rpc:// result backend: each result is a message to the client that sent the task, as in Celery.
+
+What Celery's rpc backend (``celery/backends/rpc.py``) does, as read in Celery 5.7, and so what this
+one does on the same wire:
+
+* A client's results travel over the broker's AMQP connection (``rpc://`` names no server of its own)
+  to one queue per client, named by the client's id (``app.oid``), which is the ``reply_to`` property
+  of every message the client sends. The queue is durable, auto-delete, with ``x-expires`` = the
+  result expiry in ms; the client declares it before it sends a task (``expect_reply``), so a result
+  that arrives before anyone waits is kept in it.
+* A worker publishes each state of a task (STARTED, RETRY, then the final one) to the default exchange
+  with routing key = the message's ``reply_to``, ``correlation_id`` = the task id, and the record in
+  Celery's layout (``ResultMeta.to_dict``) as the body; delivery mode 1 (transient), or 2 with the
+  ``persistent`` option (``result_persistent``). A message that named no ``reply_to`` gets no result.
+* The client consumes its queue and keeps the latest state of each task (see ``_rpc_replies``).
+
+So, unlike stored results: only the client that sent a task can read its result, in the process that
+sent it; another client (or process) sees PENDING. Results are not kept anywhere but in that client's
+memory; ``forget`` drops them there. Nothing can be saved for others to read: ``GroupResult.save``,
+chords and ``revoke()`` (whose mark workers look up in the backend) need a backend that stores results
+and say so. Waiting costs no polling: the client's one consumer wakes the waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac._amqp import SCHEMES, connect
+from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_read
+from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
+from celeriac.exceptions import ConfigurationError
+from celeriac.exceptions import TimeoutError as ResultTimeout
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+__all__ = ["RPCBackend"]
+
+#: The results a client remembers at most (read or not) before it forgets the oldest.
+DEFAULT_BUFFER = 10_000
+
+_STORED_ONLY = "a result backend that stores results (redis://, db+postgresql://, db+sqlite://...)"
+
+#: Reply queues this process declared, and when (monotonic seconds): declared again after half the
+#: queue's ``x-expires``, since only reading, not publishing, keeps an unread queue alive.
+_declared: dict[tuple[str, str], float] = {}
+
+
+class RPCBackend(Backend):
+    """Results as messages to the sending client's reply queue, on the AMQP broker (Celery's rpc://).
+
+    Options (set by the app from its settings): ``broker_url`` (the AMQP server), ``reply_to`` (this
+    client's queue, the app's ``oid``), ``persistent`` (delivery mode 2), ``ssl``, ``heartbeat``,
+    ``connect_timeout`` (as for the broker), and ``buffer_size`` (results remembered, default 10,000).
+    """
+
+    schemes = ("rpc",)
+    answers_caller = True
+
+    def setup(self) -> None:
+        broker = self.options.get("broker_url")
+        if not broker:
+            raise ConfigurationError(
+                "the rpc:// result backend sends results over the broker's AMQP connection, but no "
+                "broker_url was given; set broker_url to amqp://... (as Celery, rpc:// names no server)"
+            )
+        if str(broker).partition("://")[0].lower() not in SCHEMES:
+            scheme = str(broker).partition("://")[0]
+            raise ConfigurationError(
+                f"the rpc:// result backend needs an AMQP broker (amqp://, amqps://), but broker_url is "
+                f"{scheme}://...; use an AMQP broker, or {_STORED_ONLY}"
+            )
+        self.amqp_url = str(broker)
+        self.reply_to: str | None = self.options.get("reply_to")
+        self.persistent = bool(self.options.get("persistent", False))
+        self.buffer_size = int(self.options.get("buffer_size", DEFAULT_BUFFER))
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._connecting = asyncio.Lock()
+        self._inbox: Inbox | None = None
+
+    # -- the worker's side: publishing results -------------------------------------------------------
+    async def store(self, metas: Sequence[ResultMeta]) -> None:
+        """Publish each record to its task's reply queue; returns once RabbitMQ took them all.
+
+        A record whose message named no reply queue is not sent (nobody could read it). A record
+        written for no message at all (``revoke()``) is refused: there is nowhere to keep it.
+        """
+        for meta in metas:
+            if meta.reply_to is None:
+                raise ConfigurationError(
+                    f"the rpc:// result backend cannot keep the {meta.status} state of task "
+                    f"{meta.task_id}: it sends results to the client that sent a task and stores "
+                    f"nothing, so workers cannot look up revocations there; use {_STORED_ONLY}"
+                )
+        targets = [meta for meta in metas if meta.reply_to]
+        if not targets:
+            return
+        import aio_pika
+
+        channel = await self._ensure_channel()
+        exchange = channel.default_exchange
+        mode = aio_pika.DeliveryMode.PERSISTENT if self.persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        sends = []
+        for meta in targets:
+            content_type, body = self.encode(meta.to_dict())
+            message = aio_pika.Message(
+                body,
+                content_type=content_type,
+                content_encoding="utf-8" if content_type == "application/json" else "binary",
+                correlation_id=meta.task_id,
+                delivery_mode=mode,
+            )
+            # Not mandatory: a client that is gone (its queue deleted) loses its results, as in Celery.
+            assert meta.reply_to is not None
+            sends.append(exchange.publish(message, routing_key=meta.reply_to, mandatory=False))
+        await asyncio.gather(*sends)
+
+    async def _ensure_channel(self) -> AbstractChannel:
+        if self._channel is not None:
+            return self._channel
+        async with self._connecting:
+            if self._channel is None:
+                connection = await connect(self.amqp_url, self.options, what="the rpc:// result backend")
+                try:
+                    self._channel = await connection.channel()
+                except BaseException:
+                    await connection.close()
+                    raise
+                self._connection = connection
+        return self._channel
+
+    # -- the client's side: the reply queue ----------------------------------------------------------
+    async def expect_reply(self, reply_to: str | None) -> None:
+        """Make sure this client's reply queue exists before a task naming it is sent.
+
+        Called by the app for every task sent; costs one declare the first time (and again after half
+        the queue's expiry), nothing after. A ``reply_to`` other than this client's is left alone.
+        """
+        if not reply_to or reply_to != self.reply_to:
+            return
+        key = (self.amqp_url, reply_to)
+        declared = _declared.get(key)
+        refresh = self.expires / 2 if self.expires else float("inf")
+        if declared is not None and time.monotonic() - declared < refresh:
+            return
+        if is_read(*key) and self._inbox is not None and self._inbox.ready:
+            _declared[key] = time.monotonic()  # consumed: the queue exists and stays
+            return
+        await declare_reply_queue(await self._ensure_channel(), reply_to, self.expires)
+        _declared[key] = time.monotonic()
+
+    async def _reader(self, *, start: bool) -> Inbox | None:
+        """This client's inbox, consuming; with ``start`` False, only if this process sent tasks or
+        reads already (a worker looking up revocations opens no consumer)."""
+        if self._inbox is None:
+            if not self.reply_to:
+                raise ConfigurationError(
+                    "the rpc:// result backend reads results from the sending client's reply queue, "
+                    "but no reply_to was given (the app passes its oid)"
+                )
+            key = (self.amqp_url, self.reply_to)
+            if not (start or key in _declared or is_read(*key)):
+                return None
+            self._inbox = inbox_for(
+                self.amqp_url,
+                self.options,
+                self.reply_to,
+                expires=self.expires,
+                limit=self.buffer_size,
+                decode=self.decode,
+            )
+        await self._inbox.start()
+        return self._inbox
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
+        """The latest states this client received for ``task_ids``; others' tasks are never here."""
+        inbox = await self._reader(start=False)
+        return inbox.lookup(task_ids) if inbox is not None else {}
+
+    async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        """Wait until the task's final state arrives on this client's queue (no polling: ``interval``
+        is not used)."""
+        inbox = await self._reader(start=True)
+        assert inbox is not None
+        waiter = inbox.watch(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                waiter.event.clear()
+                meta = waiter.meta
+                if meta is not None and meta.ready:
+                    return meta
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    state = meta.status if meta is not None else "PENDING"
+                    raise ResultTimeout(f"task {task_id} not ready after {timeout}s (state {state})")
+                try:
+                    async with asyncio.timeout(left):
+                        await waiter.event.wait()
+                except TimeoutError:
+                    continue
+        finally:
+            inbox.unwatch(task_id, waiter)
+
+    async def forget(self, task_id: str) -> None:
+        """Drop the result this client holds; there is no record elsewhere to delete."""
+        if self._inbox is not None:
+            self._inbox.forget(task_id)
+
+    # -- what needs stored results -------------------------------------------------------------------
+    async def save_group(self, group_id: str, result: Any) -> None:
+        raise ConfigurationError(f"rpc:// stores nothing, so GroupResult.save() needs {_STORED_ONLY}")
+
+    async def restore_group(self, group_id: str) -> Any | None:
+        raise ConfigurationError(f"rpc:// stores nothing, so GroupResult.restore() needs {_STORED_ONLY}")
+
+    async def forget_group(self, group_id: str) -> None:
+        return None  # nothing was saved
+
+    async def chord_begin(self, group_id: str, size: int) -> None:
+        raise _no_chords()
+
+    async def chord_part(
+        self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
+    ) -> ChordClaim | None:
+        raise _no_chords()
+
+    async def chord_done(self, claim: ChordClaim) -> None:
+        raise _no_chords()
+
+    async def close(self) -> None:
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None and self.reply_to:
+            _declared.pop((self.amqp_url, self.reply_to), None)  # the queue may go with the consumer
+            closing = inbox.release()
+            if closing is not None:
+                await closing
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            await connection.close()
+
+
+def _no_chords() -> ConfigurationError:
+    # As Celery: a chord's header results must be counted somewhere every worker sees.
+    return ConfigurationError(
+        "the rpc:// result backend does not support chords (nor a group chained to a task, which "
+        f"becomes one): the header's results must be counted where every worker sees them; use {_STORED_ONLY}"
+    )

@@ -1,0 +1,141 @@
+"""A real ``celeriac worker`` process on the shared RabbitMQ: results, countdowns kept by the broker,
+poison tasks dead-lettered, kill -9 and a connection closed by the server survived.
+
+Each test works on a queue, a dead-letter queue and a delay scheme of its own (deleted afterwards), so
+the shared server's ``celery`` queue is never touched. Results go to a SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.conftest import SERVERS, _delete_amqp, _require, close_amqp_connections
+from tests.integration import appmod
+from tests.integration.conftest import WorkerProcess
+
+pytestmark = pytest.mark.slow
+
+URL = SERVERS["rabbitmq"][3]
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {"queue": f"itest-{tag}", "dead": f"itest-dead-{tag}", "connection": f"itest-{tag}"}
+
+
+@pytest.fixture
+def queue_type() -> str:
+    return "classic"
+
+
+@pytest.fixture
+def worker_env(
+    names: dict[str, str], queue_type: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    _require("rabbitmq")
+    options = {
+        "dead_letter_queue": names["dead"],
+        "delayed_prefix": f"celeriac-itest-{queue_type}",
+        "connection_name": names["connection"],
+    }
+    values = {
+        "CELERIAC_BROKER_URL": URL,
+        "CELERIAC_RESULT_BACKEND": f"db+sqlite:///{tmp_path}/results.sqlite3",
+        "CELERIAC_TASK_DEFAULT_QUEUE": names["queue"],
+        "CELERIAC_BROKER_TRANSPORT_OPTIONS": json.dumps(options),
+        "CELERIAC_BROKER_MAX_DELIVERIES": "2",
+        "CELERIAC_TASK_DEFAULT_QUEUE_TYPE": queue_type,
+        "LEDGER_PATH": str(tmp_path / "ledger.txt"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    yield {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
+    asyncio.run(_delete_amqp(URL, [names["queue"], names["dead"]], set()))
+
+
+def ledger(env: dict[str, str]) -> Counter[str]:
+    file = Path(env["LEDGER_PATH"])
+    return Counter(file.read_text().split()[0::2] if file.exists() else [])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def log_of(worker: WorkerProcess) -> str:
+    return worker.log.read_text(errors="replace")
+
+
+def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, names: dict[str, str]) -> None:
+    start_worker("-c", "2", "-P", "threads")
+    assert appmod.add.delay(2, 3).get(timeout=20) == 5
+    sent = time.monotonic()
+    later = appmod.add.apply_async((1, 1), countdown=2)
+
+    async def waiting() -> int:
+        return await app.broker().size(names["queue"])
+
+    assert app.run(waiting()) == 1  # in the delay scheme, not held by the worker
+    assert later.get(timeout=20) == 2
+    assert 1.9 <= time.monotonic() - sent < 10
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_a_poison_task_is_dead_lettered_after_max_deliveries(
+    app: Any, start_worker: Any, names: dict[str, str]
+) -> None:
+    worker = start_worker("-c", "1", "-P", "processes")
+    poison = appmod.die.delay()
+    assert appmod.add.delay(1, 2).get(timeout=30) == 3  # the worker keeps serving
+
+    async def dead() -> list[Any]:
+        return await app.broker().dead_letters(names["queue"])
+
+    assert wait_until(lambda: len(app.run(dead())) == 1, 30), log_of(worker)[-3000:]
+    [letter] = app.run(dead())
+    assert letter.message is not None and letter.message.task_id == poison.id
+    assert "delivered 3 times" in letter.reason and "broker_max_deliveries=2" in letter.reason
+    assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_kill_9_mid_task_runs_it_again_on_restart(
+    app: Any, start_worker: Any, worker_env: dict[str, str]
+) -> None:
+    results = [appmod.work.delay(i, 0.05) for i in range(60)]
+    worker = start_worker("-c", "2", "-P", "processes")
+    assert wait_until(lambda: len(ledger(worker_env)) >= 10, 30), log_of(worker)
+    worker.kill()
+    assert len(ledger(worker_env)) < 60, "the kill must land while tasks are queued and running"
+    start_worker("-c", "2", "-P", "processes", name="w2")
+    assert [r.get(timeout=60) for r in results] == list(range(60))
+    ran = ledger(worker_env)
+    assert set(ran) == {r.id for r in results}
+    assert sum(ran.values()) - 60 <= 2  # only what ran at the kill runs twice
+
+
+def test_a_connection_closed_by_the_server_is_reopened(
+    app: Any, start_worker: Any, names: dict[str, str]
+) -> None:
+    worker = start_worker("-c", "2", "-P", "threads")
+    assert appmod.add.delay(1, 1).get(timeout=20) == 2
+    assert close_amqp_connections(names["connection"]) >= 1  # the worker's (and this client's)
+    assert appmod.add.delay(2, 2).get(timeout=30) == 4
+    results = [appmod.work.delay(i) for i in range(20)]
+    assert [r.get(timeout=30) for r in results] == list(range(20))
+    assert worker.proc is not None and worker.proc.poll() is None
