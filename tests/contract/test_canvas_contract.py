@@ -7,6 +7,7 @@ test instead of hanging it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from celeriac import Celeriac, chain, chord, group, states
 from celeriac.canvas import chunks, xmap, xstarmap
 from celeriac.exceptions import ChordError, TimeoutError
 from celeriac.testing import start_worker
-from tests.contract.conftest import SERVERS, _require
+from tests.contract.conftest import SERVERS, _delete_amqp, _require
 
 PAIRS = {
     "memory": ("memory://canvas-{id}", "memory://canvas-{id}"),
@@ -28,6 +29,7 @@ PAIRS = {
     "mysql": (SERVERS["mysql"][3], SERVERS["mysql"][3]),
     "redis": (SERVERS["redis"][3], SERVERS["redis"][3]),
     "redis+postgresql": (SERVERS["redis"][3], SERVERS["postgresql"][3]),
+    "rabbitmq+redis": (SERVERS["rabbitmq"][3], SERVERS["redis"][3]),
 }
 
 T = 20.0  # every wait's bound: generous for a busy 2-core machine
@@ -101,9 +103,14 @@ def flow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flow]:
     app.conf.task_default_queue = f"canvas-{tag}"
     app.conf.broker_transport_options = {"global_keyprefix": f"canvas-{tag}:"}
     flow = Flow(app)
-    with start_worker(app, concurrency=4):
-        yield flow
-    app.close()
+    try:
+        with start_worker(app, concurrency=4):
+            yield flow
+    finally:
+        app.close()
+        if broker.startswith("amqp"):
+            queue = app.conf.task_default_queue
+            asyncio.run(_delete_amqp(broker, [queue, queue + "-nobody"], set()))
 
 
 def test_chain_passes_each_result_on(flow: Flow) -> None:
@@ -214,7 +221,7 @@ def test_replace_takes_over_the_id_the_chain_and_the_chord(flow: Flow) -> None:
 
 
 def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
-    never = flow.add.s(1, 1).set(queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    never = flow.add.s(1, 1).set(queue=flow.app.conf.task_default_queue + "-nobody")
     for sig in (
         never,
         chain(never, flow.add.s(1)),
