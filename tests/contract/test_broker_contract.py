@@ -55,7 +55,11 @@ def test_fifo_within_a_priority(brokers: BrokerKit) -> None:
         broker, queue = brokers.broker(), brokers.queue()
         for n in range(10):
             await broker.publish(queue, message(f"m{n}"))
-        assert ids(await broker.fetch([queue], 10, 1.0)) == [f"m{n}" for n in range(10)]
+        # A pushing broker (AMQP) may hand a batch out over several fetches; the order is what counts.
+        got: list[Delivery] = []
+        while len(got) < 10 and (batch := await broker.fetch([queue], 10 - len(got), 1.0)):
+            got += batch
+        assert ids(got) == [f"m{n}" for n in range(10)]
 
     brokers.run(scenario)
 

@@ -1,9 +1,10 @@
 """The RabbitMQ broker's consuming side: consumers pushing into a buffer that ``fetch`` hands out from.
 
 One channel holds a consumer per queue. Its prefetch is per consumer (quorum queues refuse a global
-one) and is the most the caller ever asked to hold at once (deliveries held plus the fetch's limit):
-a worker asks for its free pool slots, so RabbitMQ never pushes it more than it could start. A prefetch
-applies to consumers started after it, so raising it restarts them.
+one) and is the broker's ``capacity`` (the worker sets it to its pool slots times prefetch multiplier), so
+RabbitMQ never pushes a worker more than it could start; without one, the most the caller ever asked
+to hold at once (deliveries held plus the fetch's limit). A prefetch applies to consumers started after
+it, so raising it restarts them.
 
 Delivery tags are only valid on the channel that delivered them: every delivery keeps its channel, and
 a delivery whose channel is not the current consumer channel is never acked (RabbitMQ requeued it
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Consumer"]
 
-#: How long a fetch that has found messages waits for the next push before returning them.
-_LINGER = 0.002
+#: Idle loop turns after which a fetch that found messages stops collecting frames aiormq has already
+#: read (pushes arrive one after another, each through a few loop steps); it never waits on the network.
+_SPINS = 4
 
 
 class Consumer:
@@ -67,7 +69,7 @@ class Consumer:
         return sum(1 for t in self.pending if t <= tags[-1]) == len(tags)
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        await self.consume(queues, len(self.held) + limit)
+        await self.consume(queues, self.broker.capacity or len(self.held) + limit)
         deadline = time.monotonic() + max(timeout, 0.0)
         settled_wait = False
         while True:
@@ -101,19 +103,18 @@ class Consumer:
             raise OperationalError("the RabbitMQ broker lost its connection while fetching")
 
     async def _more(self, queues: Sequence[str], limit: int) -> list[Delivery]:
-        """Deliveries still on their way: pushes arrive one after another (each through a few loop
-        steps in aiormq), so a fetch lingers while they keep coming, a few ms at most after the last."""
+        """Deliveries already read from the socket but not yet turned into deliveries: a few loop turns,
+        no waiting on the network (a fetch never holds back what it has for what may come)."""
         found: list[Delivery] = []
-        patience = _LINGER
-        while len(found) < limit:
-            if not self.arrived.is_set() and not await self._wait(patience):
-                if patience > _LINGER or not await self._any_ready(queues):
-                    break
-                patience = 0.2  # the queue has ready messages for us: they are being pushed
-                continue
-            patience = _LINGER
-            self.arrived.clear()
-            found += await self.take(queues, limit - len(found))
+        idle = 0
+        while len(found) < limit and idle < _SPINS:
+            await asyncio.sleep(0)
+            if self.arrived.is_set():
+                idle = 0
+                self.arrived.clear()
+                found += await self.take(queues, limit - len(found))
+            else:
+                idle += 1
         return found
 
     async def consume(self, queues: Sequence[str], prefetch: int) -> None:

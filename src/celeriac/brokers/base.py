@@ -62,6 +62,10 @@ class Broker(abc.ABC):
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options: dict[str, Any] = dict(options or {})
+        #: The most messages this consumer may hold at once (a worker's pool slots times prefetch
+        #: multiplier), set by the worker before it fetches. Brokers that push (AMQP) make it their
+        #: prefetch, so a busy worker is never sent what another could run; None: not known.
+        self.capacity: int | None = None
         #: Option ``eta_on_queue``: delayed messages sent by *clients* go to their queue at once, with
         #: their ``eta`` header, as Celery sends them, so Celery workers sharing the broker run them
         #: (they hold them in memory until due); our workers move them to the delayed store on receipt.

@@ -125,6 +125,7 @@ class Worker(Writes):
                 loop.add_signal_handler(sig, self.request_stop)
         self.app.import_includes()
         self.broker = self.app.broker()
+        self.broker.capacity = self.concurrency * self.prefetch_multiplier
         self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
         for queue in self.queues:
             await self.broker.declare(queue)
