@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -13,6 +13,7 @@ from celeriac import states
 from celeriac._exceptions import exception_from_dict
 from celeriac.backends.base import ResultMeta
 from celeriac.exceptions import CeleriacError
+from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -345,22 +346,37 @@ class GroupResult(Generic[R]):
     ajoin = aget
 
     async def _join(self, deadline: float | None, propagate: bool, interval: float) -> list[Any]:
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        waits = [
-            asyncio.ensure_future(
-                member._join(deadline, propagate, interval)
-                if isinstance(member, GroupResult)
-                else member.aget(left, propagate, interval)
-            )
-            for member in self.results
-        ]
-        try:
-            # gather raises the first exception to arrive; the finally stops the waits still running.
-            return list(await asyncio.gather(*waits))
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        # One wait per member would open a connection each (10,000 members exhaust the pool): instead
+        # read every member not known ready in one call, and between reads wait, woken by its message,
+        # for the last member still pending (members mostly end in the order they were sent), at most
+        # ``interval``, so that a failure elsewhere is raised within ``interval`` of its arrival.
+        while True:
+            leaves = self.leaves()
+            pending = [leaf for leaf in leaves if leaf._meta is None or not leaf._meta.ready]
+            if propagate:
+                for leaf in leaves:
+                    if leaf._meta is not None and leaf._meta.status in states.PROPAGATE_STATES:
+                        leaf._value(leaf._meta, propagate=True)
+            if not pending:
+                return self._values(propagate)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise ResultTimeout(f"{len(pending)} of {len(leaves)} results of group {self.id} not ready")
+            wait = interval if left is None else min(interval, left)
+            with contextlib.suppress(ResultTimeout):
+                await pending[-1].aget(wait, propagate=False, interval=interval)
+            await self._refresh()
+
+    def _values(self, propagate: bool) -> list[Any]:
+        """The members' values in order (nested groups as lists), once every member is ready."""
+        values: list[Any] = []
+        for member in self.results:
+            if isinstance(member, GroupResult):
+                values.append(member._values(propagate))
+            else:
+                assert member._meta is not None
+                values.append(member._value(member._meta, propagate))
+        return values
 
     async def _refresh(self) -> dict[str, ResultMeta]:
         """Read the records of every task result not known ready, in one backend call; keep ready ones."""
