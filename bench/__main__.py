@@ -1,8 +1,12 @@
-"""``python -m bench [redis] [OPTIONS]``: the benchmarks, each printing a table.
+"""``python -m bench [redis|rabbitmq|canvas] [OPTIONS]``: the benchmarks, each printing a table.
 
 ``python -m bench``: the memory and SQLite brokers, celeriac against Celery (``bench.local``).
 ``python -m bench redis``: celeriac against Celery and its peers on a private Redis (``bench.redis_suite``);
 ``python -m bench redis --help`` lists its options.
+``python -m bench rabbitmq``: celeriac against Celery and Dramatiq on a private RabbitMQ node
+(``bench.rabbit_suite``); ``python -m bench rabbitmq --help`` lists its options.
+``python -m bench canvas``: a group and a chord of 10,000 no-op tasks, celeriac against Celery, on a private
+Redis (``bench.canvas``); ``python -m bench canvas --help`` lists its options.
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ def main(argv: list[str]) -> int:
         from bench.redis_suite.run import main as redis_main
 
         return redis_main(argv[1:])
+    if argv[:1] in (["rabbitmq"], ["rabbit"]):
+        from bench.rabbit_suite.run import main as rabbit_main
+
+        return rabbit_main(argv[1:])
+    if argv[:1] == ["canvas"]:
+        from bench.canvas import main as canvas_main
+
+        return canvas_main(argv[1:])
     from bench.local import main as local_main
 
     return local_main(argv)

@@ -27,6 +27,16 @@ def url() -> str:
     return os.environ["BENCH_REDIS_URL"]
 
 
+def broker_url() -> str:
+    """The broker the peers use: ``BENCH_BROKER_URL`` (the RabbitMQ suite sets it), else the Redis one."""
+    return os.environ.get("BENCH_BROKER_URL") or url()
+
+
+def result_url() -> str:
+    """The result backend the peers use: ``BENCH_RESULT_URL`` (``rpc://`` in a RabbitMQ row), else Redis."""
+    return os.environ.get("BENCH_RESULT_URL") or url()
+
+
 def _client() -> redis.Redis:
     pid = os.getpid()  # a forked child makes its own connections
     if pid not in _sync:

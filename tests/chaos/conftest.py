@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from tests.chaos.harness import REPORT, Cluster, Ledger, new_seed, table
-from tests.servers import redis_server
+from tests.servers import rabbit_server, redis_server
 
-__all__ = ["redis_server"]  # a fixture: private redis-server processes (tests/servers.py)
+# fixtures: private redis-server processes and RabbitMQ nodes (tests/servers.py)
+__all__ = ["rabbit_server", "redis_server"]
 
 LEASE_SECONDS = 2.0
 

@@ -122,6 +122,10 @@ class Ledger:
         )
         return [row[0] for row in rows]
 
+    def confirmed_since(self, when: float) -> int:
+        """How many publishes were confirmed at ``when`` or later (the producer works again)."""
+        return int(self._read("SELECT count(*) FROM submit WHERE confirmed = 1 AND at >= ?", (when,))[0][0])
+
     def remaining(self, kind: str) -> int:
         return len(self.unfinished(kind))
 

@@ -135,6 +135,14 @@ def assert_accounted(verdict: Verdict, summary: str, max_dup: int) -> None:
     assert not verdict.unexpected, f"ran but never submitted: {verdict.unexpected[:5]}; {summary}"
 
 
+def lost_runs(ledger: Ledger, verdict: Verdict) -> str:
+    """For a failure message: how many times each lost task started (0: never handed to a task)."""
+    if not verdict.lost:
+        return ""
+    started = Counter(run.task_id for run in ledger.runs(verdict.lost))
+    return f"; lost tasks started {[started[t] for t in verdict.lost[:10]]} time(s)"
+
+
 def pick(nemesis: Nemesis, cluster: Cluster) -> WorkerProcess:
     """A seeded worker; the other one if that one is still starting (a kill there would hit nothing)."""
     planned = cluster.workers[nemesis.rng.choice(["w1", "w2"])]
@@ -188,7 +196,8 @@ def worker_kills(
         began,
         dead=len(dead_letters(app)),
         recovery=f"{recovery:.1f}s after last kill",
-        notes=f"dup bound {kills * size.concurrency}; unknown {verdict.unknown} {unsettled}".strip(),
+        notes=f"dup bound {kills * size.concurrency}; unknown {verdict.unknown} {unsettled}".strip()
+        + lost_runs(ledger, verdict),
     )
     assert kills >= min(2, size.max_kills), f"the nemesis hardly acted; {summary}"
     assert_accounted(verdict, summary, max_dup=kills * size.concurrency)

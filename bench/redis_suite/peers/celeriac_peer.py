@@ -1,4 +1,5 @@
-"""celeriac on Redis: Redis broker, Redis result backend, defaults otherwise (late acks).
+"""celeriac on Redis: Redis broker, Redis result backend, defaults otherwise (late acks). The RabbitMQ
+suite runs it on ``amqp://`` (``marks.broker_url``), with Redis or ``rpc://`` results (``marks.result_url``).
 
 Worker: ``celeriac -A bench.redis_suite.peers.celeriac_peer:app worker -P POOL -c N``.
 ``BENCH_VARIANT=async`` makes the client call the ``async def`` twins (for the async pool, which runs a
@@ -15,7 +16,7 @@ from bench.redis_suite import marks
 from celeriac import Celeriac
 
 app = Celeriac("bench_celeriac")
-app.conf.update(broker_url=marks.url(), result_backend=marks.url())
+app.conf.update(broker_url=marks.broker_url(), result_backend=marks.result_url())
 
 
 @app.task(ignore_result=True)

@@ -3,7 +3,8 @@
 Broker and result backend on Redis; ``worker_prefetch_multiplier=16`` (docs: many short tasks want a
 higher multiplier); ``task_acks_late=False`` (the default: ack before running); rate limits disabled;
 no-op tasks ``ignore_result=True``. The worker runs with ``--without-gossip --without-mingle
---without-heartbeat -O fair``.
+--without-heartbeat -O fair``. The RabbitMQ suite runs it on ``pyamqp://`` (``marks.broker_url``), with
+Redis or ``rpc://`` results (``marks.result_url``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from celery import Celery
 
 from bench.redis_suite import marks
 
-app = Celery("bench_celery", broker=marks.url(), backend=marks.url())
+app = Celery("bench_celery", broker=marks.broker_url(), backend=marks.result_url())
 app.conf.update(
     worker_prefetch_multiplier=16,
     task_acks_late=False,

@@ -1,4 +1,5 @@
-"""Dramatiq with its Redis broker and the Results middleware on its Redis backend.
+"""Dramatiq with its Redis broker and the Results middleware on its Redis backend; with its RabbitMQ
+broker (pika) when the RabbitMQ suite gives an ``amqp://`` URL (``marks.broker_url``), results still on Redis.
 
 Worker: ``dramatiq bench.redis_suite.peers.dramatiq_peer --processes 1 --threads N``. Only ``echo``
 stores results (``store_results=True``), as Dramatiq's docs have it.
@@ -9,13 +10,20 @@ from __future__ import annotations
 import time
 
 import dramatiq
+from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
 from bench.redis_suite import marks
 
-broker = RedisBroker(url=marks.url())
+broker: Broker
+if marks.broker_url().startswith("amqp"):
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker  # pika: imported only for the RabbitMQ suite
+
+    broker = RabbitmqBroker(url=marks.broker_url())
+else:
+    broker = RedisBroker(url=marks.url())
 results = RedisBackend(url=marks.url())
 broker.add_middleware(Results(backend=results))
 dramatiq.set_broker(broker)
