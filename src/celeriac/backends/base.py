@@ -228,6 +228,13 @@ class Backend(abc.ABC):
           late reports get None.
         """
 
+    async def chord_parts(
+        self, reports: Sequence[tuple[str, ChordPart, int]], *, lease: float = 60.0
+    ) -> list[ChordClaim | None]:
+        """``chord_part`` for several ``(group_id, part, size)`` reports, in order; stores that can
+        send them together do (a worker reports the header tasks that ended in the same moment)."""
+        return [await self.chord_part(group_id, part, size, lease=lease) for group_id, part, size in reports]
+
     @abc.abstractmethod
     async def chord_done(self, claim: ChordClaim) -> None:
         """End the chord after its body was sent: drop the counted parts, remember the chord is done.

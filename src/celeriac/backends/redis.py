@@ -162,26 +162,42 @@ class RedisBackend(Backend):
     async def chord_part(
         self, group_id: str, part: ChordPart, size: int, *, lease: float = 60.0
     ) -> ChordClaim | None:
-        if size < 0:
-            raise ValueError(f"a chord's size cannot be negative, not {size}")
-        client, token = self.client, uuid.uuid4().hex
+        [claim] = await self.chord_parts([(group_id, part, size)], lease=lease)
+        return claim
+
+    async def chord_parts(
+        self, reports: Sequence[tuple[str, ChordPart, int]], *, lease: float = 60.0
+    ) -> list[ChordClaim | None]:
+        """Every report's script call in one pipeline: header tasks ending together cost one round trip."""
+        if any(size < 0 for _, _, size in reports):
+            raise ValueError(f"a chord's size cannot be negative: {[size for _, _, size in reports]}")
         seconds = math.ceil(self.expires) if self.expires else 0
-        score = "+inf" if part.index is None else str(part.index)
-        reply = await self._lua("chord")(
-            keys=[self.group_key(group_id, s) for s in (".j", ".t", ".s", ".d", "", ".c")],
-            args=[
-                part.task_id,
-                self.encode([1, part.task_id, part.status, part.result])[1],
-                "1" if self.chord_ordered else "0",
-                score,
-                seconds,
-                seconds,
-                max(1, math.ceil(lease * 1000)),
-                token,
-                size,
-            ],
-            client=client,
-        )
+        script, tokens = self._lua("chord"), [uuid.uuid4().hex for _ in reports]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for (group_id, part, size), token in zip(reports, tokens, strict=True):
+                score = "+inf" if part.index is None else str(part.index)
+                await script(
+                    keys=[self.group_key(group_id, s) for s in (".j", ".t", ".s", ".d", "", ".c")],
+                    args=[
+                        part.task_id,
+                        self.encode([1, part.task_id, part.status, part.result])[1],
+                        "1" if self.chord_ordered else "0",
+                        score,
+                        seconds,
+                        seconds,
+                        max(1, math.ceil(lease * 1000)),
+                        token,
+                        size,
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [
+            self._claim(group_id, token, reply)
+            for (group_id, _, _), token, reply in zip(reports, tokens, replies, strict=True)
+        ]
+
+    def _claim(self, group_id: str, token: str, reply: list[Any]) -> ChordClaim | None:
         if reply[0] == -1 or not reply[1]:
             return None
         items = reply[2:]

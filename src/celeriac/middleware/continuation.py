@@ -17,15 +17,19 @@ The error model, one for every primitive:
 
 from __future__ import annotations
 
+import functools
 import logging
+import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._exceptions import exception_from_dict, exception_to_dict
-from celeriac.backends.base import ChordPart, ResultMeta
+from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Middleware, WorkItem
+from celeriac.worker._batch import Batcher
 from celeriac.worker.pools.base import Outcome
 
 if TYPE_CHECKING:
@@ -116,7 +120,10 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
         return
     result = exception_to_dict(value) if isinstance(value, BaseException) else value
     part = ChordPart(member.task_id, member.index, status, result)
-    claim = await backend.chord_part(member.group_id, part, int(size or 0), lease=CHORD_LEASE)
+    reports = _reports.get(backend)
+    if reports is None:
+        reports = _reports[backend] = Batcher(functools.partial(_report, backend))
+    claim: ChordClaim | None = await reports.add((member.group_id, part, int(size or 0)))
     if claim is None:
         return
     from celeriac.canvas import maybe_signature
@@ -130,6 +137,16 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
         worker.log.error("Chord %s failed: %s; its body %s will not run", member.group_id, error, body)
         await _fail(worker, body, states.FAILURE, error, errbacks=True)
     await backend.chord_done(claim)
+
+
+#: Per backend, the chord reports of header tasks that end in the same moment, sent together.
+_reports: weakref.WeakKeyDictionary[Backend, Batcher[tuple[str, ChordPart, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _report(backend: Backend, reports: Sequence[tuple[str, ChordPart, int]]) -> list[ChordClaim | None]:
+    return await backend.chord_parts(reports, lease=CHORD_LEASE)
 
 
 async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException, *, errbacks: bool) -> None:

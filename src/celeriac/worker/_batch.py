@@ -8,36 +8,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
-Flush = Callable[[Sequence[T]], Awaitable[Sequence[BaseException | None] | None]]
+Flush = Callable[[Sequence[T]], Awaitable[Sequence[Any] | None]]
 
 
 class Batcher(Generic[T]):
     """Calls ``flush(items)`` with every item added since the last call began; ``add`` returns after the
     flush that carried its item.
 
-    ``flush`` returns None when every item went through, or one exception-or-None per item; ``add``
-    raises its item's exception, or what the whole flush raised.
+    ``flush`` returns None when every item went through, or one outcome per item: an exception, which
+    ``add`` raises, or a value, which ``add`` returns. What the whole flush raised, every ``add`` raises.
     """
 
     def __init__(self, flush: Flush[T], max_items: int = 500) -> None:
         self._flush = flush
         self._max = max_items
         self._items: list[T] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[Any]] = []
         self._runner: asyncio.Task[None] | None = None
 
-    async def add(self, item: T) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def add(self, item: T) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._waiters.append(done)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
-        await done
+        return await done
 
     async def _run(self) -> None:
         await asyncio.sleep(0)  # let the items made ready in this same tick join the batch
@@ -54,10 +54,10 @@ class Batcher(Generic[T]):
                     raise
             else:
                 for n, waiter in enumerate(waiters):
-                    error = errors[n] if errors is not None else None
+                    outcome = errors[n] if errors is not None else None
                     if waiter.done():
                         continue
-                    if error is None:
-                        waiter.set_result(None)
+                    if isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
                     else:
-                        waiter.set_exception(error)
+                        waiter.set_result(outcome)
