@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -78,25 +77,20 @@ def register_builtins(app: Celeriac) -> None:
 
 
 def fail_signature(app: Celeriac, sig: Any, error: BaseException) -> None:
-    """Fail a task that will not be sent (a chord's body): store the failure, run its errbacks."""
-    from celeriac._exceptions import exception_to_dict
-    from celeriac.backends.base import ResultMeta
-    from celeriac.canvas import maybe_signature
+    """Fail a workflow that will not be sent (a chord's body): store its tasks' failures, run its errbacks."""
+    from celeriac.canvas import maybe_signature, unsent_tasks
+    from celeriac.middleware.continuation import not_run
 
-    task_id = sig["options"].get("task_id")
-    if not task_id:
-        return
-    meta = ResultMeta(
-        task_id=task_id,
-        status=states.FAILURE,
-        result=exception_to_dict(error),
-        traceback=f"not run: {error!r}",
-        date_done=datetime.now(UTC),
-    )
+    tasks = [(task, errbacks) for task, errbacks in unsent_tasks(sig, errbacks=True) if task.id]
+    metas = [
+        not_run(str(task.id), states.FAILURE, error, task["options"].get("group_id")) for task, _ in tasks
+    ]
 
     async def store() -> None:
-        await app.backend().store([meta])
+        await app.backend().store(metas)
 
     app.run(store())
-    for errback in sig["options"].get("link_error") or ():
-        maybe_signature(errback, app).delay(task_id)
+    for task, errbacks in tasks:
+        if errbacks:
+            for errback in task["options"].get("link_error") or ():
+                maybe_signature(errback, app).delay(task.id)

@@ -17,14 +17,14 @@ body of a nested chord. Groups nested in a chord's header are flattened into it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac._plan import Plan, asend_plan, send_plan
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.result import AsyncResult, GroupResult, ResultNode
+    from celeriac.result import GroupResult, ResultNode
 
 #: Options that make a task a member of a chord's header; they go to the task that produces the result.
 MEMBERSHIP = ("group_id", "group_index", "chord")
@@ -371,20 +371,14 @@ class chain(_Composite):
         first, *later = self._steps()
         link = opts.pop("link", None)
         if link:
-            (later or [first])[-1]["options"].setdefault("link", []).extend(_listed(link))
-        errbacks = _listed(opts.pop("link_error", None))
+            (later or [first])[-1]["options"].setdefault("link", []).extend(listed(link))
+        errbacks = listed(opts.pop("link_error", None))
         for step in (first, *later):
             for errback in errbacks:
                 step.link_error(errback)
         rest = [*outer_rest, *reversed(later)]
         first._plan(plan, [*args, *self["args"]], kwargs, {**opts, "chain": rest or None})
         return result
-
-    # Kept for code written against the first canvas module.
-    def _split(self) -> tuple[Signature, list[dict[str, Any]] | None, AsyncResult[Any]]:
-        result = self.freeze()
-        first, *later = self._steps()
-        return first, [dict(t) for t in reversed(later)] or None, result  # type: ignore[return-value]
 
 
 class group(_Composite):
@@ -640,6 +634,24 @@ class xstarmap(xmap):
     builtin = "celery.starmap"
 
 
+def unsent_tasks(sig: Signature, *, errbacks: bool) -> Iterator[tuple[Signature, bool]]:
+    """The task signatures a workflow that will never be sent stands for, each with whether its errbacks
+    run when it is failed (those of a chord's header do not: the chord's own errbacks are the body's)."""
+    if isinstance(sig, chain):
+        for step in sig._steps():
+            yield from unsent_tasks(step, errbacks=errbacks)
+    elif isinstance(sig, group):
+        for task in sig.tasks:
+            yield from unsent_tasks(task, errbacks=errbacks)
+    elif isinstance(sig, chord):
+        for task in sig.tasks:
+            yield from unsent_tasks(task, errbacks=False)
+        if sig.body is not None:
+            yield from unsent_tasks(sig.body, errbacks=errbacks)
+    elif not isinstance(sig, _Composite):
+        yield sig, errbacks
+
+
 def _gathered(members: group) -> chord:
     """A group made to give one result (the list of its results), as a chord with ``celery.accumulate``."""
     app = members.app
@@ -667,7 +679,8 @@ def _as_list(value: Any) -> list[Any]:
     return list(value)
 
 
-def _listed(value: Any) -> list[Any]:
+def listed(value: Any) -> list[Any]:
+    """A ``link``/``link_error`` option as a list (it may hold one signature or several)."""
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]
@@ -693,8 +706,10 @@ __all__ = [
     "chord",
     "chunks",
     "group",
+    "listed",
     "maybe_signature",
     "signature",
+    "unsent_tasks",
     "xmap",
     "xstarmap",
 ]

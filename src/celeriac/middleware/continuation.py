@@ -151,48 +151,37 @@ async def _report(backend: Backend, reports: Sequence[tuple[str, ChordPart, int]
 
 async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException, *, errbacks: bool) -> None:
     """Fail the results of a signature that will never be sent, and what hangs on it."""
-    from celeriac.canvas import _Composite, chain, chord, group, maybe_signature
+    from celeriac.canvas import maybe_signature, unsent_tasks
 
-    if isinstance(sig, chain):
-        for step in sig._steps():
-            await _fail(worker, step, status, exc, errbacks=errbacks)
-        return
-    if isinstance(sig, group):
-        for task in sig.tasks:
-            await _fail(worker, task, status, exc, errbacks=errbacks)
-        return
-    if isinstance(sig, chord):
-        for task in sig.tasks:
-            await _fail(worker, task, status, exc, errbacks=False)
-        if sig.body is not None:
-            await _fail(worker, sig.body, status, exc, errbacks=errbacks)
-        return
-    if isinstance(sig, _Composite):
-        return
-    options = sig["options"]
-    task_id = options.get("task_id")
-    if task_id and worker.backend is not None:
-        meta = ResultMeta(
-            task_id=task_id,
-            status=status,
-            result=exception_to_dict(exc),
-            traceback=f"not run: {exc!r}",
-            date_done=datetime.now(UTC),
-            group_id=options.get("group_id"),
-        )
-        await worker._store([meta])
     app = worker.app
-    if errbacks and task_id:
-        for data in options.get("link_error") or ():
-            await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)
-    for data in options.get("chain") or ():
-        await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
-    chord_body, group_id = options.get("chord"), options.get("group_id")
-    if chord_body and group_id and task_id:
-        member = _Member(
-            task_id, group_id, options.get("group_index"), chord_body, options.get("root_id") or task_id
-        )
-        await _count(worker, member, status, exc)
+    for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):
+        options = task["options"]
+        task_id = options.get("task_id")
+        if task_id and worker.backend is not None:
+            await worker._store([not_run(task_id, status, exc, options.get("group_id"))])
+        if run_errbacks and task_id:
+            for data in options.get("link_error") or ():
+                await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)
+        for data in reversed(options.get("chain") or ()):  # in the order they would have run
+            await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
+        chord_body, group_id = options.get("chord"), options.get("group_id")
+        if chord_body and group_id and task_id:
+            root = options.get("root_id") or task_id
+            await _count(
+                worker, _Member(task_id, group_id, options.get("group_index"), chord_body, root), status, exc
+            )
+
+
+def not_run(task_id: str, status: str, exc: BaseException, group_id: str | None = None) -> ResultMeta:
+    """The record of a task that will never run because of ``exc`` (a failed chain link, a failed chord)."""
+    return ResultMeta(
+        task_id=task_id,
+        status=status,
+        result=exception_to_dict(exc),
+        traceback=f"not run: {exc!r}",
+        date_done=datetime.now(UTC),
+        group_id=group_id,
+    )
 
 
 def _describe(part: ChordPart) -> str:

@@ -57,7 +57,7 @@ class EagerFlow:
         self.run(plan)
 
     def _run_one(self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> None:
-        from celeriac.canvas import maybe_signature
+        from celeriac.canvas import listed, maybe_signature
         from celeriac.worker.eager import apply_eagerly
 
         app = self.app
@@ -67,13 +67,13 @@ class EagerFlow:
         self.records[meta.task_id] = meta
         task_id = meta.task_id
         if meta.status == states.SUCCESS:
-            for data in _listed(options.get("link")):
+            for data in listed(options.get("link")):
                 self._send(maybe_signature(data, app), [meta.result])
             rest = list(options.get("chain") or [])
             if rest:
                 self._send(maybe_signature(rest.pop(), app), [meta.result], chain=rest or None)
         else:
-            for data in _listed(options.get("link_error")):
+            for data in listed(options.get("link_error")):
                 self._send(maybe_signature(data, app), [task_id])
             for data in reversed(options.get("chain") or []):
                 self._fail(maybe_signature(data, app), meta)
@@ -100,37 +100,20 @@ class EagerFlow:
         self._fail(sig, failure, errbacks=True)
 
     def _fail(self, sig: Signature, cause: ResultMeta, *, errbacks: bool = False) -> None:
-        from celeriac.canvas import _Composite, chain, chord, group, maybe_signature
+        from celeriac.canvas import listed, maybe_signature, unsent_tasks
 
-        if isinstance(sig, chain | group):
-            for step in sig._steps() if isinstance(sig, chain) else sig.tasks:
-                self._fail(step, cause, errbacks=errbacks)
-            return
-        if isinstance(sig, chord):
-            for task in sig.tasks:
-                self._fail(task, cause)
-            if sig.body is not None:
-                self._fail(sig.body, cause, errbacks=errbacks)
-            return
-        if isinstance(sig, _Composite):
-            return
-        options = sig["options"]
-        task_id = options.get("task_id")
-        if not task_id:
-            return
-        self.records[task_id] = ResultMeta(
-            task_id=task_id, status=cause.status, result=cause.result, date_done=datetime.now(UTC)
-        )
-        if errbacks:
-            for data in _listed(options.get("link_error")):
-                self._send(maybe_signature(data, self.app), [task_id])
-        for data in reversed(options.get("chain") or []):
-            self._fail(maybe_signature(data, self.app), cause)
-        if options.get("chord") and options.get("group_id"):
-            self._count(options, task_id, cause.status, cause.result)
-
-
-def _listed(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+        for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):
+            options = task["options"]
+            task_id = options.get("task_id")
+            if not task_id:
+                continue
+            self.records[task_id] = ResultMeta(
+                task_id=task_id, status=cause.status, result=cause.result, date_done=datetime.now(UTC)
+            )
+            if run_errbacks:
+                for data in listed(options.get("link_error")):
+                    self._send(maybe_signature(data, self.app), [task_id])
+            for data in reversed(options.get("chain") or []):
+                self._fail(maybe_signature(data, self.app), cause)
+            if options.get("chord") and options.get("group_id"):
+                self._count(options, task_id, cause.status, cause.result)

@@ -38,9 +38,11 @@ def test_chain_travels_reversed():
 
     flow = t.s(1) | t.s() | t.si(9)
     assert isinstance(flow, chain) and len(flow.tasks) == 3
-    first, rest, result = flow._split()
-    assert first.args == [1]
-    assert [r["args"] for r in rest] == [[9], []]
+    plan = Plan()
+    result = flow._copy_for_send()._plan(plan, [], {}, {})
+    [(_, first_args, _, options)] = plan.sends
+    assert first_args == [1]
+    assert [r["args"] for r in options["chain"]] == [[9], []]
     assert result.parent is not None and result.parent.parent is not None
 
 
