@@ -15,7 +15,6 @@ Results and marks go to a private Redis (one database per system) unless a row s
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -111,30 +110,11 @@ def _machine(node: RabbitServer) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench rabbitmq", description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", default=",".join(s.key for s in SYSTEMS), help="comma-separated")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="of a,b,c,d,rss")
-    parser.add_argument("-n", type=int, default=20_000, help="tasks for (a) and (b)")
-    parser.add_argument("--rounds", type=int, default=1_000, help="sequential round trips for (c)")
-    parser.add_argument("--sleepers", type=int, default=2_000, help="50 ms tasks for (d)")
-    parser.add_argument("--rtt-cap", type=float, default=60, help="seconds at most per (c) run")
-    parser.add_argument("--drain-cap", type=float, default=300, help="seconds at most per drain")
-    parser.add_argument("--quick", action="store_true", help="n=2000, rounds=200, sleepers=400")
-    parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
-    parser.add_argument("--logs", type=Path, help="keep the workers' logs in this folder")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.n, args.rounds, args.sleepers = 2_000, 200, 400
-    keys = args.systems.split(",")
-    unknown = set(keys) - {s.key for s in SYSTEMS}
-    if unknown:
-        parser.error(f"unknown systems {sorted(unknown)}; known: {[s.key for s in SYSTEMS]}")
-    workloads = set(args.workloads.split(","))
-    if workloads - set(WORKLOADS):
-        parser.error(f"unknown workloads {sorted(workloads - set(WORKLOADS))}")
+    args, parser, systems, workloads = redis_run.parse_options(
+        "python -m bench rabbitmq", argv, SYSTEMS, WORKLOADS, __doc__.splitlines()[0]
+    )
     if rabbit_scripts() is None:
         parser.error("RabbitMQ is not installed (apt-get install rabbitmq-server, or set RABBITMQ_HOME)")
-    systems = [s for s in SYSTEMS if s.key in keys]
 
     started = time.monotonic()
     rows: list[Row] = []

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,10 +209,13 @@ def _has_hiredis() -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench redis", description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", default=",".join(s.key for s in SYSTEMS), help="comma-separated")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="of a,b,c,d,e,rss")
+def parse_options(
+    prog: str, argv: list[str], known: Sequence[System], workloads: Sequence[str], description: str
+) -> tuple[argparse.Namespace, argparse.ArgumentParser, list[System], set[str]]:
+    """The options every suite takes: (arguments, parser, chosen systems, chosen workloads)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--systems", default=",".join(s.key for s in known), help="comma-separated")
+    parser.add_argument("--workloads", default=",".join(workloads), help=f"of {','.join(workloads)}")
     parser.add_argument("-n", type=int, default=20_000, help="tasks for (a) and (b)")
     parser.add_argument("--rounds", type=int, default=1_000, help="sequential round trips for (c)")
     parser.add_argument("--sleepers", type=int, default=2_000, help="50 ms tasks for (d)")
@@ -224,13 +228,19 @@ def main(argv: list[str]) -> int:
     if args.quick:
         args.n, args.rounds, args.sleepers = 2_000, 200, 400
     keys = args.systems.split(",")
-    unknown = set(keys) - {s.key for s in SYSTEMS}
+    unknown = set(keys) - {s.key for s in known}
     if unknown:
-        parser.error(f"unknown systems {sorted(unknown)}; known: {[s.key for s in SYSTEMS]}")
-    workloads = set(args.workloads.split(","))
-    if workloads - set(WORKLOADS):
-        parser.error(f"unknown workloads {sorted(workloads - set(WORKLOADS))}")
-    systems = [s for s in SYSTEMS if s.key in keys]
+        parser.error(f"unknown systems {sorted(unknown)}; known: {[s.key for s in known]}")
+    chosen = set(args.workloads.split(","))
+    if chosen - set(workloads):
+        parser.error(f"unknown workloads {sorted(chosen - set(workloads))}")
+    return args, parser, [s for s in known if s.key in keys], chosen
+
+
+def main(argv: list[str]) -> int:
+    args, _, systems, workloads = parse_options(
+        "python -m bench redis", argv, SYSTEMS, WORKLOADS, __doc__.splitlines()[0]
+    )
 
     started = time.monotonic()
     rows: list[Row] = []
