@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,26 @@ from tests.servers import redis_server
 __all__ = ["redis_server"]  # a fixture: private redis-server processes for the tests that break them
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def ledger(env: dict[str, str]) -> Counter[str]:
+    """How often each ledger key was written: a task id per run of ``work``; ``body:<id>`` and
+    ``errback:<id>`` per run of a chord body or errback (appmod's tasks write one line per run)."""
+    file = Path(env["LEDGER_PATH"])
+    return Counter(file.read_text().split()[0::2] if file.exists() else [])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def log_of(worker: WorkerProcess) -> str:
+    return worker.log.read_text(errors="replace")
 
 
 class WorkerProcess:

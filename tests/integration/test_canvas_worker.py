@@ -4,26 +4,19 @@ task dies with its worker, and the error path of a chord, each counted in a ledg
 from __future__ import annotations
 
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from celeriac import chord, group
 from celeriac.exceptions import ChordError
 from tests.integration import appmod
-
-
-def runs(env: dict[str, str]) -> Counter[str]:
-    """How often each ledger key (a task id, ``body:<id>``, ``errback:<id>``) was written."""
-    file = Path(env["LEDGER_PATH"])
-    return Counter(file.read_text().split()[0::2] if file.exists() else [])
+from tests.integration.conftest import ledger
 
 
 def test_a_chord_of_1000_header_tasks(app: Any, start_worker: Any, sqlite_env: dict[str, str]) -> None:
     start_worker("-P", "threads", "-c", "8")
     result = chord([appmod.add.s(i, i) for i in range(1000)], appmod.total.s()).apply_async()
     assert result.get(timeout=120) == sum(2 * i for i in range(1000))
-    assert runs(sqlite_env)[f"body:{result.id}"] == 1
+    assert ledger(sqlite_env)[f"body:{result.id}"] == 1
 
 
 def test_a_header_task_killed_with_its_worker_completes_the_chord_once(
@@ -34,13 +27,13 @@ def test_a_header_task_killed_with_its_worker_completes_the_chord_once(
     result = chord(header, appmod.total.s()).apply_async()
     slow = result.parent.results[-1].id
     deadline = time.monotonic() + 30
-    while len(runs(sqlite_env)) < 10 and time.monotonic() < deadline:
+    while len(ledger(sqlite_env)) < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.kill()  # the slow header task dies mid-run with its worker; its message is redelivered
-    assert runs(sqlite_env)[slow] == 0
+    assert ledger(sqlite_env)[slow] == 0
     start_worker("-P", "processes", "-c", "2", name="w2")
     assert result.get(timeout=60) == sum(range(30)) + 99
-    ran = runs(sqlite_env)
+    ran = ledger(sqlite_env)
     assert ran[slow] == 1 and ran[f"body:{result.id}"] == 1
 
 
@@ -59,8 +52,8 @@ def test_a_failing_chain_in_a_chord_reaches_the_errback_exactly_once(
     except ChordError as exc:
         assert "boom" in str(exc)
     deadline = time.monotonic() + 10
-    while runs(sqlite_env)[f"errback:{result.id}"] == 0 and time.monotonic() < deadline:
+    while ledger(sqlite_env)[f"errback:{result.id}"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # a second errback, if any, would come now
-    ran = runs(sqlite_env)
+    ran = ledger(sqlite_env)
     assert ran[f"errback:{result.id}"] == 1 and ran[f"body:{result.id}"] == 0

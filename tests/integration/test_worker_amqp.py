@@ -12,8 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.contract.conftest import SERVERS, _delete_amqp, _require, close_amqp_connections
 from tests.integration import appmod
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import ledger, log_of, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,24 +61,6 @@ def worker_env(
         monkeypatch.setenv(key, value)
     yield {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
     asyncio.run(_delete_amqp(URL, [names["queue"], names["dead"]], set()))
-
-
-def ledger(env: dict[str, str]) -> Counter[str]:
-    file = Path(env["LEDGER_PATH"])
-    return Counter(file.read_text().split()[0::2] if file.exists() else [])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def log_of(worker: WorkerProcess) -> str:
-    return worker.log.read_text(errors="replace")
 
 
 def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, names: dict[str, str]) -> None:

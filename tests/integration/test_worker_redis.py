@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration import appmod
-from tests.integration.conftest import WorkerProcess
+from tests.integration.conftest import ledger, log_of, wait_until
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -43,29 +43,10 @@ def worker_env(redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     return {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
 
 
-def ledger(env: dict[str, str]) -> Counter[str]:
-    """How often each task id finished (the ``work`` task writes one line per run)."""
-    file = Path(env["LEDGER_PATH"])
-    return Counter(file.read_text().split()[0::2] if file.exists() else [])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def held(redis: RedisServer) -> int:
     """Messages leased to some consumer (in a ``celeriac.processing.*`` hash)."""
     keys = redis.cli("--scan", "--pattern", "celeriac.processing.*").split()
     return sum(int(redis.cli("HLEN", key)) for key in keys)
-
-
-def log_of(worker: WorkerProcess) -> str:
-    return worker.log.read_text(errors="replace")
 
 
 def test_redis_crash_and_restart_mid_run_loses_nothing(

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from celeriac.exceptions import NotRegistered, TimeLimitExceeded
 from celeriac.protocol import Message
 from tests.integration import appmod
+from tests.integration.conftest import ledger
 
 pytestmark = pytest.mark.slow
-
-
-def _ledger(path: str) -> Counter[str]:
-    file = Path(path)
-    lines = file.read_text().split() if file.exists() else []
-    return Counter(lines[0::2])
 
 
 def test_kill_9_loses_nothing(app, start_worker, sqlite_env):
     results = [appmod.work.delay(i, 0.02) for i in range(200)]
     worker = start_worker("-c", "2", "-P", "processes")
     deadline = time.monotonic() + 30
-    while len(_ledger(sqlite_env["LEDGER_PATH"])) < 20 and time.monotonic() < deadline:
+    while len(ledger(sqlite_env)) < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.kill()
-    done_before = len(_ledger(sqlite_env["LEDGER_PATH"]))
+    done_before = len(ledger(sqlite_env))
     assert 0 < done_before < 200, "the kill must land while tasks are queued and running"
     start_worker("-c", "2", "-P", "processes", name="w2")
     assert [r.get(timeout=60) for r in results] == list(range(200))
-    ran = _ledger(sqlite_env["LEDGER_PATH"])
+    ran = ledger(sqlite_env)
     assert set(ran) == {r.id for r in results}
     # at-least-once: only what was running at the kill may run twice
     assert sum(ran.values()) - 200 <= 2
