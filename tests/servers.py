@@ -33,6 +33,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -45,6 +46,7 @@ __all__ = [
     "redis_server",
     "require_rabbit_server",
     "require_redis_server",
+    "service_missing",
 ]
 
 #: Options every private server gets unless the test says otherwise: no RDB snapshots (they would
@@ -59,14 +61,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def service_missing(reason: str) -> NoReturn:
+    """Skip the test for want of a service; under ``CI=true``, where every service must be up, fail it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true every service must be up")
+    pytest.skip(reason)
+
+
 def require_redis_server() -> None:
     """Skip the test when there is no ``redis-server`` binary; under ``CI=true`` fail instead."""
     if shutil.which("redis-server") is not None:
         return
     reason = "redis-server is not on PATH (apt-get install redis-server)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true every service must be up")
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 class RedisServer:
@@ -278,9 +285,7 @@ def require_rabbit_server() -> None:
     if rabbit_scripts() is not None:
         return
     reason = "rabbitmq-server is not installed (apt-get install rabbitmq-server, or set RABBITMQ_HOME)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true every service must be up")
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 class RabbitServer:

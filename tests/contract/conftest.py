@@ -12,7 +12,6 @@ import asyncio
 import functools
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import threading
@@ -32,6 +31,7 @@ from celeriac.brokers import Broker, create_broker
 from celeriac.brokers import memory as memory_broker
 from celeriac.brokers.sql import dead_letters, messages
 from tests import redis_topologies
+from tests.servers import service_missing
 
 SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
@@ -64,9 +64,7 @@ def _require(kind: str) -> None:
     reason = _unavailable(kind) if kind in SERVERS else None
     if reason is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true every service must be up")
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 def run_in_thread(scenario: Callable[[], Awaitable[None]]) -> threading.Thread:
@@ -298,9 +296,7 @@ def redis_sentinel() -> Iterator[redis_topologies.Sentinel]:
 def _require_redis_server() -> None:
     reason = redis_topologies.missing_redis_server() or _unavailable("redis")
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
+        service_missing(reason)
 
 
 def amqp_defaults(kind: str) -> dict[str, Any]:
@@ -394,9 +390,7 @@ def _require_redis_results() -> None:
         except OSError as exc:
             reason = f"redis is not answering on {host}:{port} ({exc})"
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true every service must be up")
-        pytest.skip(reason)
+        service_missing(reason)
 
 
 @pytest.fixture(params=[*KINDS, "redis"])
