@@ -127,6 +127,7 @@ class Task(Generic[P, R]):
             setattr(self, key, options.get(key, getattr(type(self), key, default)))
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
+        self._arity = _plain_arity(self._signature, bind)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -173,6 +174,9 @@ class Task(Generic[P, R]):
 
     def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if ``args``/``kwargs`` do not fit the function's signature."""
+        arity = self._arity
+        if arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]:
+            return  # the common case, without binding (a worker checks every message)
         params = (None, *args) if self.bind else tuple(args)
         try:
             self._signature.bind(*params, **kwargs)
@@ -353,6 +357,17 @@ class Task(Generic[P, R]):
         einfo: str | None,
     ) -> None:
         """Called after every run, whatever its end."""
+
+
+def _plain_arity(signature: inspect.Signature, bind: bool) -> tuple[int, int] | None:
+    """(fewest, most) positional arguments a call may pass when it passes no keywords, for a function
+    whose parameters are all plain positional ones; None when only binding can tell."""
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(signature.parameters.values())
+    if any(p.kind not in plain for p in params) or (bind and not params):
+        return None
+    params = params[1:] if bind else params
+    return sum(1 for p in params if p.default is inspect.Parameter.empty), len(params)
 
 
 def run_coroutine_here(coro: Any) -> Any:

@@ -77,7 +77,12 @@ class Middleware:
         """The item is about to go to the pool; raise ``Skip`` to stop it."""
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
-        """The task began running in the pool."""
+        """The task began running in the pool (only for items ``wants_start`` accepts)."""
+
+    def wants_start(self, worker: Worker, item: WorkItem) -> bool:
+        """Whether ``on_start`` has anything to do for ``item``: a cheap test, so that the worker starts
+        no coroutine for the items it would ignore."""
+        return True
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
         """The task ended (any status); runs before the message is acked."""

@@ -45,10 +45,12 @@ class Results(Middleware):
                 worker.log.exception("result cleanup failed; trying again in an hour")
             await asyncio.sleep(self.cleanup_interval)
 
-    async def on_start(self, worker: Worker, item: WorkItem) -> None:
+    def wants_start(self, worker: Worker, item: WorkItem) -> bool:
         track = item.task.track_started
-        if (worker.app.conf.task_track_started if track is None else track) and not item.ignore_result:
-            await worker.store_state(item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname})
+        return bool(worker.app.conf.task_track_started if track is None else track) and not item.ignore_result
+
+    async def on_start(self, worker: Worker, item: WorkItem) -> None:
+        await worker.store_state(item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname})
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
         if item.extra.get("requeue"):

@@ -8,7 +8,6 @@ writes to the broker and backend.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -81,6 +80,7 @@ class Worker(Writes):
             shutdown_timeout if shutdown_timeout is not None else conf.worker_shutdown_timeout
         )
         self.middleware = list(middleware) if middleware is not None else default_middleware()
+        self._hooks: dict[str, list[Middleware]] = {}
         self.fetch_timeout = fetch_timeout
         self.wedge_timeout = wedge_timeout or conf.worker_wedge_timeout or 30.0
         self.pid = os.getpid()
@@ -300,7 +300,9 @@ class Worker(Writes):
         if self._stop_level:
             await self._give_back(deliveries)
             return []
-        items = [item for item in [await self._accept(d) for d in deliveries] if item is not None]
+        conf = self.app.conf
+        limits = (conf.broker_max_deliveries, conf.accept_content, conf.task_message_max_bytes)
+        items = [item for item in [await self._accept(d, *limits) for d in deliveries] if item is not None]
         try:
             for mw in self.middleware:
                 await mw.after_fetch(self, [i for i in items if "skip" not in i.extra])
@@ -347,18 +349,19 @@ class Worker(Writes):
         item.extra["skip"] = (action, reason, abandon)
 
 
-    async def _accept(self, delivery: Delivery) -> WorkItem | None:
-        """Decode and validate; bad messages are dead-lettered here with their reason."""
+    async def _accept(
+        self, delivery: Delivery, limit: int | None, accept: Sequence[str], max_bytes: int | None
+    ) -> WorkItem | None:
+        """Decode and validate; bad messages are dead-lettered here with their reason. The settings
+        (``broker_max_deliveries``, ``accept_content``, ``task_message_max_bytes``) are read per batch."""
         self.stats["received"] += 1
         message = delivery.message
         if message is None:
             await self.dead_letter(delivery, f"unreadable message: {delivery.error}")
             return None
-        limit = self.app.conf.broker_max_deliveries
-        conf = self.app.conf
         if limit and delivery.deliveries > limit:
             try:
-                lost: TaskCall | None = decode_task(message, accept=conf.accept_content)
+                lost: TaskCall | None = decode_task(message, accept=accept)
             except DecodeError:
                 lost = None
             await self.dead_letter(
@@ -370,7 +373,7 @@ class Worker(Writes):
             )
             return None
         try:
-            call = decode_task(message, accept=conf.accept_content, max_bytes=conf.task_message_max_bytes)
+            call = decode_task(message, accept=accept, max_bytes=max_bytes)
         except DecodeError as exc:
             await self.dead_letter(delivery, f"undecodable message: {exc.reason}", exc)
             return None
@@ -395,7 +398,7 @@ class Worker(Writes):
 
     async def _process(self, item: WorkItem) -> None:
         try:
-            for mw in self.middleware:
+            for mw in self._hooked("before_start"):
                 await mw.before_start(self, item)
             # Until a pool slot is free the item is only waiting: a warm shutdown hands it back.
             await self._slots.acquire()
@@ -439,7 +442,7 @@ class Worker(Writes):
         if lost and reject_lost is not False and not item.acked:
             item.extra["requeue"] = True
         try:
-            for mw in self.middleware:
+            for mw in self._hooked("after_outcome"):
                 await mw.after_outcome(self, item, outcome)
         except Exception:
             self.log.exception(
@@ -479,13 +482,18 @@ class Worker(Writes):
             await self.store_state(item, states.FAILURE, reject, traceback=reason)
 
     def _started(self, item: WorkItem) -> None:
-        for mw in self._on_start:
-            self._spawn(mw.on_start(self, item))
+        for mw in self._hooked("on_start"):
+            if mw.wants_start(self, item):
+                self._spawn(mw.on_start(self, item))
 
-    @functools.cached_property
-    def _on_start(self) -> list[Middleware]:
-        # A task per hook per message adds up (~10 us each): only middleware that has the hook runs.
-        return [mw for mw in self.middleware if type(mw).on_start is not Middleware.on_start]
+    def _hooked(self, hook: str) -> list[Middleware]:
+        """The middleware that overrides ``hook``, in order: a per-message hook costs a coroutine (and
+        ``on_start`` a task) per middleware, so only the ones that do something are called."""
+        found = self._hooks.get(hook)
+        if found is None:
+            base = getattr(Middleware, hook)
+            found = self._hooks[hook] = [mw for mw in self.middleware if getattr(type(mw), hook) is not base]
+        return found
 
     def _job(self, item: WorkItem) -> Job:
         call = item.call

@@ -1,3 +1,4 @@
+import inspect
 import re
 
 import pytest
@@ -59,6 +60,58 @@ def test_typing_checks_arguments_when_sent(app):
         return x
 
     loose.check_arguments([1], {})
+
+
+def _fits_by_binding(fn, bind, args, kwargs):
+    try:
+        inspect.signature(fn).bind(*((None, *args) if bind else args), **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _plain(x, y=1): ...
+def _bound(self, x, /, y=2, z=3): ...
+def _starred(x, *rest): ...
+def _keyword_only(x, *, flag=False): ...
+def _kwargs(x, **extra): ...
+def _nothing(): ...
+
+
+@pytest.mark.parametrize(
+    ("fn", "bind"),
+    [
+        (_plain, False),
+        (_bound, True),
+        (_starred, False),
+        (_keyword_only, False),
+        (_kwargs, False),
+        (_nothing, False),
+    ],
+)
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ([], {}),
+        ([1], {}),
+        ([1, 2], {}),
+        ([1, 2, 3], {}),
+        ([1, 2, 3, 4], {}),
+        ([1], {"y": 2}),
+        ([], {"x": 1}),
+        ([1], {"flag": True}),
+        ([1], {"nope": 1}),
+    ],
+)
+def test_argument_check_agrees_with_binding(app, fn, bind, args, kwargs):
+    # The worker checks every message; its shortcut must refuse exactly what binding refuses.
+    task = app.task(bind=bind, name=f"fits.{fn.__name__}")(fn)
+    fits = _fits_by_binding(fn, bind, args, kwargs)
+    if fits:
+        task.check_arguments(args, kwargs)
+    else:
+        with pytest.raises(TypeError, match=rf"fits\.{fn.__name__}\(\)"):
+            task.check_arguments(args, kwargs)
 
 
 def test_shared_task_registers_with_every_app():

@@ -91,6 +91,8 @@ async def supervise(
     on_hard: Callable[[], Any],
 ) -> Outcome:
     """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up."""
+    if soft is None and hard is None:
+        return await _outcome(run)
     loop = asyncio.get_running_loop()
     started = loop.time()
     if soft is not None and not await _ends_within(run, soft):
@@ -101,6 +103,19 @@ async def supervise(
     await asyncio.wait({run})
     try:
         return run.result()
+    except BaseException as exc:  # the tracer failed before reaching the task
+        return failure(exc)
+
+
+async def _outcome(run: asyncio.Future[Outcome]) -> Outcome:
+    """``run``'s outcome, awaited directly (no limits to watch: the cheap way, once per message)."""
+    try:
+        return await run
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the caller was cancelled (and ``run`` with it)
+        return failure(exc)
     except BaseException as exc:  # the tracer failed before reaching the task
         return failure(exc)
 
