@@ -176,7 +176,7 @@ async def revoke(app: Celeriac, task_ids: list[str]) -> None:
     backend = app.backend()
     existing = await backend.get_many(task_ids)
     now = datetime.now(UTC)
-    await backend.store(
+    await backend.revoke(
         [
             ResultMeta(
                 task_id=tid,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -139,6 +139,8 @@ class Backend(abc.ABC):
     #: True when results are sent to the client that sent the task, not stored (rpc://): the app then
     #: calls ``expect_reply`` before it sends a task whose ``reply_to`` is its own.
     answers_caller: ClassVar[bool] = False
+    #: True when ``revocations`` pushes revoked ids to workers, who then look nothing up per fetched batch.
+    pushes_revocations: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -172,6 +174,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         """Write these records (one round trip where the store allows), replacing older ones."""
+
+    async def revoke(self, metas: Sequence[ResultMeta]) -> None:
+        """Store REVOKED records; a backend that ``pushes_revocations`` also tells the workers watching."""
+        await self.store(metas)
+
+    def revocations(self) -> AsyncIterator[list[str]]:
+        """Revoked task ids as they happen, for backends that ``pushes_revocations``.
+
+        The first batch is every id revoked within ``expires`` (read after the feed is listening, so a
+        revocation in between is not missed); then one batch per revocation. The iterator raises when the
+        feed breaks: ids revoked meanwhile are not pushed, so the caller looks them up until it has a new
+        feed and its first batch.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not push revocations")
 
     @abc.abstractmethod
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:

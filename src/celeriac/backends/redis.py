@@ -7,7 +7,7 @@ What Celery's Redis backend (``celery/backends/redis.py``) keeps, as read in Cel
   "task_id"}`` plus ``parent_id`` and ``group_id`` when set and the ``result_extended`` fields
   (:meth:`ResultMeta.to_dict`). The key is written with ``SET ... EX <expires>`` (a plain ``SET`` when
   ``expires`` is None or 0), and the same bytes are then published on a channel of the same name, in
-  one ``MULTI``/``EXEC`` per ``store`` call.
+  one pipeline per ``store`` call.
 * A saved group is the string key ``celery-taskset-meta-<group id>`` holding ``{"result": <the group's
   result tuple>}`` (``GroupResult.as_tuple()``), encoded and expired like a task's record.
 * A chord's header is counted in keys beside its group key, as Celery 5.7 does: ``.j`` (a sorted set of
@@ -27,6 +27,9 @@ not missed, takes the record from the published message, and re-reads the key at
 connection, subscribed to a channel only while someone waits on it, and closed once nobody has waited
 for ``pubsub_linger`` seconds (option, default 10): Celery's subscription leaks (celery#4012 and
 friends) cannot happen here. A server that refuses pub/sub (ACLs, proxies) makes ``wait`` poll.
+
+Revocations are also indexed and announced (``_redis_revocations``), so workers keep the revoked ids
+in memory instead of looking up each fetched batch.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac._redis import is_cluster, redis_client
+from celeriac.backends import _redis_revocations
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import ConfigurationError, DecodeError
 from celeriac.exceptions import TimeoutError as ResultTimeout
@@ -70,6 +74,7 @@ class RedisBackend(Backend):
 
     schemes = ("redis", "rediss", "redis+socket", "sentinel")
     reads_chord_size = True
+    pushes_revocations = True
 
     def setup(self) -> None:
         prefix = str(self.options.get("global_keyprefix") or "")
@@ -109,17 +114,33 @@ class RedisBackend(Backend):
             script = self._scripts[name] = self.client.register_script(_script(f"redis_{name}.lua"))
         return script
 
+    @property
+    def expires_seconds(self) -> int | None:
+        """Whole seconds a record lives; None keeps it (Celery uses SETEX only when result_expires is
+        truthy: 0 keeps results forever there too)."""
+        return math.ceil(self.expires) if self.expires else None
+
+    def queue_records(self, pipe: Any, metas: Sequence[ResultMeta], seconds: int | None) -> None:
+        """Queue on ``pipe`` each record's ``SET`` and its ``PUBLISH`` on the key's channel."""
+        for meta in metas:
+            key, value = self.key(meta.task_id), self.encode(meta.to_dict())[1]
+            pipe.set(key, value, ex=seconds)
+            pipe.publish(key, value)
+
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         if not metas:
             return
-        # Celery writes with SETEX only when result_expires is truthy; 0 keeps results forever there too.
-        seconds = math.ceil(self.expires) if self.expires else None
-        async with self.client.pipeline(transaction=True) as pipe:
-            for meta in metas:
-                key, value = self.key(meta.task_id), self.encode(meta.to_dict())[1]
-                pipe.set(key, value, ex=seconds)
-                pipe.publish(key, value)
+        # One connection runs a pipeline's commands in order, so a waiter woken by the PUBLISH finds the
+        # SET done; MULTI/EXEC would add nothing but a round of queued replies.
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.queue_records(pipe, metas, self.expires_seconds)
             await pipe.execute()
+
+    async def revoke(self, metas: Sequence[ResultMeta]) -> None:
+        await _redis_revocations.revoke(self, metas)
+
+    def revocations(self) -> AsyncIterator[list[str]]:
+        return _redis_revocations.follow(self)
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
         ids = list(dict.fromkeys(task_ids))

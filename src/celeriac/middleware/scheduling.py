@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Sequence
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING
 from celeriac import states
 from celeriac.exceptions import ConfigurationError, TaskRevokedError
 from celeriac.middleware.base import Middleware, Skip, WorkItem
+from celeriac.worker._backoff import Backoff, describe
 
 if TYPE_CHECKING:
+    from celeriac.backends.base import ResultMeta
     from celeriac.worker.worker import Worker
 
 
@@ -29,16 +32,67 @@ class Expiry(Middleware):
 
 
 class Revocation(Middleware):
-    """Revoked ids are kept in the result backend; one lookup per fetched batch finds them."""
+    """Revoked ids are kept in the result backend; fetched tasks that are revoked are not run.
+
+    A backend that pushes revocations (Redis) feeds a set of the revoked ids kept here, so a fetched
+    batch costs no round trip; while that feed is down (not yet read, or broken and reconnecting) each
+    fetched batch is looked up in the backend, as on backends without a feed.
+    """
+
+    def __init__(self) -> None:
+        self._revoked: dict[str, float] = {}  # task id -> when this worker heard of it
+        self._live = False
+        self._feed: asyncio.Task[None] | None = None
+        self._pruned_at = 0
+
+    async def worker_start(self, worker: Worker) -> None:
+        if worker.backend is not None and worker.backend.pushes_revocations:
+            self._feed = asyncio.create_task(self._follow(worker))
+
+    async def worker_stop(self, worker: Worker) -> None:
+        if self._feed is not None:
+            self._feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed
+
+    async def _follow(self, worker: Worker) -> None:
+        assert worker.backend is not None
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            try:
+                async for ids in worker.backend.revocations():
+                    self._learn(ids, worker.app.conf.result_expires)
+                    self._live = True
+                    backoff.reset()
+            except Exception as exc:
+                worker.log.info("revocations feed from the result backend broke (%s); looking up each batch "
+                                "until it is back", describe(exc))
+            self._live = False
+            await asyncio.sleep(backoff.next())
+
+    def _learn(self, ids: Sequence[str], expires: float | None) -> None:
+        now = time.monotonic()
+        for task_id in ids:
+            self._revoked[task_id] = now
+        if expires and len(self._revoked) > 2 * self._pruned_at + 1024:
+            # Past result_expires the REVOKED record is gone from the backend too.
+            self._revoked = {t: at for t, at in self._revoked.items() if now - at < expires}
+            self._pruned_at = len(self._revoked)
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
         if not items or worker.backend is None:
             return
-        found = await worker.backend.get_many([item.call.id for item in items])
-        for item in items:
-            meta = found.get(item.call.id)
-            if meta is not None and meta.status == states.REVOKED:
-                worker.skip(item, "ack", "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
+        if self._live:
+            revoked = [item for item in items if item.call.id in self._revoked]
+        else:
+            found = await worker.backend.get_many([item.call.id for item in items])
+            revoked = [item for item in items if _revoked(found.get(item.call.id))]
+        for item in revoked:
+            worker.skip(item, "ack", "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
+
+
+def _revoked(meta: ResultMeta | None) -> bool:
+    return meta is not None and meta.status == states.REVOKED
 
 
 class Eta(Middleware):
