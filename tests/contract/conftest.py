@@ -123,9 +123,14 @@ class BrokerKit(_Kit):
         On RabbitMQ the connection is the lease: its socket is dropped without a goodbye, as when the
         process dies, and RabbitMQ gives its deliveries back.
         """
-        connection = getattr(broker, "_connection", None)
-        if connection is not None:
-            abort_amqp(connection)
+        consuming = getattr(broker, "_consuming", None)
+        if consuming is not None:  # RabbitMQ: the consuming link and the publishing connection
+            link = consuming.link
+            if link is not None and link._transport is not None:
+                link._transport.abort()
+            connection = cast(Any, broker)._connection
+            if connection is not None:
+                abort_amqp(connection)
             return
         heartbeat = cast(Any, broker)._heartbeat
         if heartbeat is not None:
@@ -190,8 +195,8 @@ async def _delete_redis_keys(url: str, options: dict[str, Any]) -> None:
 
 
 def close_amqp_connections(name: str) -> int:
-    """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``;
-    return how many there were."""
+    """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``
+    or ``name (...)`` (a broker's consuming link is ``name (consumer)``); return how many there were."""
     listing = subprocess.run(
         ["rabbitmqctl", "-q", "--no-table-headers", "list_connections", "pid", "client_properties"],
         capture_output=True,
@@ -199,8 +204,9 @@ def close_amqp_connections(name: str) -> int:
         timeout=60,
         check=True,
     ).stdout
-    quoted = json.dumps(name)  # the properties are printed as Erlang terms, names in double quotes
-    pids = [line.split("\t")[0] for line in listing.splitlines() if quoted in line]
+    # The properties are printed as Erlang terms, names in double quotes.
+    quoted, qualified = json.dumps(name), json.dumps(name + " (")[:-1]
+    pids = [line.split("\t")[0] for line in listing.splitlines() if quoted in line or qualified in line]
     for pid in pids:
         subprocess.run(
             ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"], timeout=60, check=True

@@ -98,7 +98,7 @@ def test_a_broken_feed_falls_back_to_lookups_and_comes_back(
     while True:
         redis.cli("CONFIG", "RESETSTAT")
         doomed, after = _revoke_then_send(app)
-        assert wait_until(lambda: after.id in ledger(worker_env), 20), log_of(worker)
+        assert wait_until(lambda ran=after.id: ran in ledger(worker_env), 20), log_of(worker)
         lookups = _lookups(redis)
         assert after.get(timeout=20) == 1
         assert doomed not in ledger(worker_env)

@@ -1,64 +1,69 @@
 """The RabbitMQ broker's consuming side: consumers pushing into a buffer that ``fetch`` hands out from.
 
+Consuming runs on a connection of its own, our ``Link`` (``_amqp_link``): it reads deliveries straight from
+the socket, a whole read at a time, at a fraction of what a general client costs per message; publishing
+and declaring stay on the broker's aiormq connection.
+
 One channel holds a consumer per queue. Its prefetch is per consumer (quorum queues refuse a global
 one) and is the broker's ``capacity`` (the worker sets it to its pool slots times prefetch multiplier), so
 RabbitMQ never pushes a worker more than it could start; without one, the most the caller ever asked
 to hold at once (deliveries held plus the fetch's limit). A prefetch applies to consumers started after
 it, so raising it restarts them.
 
-Delivery tags are only valid on the channel that delivered them: every delivery keeps its channel, and
-a delivery whose channel is not the current consumer channel is never acked (RabbitMQ requeued it
-when the channel died, and acking an unknown tag would close the new channel).
+Delivery tags are only valid on the link that delivered them: a delivery whose link is not the current
+one, or has ended, is never settled (RabbitMQ requeued it when that connection died).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celeriac.brokers import _amqp_wire as wire
+from celeriac.brokers._amqp_link import Delivered, Link
 from celeriac.brokers.base import Delivery
 from celeriac.exceptions import OperationalError
 
 if TYPE_CHECKING:
-    from aiormq.abc import DeliveredMessage
-
     from celeriac.brokers.amqp import AMQPBroker
 
 __all__ = ["Consumer"]
 
-#: Idle loop turns after which a fetch that found messages stops collecting frames aiormq has already
-#: read (pushes arrive one after another, each through a few loop steps); it never waits on the network.
-_SPINS = 4
-
 
 class Consumer:
-    """Consumers, their buffer, and which deliveries are handed out (for one broker connection)."""
+    """The consuming link, its consumers, their buffer, and which deliveries are handed out."""
 
     def __init__(self, broker: AMQPBroker) -> None:
         self.broker = broker
+        self.link: Link | None = None
+        self._opening = asyncio.Lock()
         self.tags: dict[str, str] = {}  # queue -> consumer tag
-        self.buffers: dict[str, deque[DeliveredMessage]] = {}
+        self.queues: dict[str, str] = {}  # consumer tag -> queue
+        self.buffers: dict[str, deque[Delivered]] = {}
         self.arrived = asyncio.Event()
         self.held: set[int] = set()  # delivery tags handed out and not settled
         self.pending: set[int] = set()  # every unsettled delivery tag (buffered, held, being recounted)
         self.prefetch = 0
+        self._starting: str | None = None  # the queue whose consumer is being started
 
     def reset(self) -> None:
-        """Forget everything: the channel died, and RabbitMQ requeued its deliveries."""
+        """Forget everything of the link: it ended, and RabbitMQ requeued its deliveries."""
+        self.link = None
         self.tags.clear()
+        self.queues.clear()
         self.buffers.clear()
         self.held.clear()
         self.pending.clear()
         self.prefetch = 0
         self.arrived.set()
 
-    def alive(self, delivered: DeliveredMessage) -> bool:
-        """Whether a delivery's channel is the current consumer channel (so it can be settled)."""
-        return delivered.channel is self.broker._consumer and not delivered.channel.is_closed
+    def alive(self, delivered: Delivered) -> bool:
+        """Whether a delivery's link is the current one and open (so it can be settled)."""
+        return delivered.link is self.link and not delivered.link.is_closed
 
     def settled(self, tags: Sequence[int]) -> None:
         self.held.difference_update(tags)
@@ -68,6 +73,67 @@ class Consumer:
         """Whether sorted ``tags`` are every unsettled delivery up to the last (one ``multiple`` ack)."""
         return sum(1 for t in self.pending if t <= tags[-1]) == len(tags)
 
+    # -- the link
+
+    async def _link(self) -> Link:
+        link = self.link
+        if link is not None and not link.is_closed:
+            return link
+        async with self._opening:
+            if self.link is not None and not self.link.is_closed:
+                return self.link
+            self.reset()
+            options = {**self.broker.options, "connection_name": f"{self._name()} (consumer)"}
+            link = await Link.open(
+                self.broker.url,
+                options,
+                what="the RabbitMQ broker",
+                on_delivery=self._arrive,
+                on_batch=self.arrived.set,
+                on_cancel=self._cancelled,
+            )
+            link.closing.add_done_callback(functools.partial(self._ended, link))
+            self.link = link
+            return link
+
+    def _name(self) -> str:
+        return str(self.broker.options.get("connection_name") or "the RabbitMQ broker")
+
+    def _ended(self, link: Link, _: object) -> None:
+        if link is self.link:
+            self.reset()  # wakes a fetch waiting for deliveries, to report it
+
+    def _arrive(self, delivered: Delivered) -> None:
+        if delivered.link is not self.link:
+            return
+        queue = self.queues.get(delivered.consumer_tag)
+        if queue is None and self._starting is not None:
+            # Pushed in the same read as its consumer's ConsumeOk, before ``consume`` saw the tag.
+            queue = self.queues[delivered.consumer_tag] = self._starting
+        buffer = self.buffers.get(queue) if queue is not None else None
+        if buffer is None:  # not expected: a cancelled consumer's deliveries come before its CancelOk
+            delivered.link.nack(delivered.delivery_tag, requeue=True)
+            return
+        self.pending.add(delivered.delivery_tag)
+        buffer.append(delivered)
+
+    def _cancelled(self, tag: str) -> None:
+        # RabbitMQ cancelled the consumer (its queue was deleted): the next fetch starts a new one.
+        queue = self.queues.pop(tag, None)
+        if queue is not None and self.tags.get(queue) == tag:
+            del self.tags[queue]
+        self.arrived.set()
+
+    def _check(self) -> Link:
+        link = self.link
+        if link is None or link.is_closed:
+            reason = link.closing.result() if link is not None and link.closing.done() else None
+            self.reset()
+            raise OperationalError(f"the RabbitMQ broker lost its consuming connection ({reason})")
+        return link
+
+    # -- fetching
+
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         await self.consume(queues, self.broker.capacity or len(self.held) + limit)
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -76,7 +142,7 @@ class Consumer:
             self.arrived.clear()  # before taking: an arrival during the take must wake the wait
             found = await self.take(queues, limit)
             if found:
-                return found + await self._more(queues, limit - len(found))
+                return found
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 # A consumer just started may not have had its first messages pushed yet: when the
@@ -87,7 +153,7 @@ class Consumer:
             await self._wait(remaining)
 
     async def _wait(self, timeout: float) -> bool:
-        """Wait for a delivery; the connection's end is raised as ``OperationalError``."""
+        """Wait for a delivery; the link's end is raised as ``OperationalError``."""
         self._check()
         try:
             await asyncio.wait_for(self.arrived.wait(), timeout)
@@ -96,75 +162,50 @@ class Consumer:
         self._check()
         return True
 
-    def _check(self) -> None:
-        connection = self.broker._connection
-        if connection is None or connection.is_closed:
-            self.broker._forget_connection()
-            raise OperationalError("the RabbitMQ broker lost its connection while fetching")
-
-    async def _more(self, queues: Sequence[str], limit: int) -> list[Delivery]:
-        """Deliveries already read from the socket but not yet turned into deliveries: a few loop turns,
-        no waiting on the network (a fetch never holds back what it has for what may come)."""
-        found: list[Delivery] = []
-        idle = 0
-        while len(found) < limit and idle < _SPINS:
-            await asyncio.sleep(0)
-            if self.arrived.is_set():
-                idle = 0
-                self.arrived.clear()
-                found += await self.take(queues, limit - len(found))
-            else:
-                idle += 1
-        return found
-
     async def consume(self, queues: Sequence[str], prefetch: int) -> None:
         """Make sure every queue has a consumer, with a prefetch of at least ``prefetch``."""
-        channel = self.broker._consumer
-        current = channel is not None and not channel.is_closed
+        link = self.link
+        current = link is not None and not link.is_closed
         if current and prefetch <= self.prefetch and all(q in self.tags for q in queues):
             return
         broker = self.broker
         async with broker._failing("consume"):
-            channel = await broker._channel("_consumer")  # a new one forgets the old consumers
+            link = await self._link()
             missing = [q for q in dict.fromkeys(queues) if q not in self.tags]
             if prefetch > self.prefetch:
-                for tag in self.tags.values():
-                    await channel.basic_cancel(tag)
+                for tag in list(self.tags.values()):
+                    await link.cancel(tag)
                 missing = list(dict.fromkeys([*self.tags, *missing]))
                 self.tags.clear()
+                self.queues.clear()
                 self.prefetch = max(prefetch, 1)
-                await channel.basic_qos(prefetch_count=min(self.prefetch, 65535), global_=False)
+                await link.qos(min(self.prefetch, 65535))
             for queue in missing:
                 await broker._declare(queue)
-                buffer = self.buffers.setdefault(queue, deque())
-
-                async def arrived(delivered: DeliveredMessage, buffer: deque[Any] = buffer) -> None:
-                    if delivered.channel is self.broker._consumer:
-                        self.pending.add(delivered.delivery_tag or 0)
-                        buffer.append(delivered)
-                        self.arrived.set()
-
-                ok = await channel.basic_consume(queue, arrived)
-                assert ok.consumer_tag is not None
-                self.tags[queue] = ok.consumer_tag
+                self.buffers.setdefault(queue, deque())
+                self._starting = queue
+                try:
+                    tag = await link.consume(queue)
+                finally:
+                    self._starting = None
+                self.tags[queue] = tag
+                self.queues[tag] = queue
 
     async def stop(self) -> None:
         """Cancel the consumers; what they pushed stays in the buffer, still this consumer's."""
-        channel = self.broker._consumer
+        link = self.link
         tags, self.tags = list(self.tags.values()), {}
-        if channel is None or channel.is_closed:
+        if link is None or link.is_closed:
             return
         async with self.broker._failing("stop consuming"):
             for tag in tags:
-                await channel.basic_cancel(tag)
-        for _ in range(4):  # deliveries pushed before the cancel still pass through aiormq's tasks
-            await asyncio.sleep(0)
+                await link.cancel(tag)  # returns once every delivery pushed before it arrived
 
     async def take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         """Up to ``limit`` buffered deliveries, round-robin over ``queues``; redeliveries from classic
         queues are replaced by counted copies first (which arrive later)."""
         found: list[Delivery] = []
-        recount: list[tuple[str, DeliveredMessage]] = []
+        recount: list[tuple[str, Delivered]] = []
         buffers = [(q, self.buffers[q]) for q in dict.fromkeys(queues) if self.buffers.get(q)]
         while buffers and len(found) < limit:
             for queue, buffer in list(buffers):
@@ -173,7 +214,7 @@ class Consumer:
                     continue
                 delivered = buffer.popleft()
                 if not self.alive(delivered):
-                    continue  # RabbitMQ gave it back when its channel died
+                    continue  # RabbitMQ gave it back when its link died
                 if delivered.redelivered and not wire.counted_by_broker(delivered):
                     recount.append((queue, delivered))
                     continue
@@ -186,18 +227,46 @@ class Consumer:
             await asyncio.gather(*(self.broker._replace(q, d, wire.deliveries_of(d)) for q, d in recount))
         return found
 
-    def _delivery(self, queue: str, delivered: DeliveredMessage) -> Delivery:
-        tag = delivered.delivery_tag or 0
+    def _delivery(self, queue: str, delivered: Delivered) -> Delivery:
+        tag = delivered.delivery_tag
         self.held.add(tag)
         deliveries = wire.deliveries_of(delivered)
         return Delivery(
             tag=tag,
             queue=queue,
-            message=wire.from_amqp(delivered, deliveries),
+            message=None if delivered.error else wire.from_amqp(delivered, deliveries),
             deliveries=deliveries,
+            error=delivered.error,
             raw=delivered.body,
             extra={"amqp": delivered},
         )
+
+    # -- settling
+
+    def ack(self, tags: list[int]) -> None:
+        """Ack sorted ``tags`` of the current link: one ``multiple`` ack when they are every unsettled
+        delivery up to the last, else one frame each (written together; acks need no reply)."""
+        link = self.link
+        if link is None or link.is_closed or not tags:
+            return
+        contiguous = self.all_up_to(tags)
+        self.settled(tags)
+        if contiguous:
+            link.ack(tags[-1], multiple=True)
+            return
+        for tag in tags:
+            link.ack(tag)
+
+    def settle(self, delivered: Delivered, *, ack: bool, requeue: bool = False) -> bool:
+        """Ack or nack one delivery; False when its link ended (RabbitMQ requeued it then)."""
+        if not self.alive(delivered):
+            return False
+        self.settled([delivered.delivery_tag])
+        if ack:
+            delivered.link.ack(delivered.delivery_tag)
+        else:
+            delivered.link.nack(delivered.delivery_tag, requeue=requeue)
+        return True
 
     async def give_back(self) -> None:
         """Return what was pushed but never handed out, uncounted: a copy with the count it had (a
@@ -212,6 +281,19 @@ class Consumer:
                 if not delivered.redelivered or wire.counted_by_broker(delivered):
                     count -= 1
                 await self.broker._replace(queue, delivered, count)
+
+    async def close(self) -> None:
+        """Give back what was never handed out, then end the link (RabbitMQ requeues the rest)."""
+        link = self.link
+        if link is None:
+            return
+        try:
+            if not link.is_closed:
+                await self.give_back()
+                await link.flush()  # the acks of the copies before the goodbye
+        finally:
+            self.reset()
+            await link.close()
 
     async def _any_ready(self, queues: Sequence[str]) -> bool:
         if self.prefetch - len(self.held) <= 0:

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
     from pamqp.commands import Basic
 
+    from celeriac.brokers._amqp_link import Delivered, Properties
+
+    #: A message read by our consuming link, or by aiormq (``basic.get`` of dead letters).
+    AnyDelivered = Delivered | DeliveredMessage
+
 __all__ = [
     "COUNT",
     "DEAD_QUEUE",
@@ -89,10 +94,16 @@ def to_amqp(message: Message, **extra_headers: Any) -> tuple[bytes, Basic.Proper
     return message.body, properties
 
 
-def from_amqp(delivered: DeliveredMessage, deliveries: int) -> Message:
+def properties_of(delivered: AnyDelivered) -> Properties | Basic.Properties:
+    """A delivery's AMQP properties, whichever client read it."""
+    props = getattr(delivered, "properties", None)
+    return props if props is not None else delivered.header.properties  # type: ignore[union-attr]
+
+
+def from_amqp(delivered: AnyDelivered, deliveries: int) -> Message:
     """The ``Message`` of a delivery; ``delivery_info`` names its exchange and routing key (the key
     without a delay prefix) and ``redelivered`` says whether it was delivered before."""
-    props = delivered.header.properties
+    props = properties_of(delivered)
     headers = {k: v for k, v in (props.headers or {}).items() if k not in _LOCAL_HEADERS}
     properties: dict[str, Any] = {
         "delivery_mode": props.delivery_mode or 1,
@@ -116,20 +127,20 @@ def from_amqp(delivered: DeliveredMessage, deliveries: int) -> Message:
     )
 
 
-def deliveries_of(delivered: DeliveredMessage) -> int:
+def deliveries_of(delivered: AnyDelivered) -> int:
     """How many times this message was delivered, this time included, as far as the headers tell.
 
     Earlier copies' deliveries (our header) plus the quorum queue's count of returns, plus this one. A
     classic queue's bare ``redelivered`` flag is not counted here: the broker turns such a delivery into
     a counted copy before handing it out.
     """
-    headers = delivered.header.properties.headers or {}
+    headers = properties_of(delivered).headers or {}
     return _int(headers.get(COUNT)) + _int(headers.get(_QUORUM_COUNT)) + 1
 
 
-def counted_by_broker(delivered: DeliveredMessage) -> bool:
+def counted_by_broker(delivered: AnyDelivered) -> bool:
     """Whether the queue counts redeliveries itself (quorum queues add ``x-delivery-count``)."""
-    return _QUORUM_COUNT in (delivered.header.properties.headers or {})
+    return _QUORUM_COUNT in (properties_of(delivered).headers or {})
 
 
 def _int(value: Any) -> int:
