@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,6 +16,16 @@ from celeriac.exceptions import CeleriacError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-memory-per-child", type=int, help="KiB of resident memory per child")
     worker.add_argument("--prefetch-multiplier", type=int)
     worker.add_argument("--shutdown-timeout", type=float, help="seconds a warm shutdown waits")
+    worker.add_argument(
+        "--processes",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="run N workers, each with its own pool of -c, under one supervisor (default: 1)",
+    )
+    # Set by the supervisor on the workers it starts: stdin is its lifeline (see worker._supervisor).
+    worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
 
     call = sub.add_parser("call", help="send a task by name")
     call.add_argument("name")
@@ -100,6 +121,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         args.loglevel, conf.worker_log_format, conf.worker_task_log_format, conf.worker_hijack_root_logger
     )
     hostname = args.hostname.replace("%h", os.uname().nodename) if args.hostname else None
+    if args.processes > 1:
+        return _supervise(args, app, hostname or f"celeriac@{socket.gethostname()}")  # the worker's default
     worker = Worker(
         app,
         queues=args.queues.split(",") if args.queues else None,
@@ -112,7 +135,63 @@ def cmd_worker(args: argparse.Namespace) -> int:
         prefetch_multiplier=args.prefetch_multiplier,
         shutdown_timeout=args.shutdown_timeout,
     )
+    if args.supervised:
+        from celeriac.worker._supervisor import serve_supervised
+
+        return asyncio.run(serve_supervised(worker))
     return worker.run()
+
+
+# Options of the command line that are not passed on as they are to the workers a supervisor starts.
+_NOT_PASSED_ON = frozenset({"command", "hostname", "processes", "supervised"})
+_GLOBAL_OPTIONS = ("app", "broker", "result_backend")
+
+
+def child_argv(args: argparse.Namespace, node: str) -> list[str]:
+    """The command line of one of the workers ``celeriac worker --processes N`` starts: the same
+    options, one process, node name ``node``."""
+
+    def options(names: Sequence[str]) -> list[str]:
+        argv: list[str] = []
+        for name in names:
+            value = getattr(args, name)
+            if value is None or value is False:
+                continue
+            option = "--" + name.replace("_", "-")
+            # one word with its value, so a value that starts with "-" is not read as an option
+            argv.append(option if value is True else f"{option}={value}")
+        return argv
+
+    worker_options = [n for n in vars(args) if n not in _NOT_PASSED_ON and n not in _GLOBAL_OPTIONS]
+    return [
+        sys.executable,
+        "-m",
+        "celeriac",
+        *options(_GLOBAL_OPTIONS),
+        "worker",
+        *options(worker_options),
+        "--hostname",
+        node,
+        "--supervised",
+    ]
+
+
+def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
+    from celeriac.worker._supervisor import Child, Supervisor, node_name
+
+    conf = app.conf
+    children = []
+    for index in range(1, args.processes + 1):
+        node = node_name(hostname, index)
+        # Every worker writes to this stderr: each line starts with the node name that wrote it,
+        # also the lines of its pool's child processes, which log with the worker's formats.
+        tag = node.replace("%", "%%") + " | "
+        env = {
+            "CELERIAC_WORKER_LOG_FORMAT": tag + conf.worker_log_format,
+            "CELERIAC_WORKER_TASK_LOG_FORMAT": tag + conf.worker_task_log_format,
+        }
+        children.append(Child(node, child_argv(args, node), env))
+    return Supervisor(children).run()
 
 
 def cmd_call(args: argparse.Namespace) -> int:
