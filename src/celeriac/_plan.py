@@ -60,7 +60,7 @@ def _build(app: Celeriac, plan: Plan) -> Built:
     for name, args, kwargs, options in plan.sends:
         opts = SendOptions.parse({k: v for k, v in options.items() if k not in _CELERY_ONLY_OPTIONS})
         task = app.tasks.get(name)
-        queue, call, not_before = build_call(app, name, args, kwargs, opts, task)
+        queue, call, not_before, opts = build_call(app, name, args, kwargs, opts, task)
         built.append((queue, call, not_before, opts, task))
     return built
 

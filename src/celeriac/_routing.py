@@ -1,4 +1,16 @@
-"""``task_routes``: which queue a task goes to (dicts, glob patterns, lists of them, and functions)."""
+"""``task_routes``: where a task goes (dicts, glob patterns, lists of them, and functions).
+
+A route names a queue, or an exchange and routing key, or both, as Celery's routes do (plus
+``exchange_type`` and ``priority``). A route's values are defaults for the ``apply_async`` options of
+the same names: what the caller gives wins.
+
+A route with an exchange and no queue still needs a queue: brokers without exchanges (Redis, SQL)
+store a message in a queue, and the RabbitMQ broker declares the queue it sends to. It is the queue
+the exchange would deliver to through the bindings ``task_queues`` declares (the first match, in
+order); for a direct exchange that none of them is bound to, the queue the routing key names (kombu on
+Redis delivers a direct exchange's message to the queues bound with its key, and Celery binds a queue
+made from a name with that name). Otherwise the task's queue, or the default queue.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +18,14 @@ import fnmatch
 import importlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celeriac.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from celeriac.brokers._amqp_topology import QueueSpec
+
+__all__ = ["Router", "exchange_name", "topic_matches"]
 
 RouteFn = Callable[..., Any]
 
@@ -21,12 +38,14 @@ class Router:
     such a route or None, or a dotted path to that callable. ``task_routes`` is one route or a list.
     """
 
-    def __init__(self, routes: Any) -> None:
+    def __init__(self, routes: Any, queues: Any = None) -> None:
         if routes is None:
             routes = []
         elif isinstance(routes, (dict, str)) or callable(routes):
             routes = [routes]
         self._routes: list[RouteFn] = [self._compile(route) for route in routes]
+        self._queues = queues
+        self._specs: dict[str, QueueSpec] | None = None
 
     @staticmethod
     def _compile(route: Any) -> RouteFn:
@@ -72,7 +91,8 @@ class Router:
         options: dict[str, Any],
         task: Any = None,
     ) -> dict[str, Any]:
-        """The route options for one call: ``{"queue": ..., ...}``, or {} when no route matches."""
+        """The route options for one call (``queue``, ``exchange``, ``exchange_type``, ``routing_key``,
+        ``priority``, ...), or {} when no route matches; an exchange is given by name."""
         for fn in self._routes:
             try:
                 found = fn(name, args, kwargs, options, task=task)
@@ -87,8 +107,62 @@ class Router:
                 queue = route.get("queue")
                 if queue is not None and not isinstance(queue, str):
                     route["queue"] = getattr(queue, "name", str(queue))
+                exchange = route.get("exchange")
+                if exchange is not None and not isinstance(exchange, str):  # a kombu Exchange
+                    route.setdefault("exchange_type", getattr(exchange, "type", None))
+                    route["exchange"] = exchange_name(exchange)
                 return route
             raise ConfigurationError(
                 f"task_routes: route for {name!r} must be a queue name or a dict, got {found!r}"
             )
         return {}
+
+    def bound_queue(self, exchange: str, routing_key: str, exchange_type: str | None = None) -> str | None:
+        """The queue a message sent to ``exchange`` with ``routing_key`` reaches: the first
+        ``task_queues`` entry bound to it that takes the key, else for a direct exchange the queue the
+        key names; None when neither tells (a topic or fanout exchange no entry is bound to).
+
+        ``exchange_type`` is the route's; without one, the type ``task_queues`` gives the exchange,
+        else direct (as Celery assumes).
+        """
+        if self._specs is None:
+            from celeriac.brokers._amqp_topology import queue_specs  # parses task_queues, no AMQP client
+
+            self._specs = queue_specs(self._queues)
+        bound = [spec for spec in self._specs.values() if spec.exchange == exchange]
+        kind = exchange_type or (bound[0].exchange_type if bound else "direct")
+        for spec in bound:
+            if (
+                kind == "fanout"
+                or (kind == "direct" and spec.key == routing_key)
+                or (kind == "topic" and topic_matches(spec.key, routing_key))
+            ):
+                return spec.name
+        return routing_key if kind == "direct" and routing_key else None
+
+
+def exchange_name(value: Any) -> str | None:
+    """An exchange as a route or ``apply_async`` gives it: a name, or a kombu ``Exchange`` (its name)."""
+    if value is None or isinstance(value, str):
+        return value
+    name = getattr(value, "name", None)
+    if not isinstance(name, str):
+        raise ConfigurationError(f"an exchange is a name or a kombu Exchange, not {value!r}")
+    return name
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Whether a topic binding ``pattern`` takes ``routing_key``, as RabbitMQ matches them: words are
+    separated by dots, ``*`` stands for exactly one word and ``#`` for zero or more."""
+    return _words_match(pattern.split(".") if pattern else [], routing_key.split(".") if routing_key else [])
+
+
+def _words_match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _words_match(rest, words[1:])

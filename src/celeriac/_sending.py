@@ -7,10 +7,11 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from celeriac._routing import exchange_name
 from celeriac.config import closest_of
 from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import TaskCall
@@ -110,8 +111,10 @@ def build_call(
     kwargs: dict[str, Any] | None,
     opts: SendOptions,
     task: Task[Any, Any] | None,
-) -> tuple[str, TaskCall, float | None]:
-    """The queue, the call and its ``not_before`` (unix seconds, or None when due now)."""
+) -> tuple[str, TaskCall, float | None, SendOptions]:
+    """The queue, the call, its ``not_before`` (unix seconds, or None when due now), and ``opts`` with
+    the route's ``exchange`` and ``routing_key`` filled in where the caller gave none (Celery merges a
+    route into the options the same way)."""
     args = list(args or ())
     kwargs = dict(kwargs or {})
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
@@ -131,7 +134,14 @@ def build_call(
     elif isinstance(expires, datetime):
         expires = _aware(expires)
     route = app.router.route(name, args, kwargs, {"queue": opts.queue}, task=task)
-    queue = opts.queue or route.get("queue") or (task.queue if task else None) or conf.task_default_queue
+    opts = _with_route(opts, route)
+    queue = opts.queue or route.get("queue")
+    if not queue and opts.exchange:
+        kind = route.get("exchange_type")
+        queue = app.router.bound_queue(
+            opts.exchange, opts.routing_key or "", kind if isinstance(kind, str) else None
+        )
+    queue = queue or (task.queue if task else None) or conf.task_default_queue
     if not isinstance(queue, str):
         raise ConfigurationError(f"queue for {name!r} must be a name, got {queue!r}")
     priority = opts.priority
@@ -180,4 +190,15 @@ def build_call(
     if parent is not None and opts.add_to_parent and parent.id:
         parent.children.append(task_id)
     not_before = eta.timestamp() if eta is not None and eta > now else None
-    return queue, call, not_before
+    return queue, call, not_before, opts
+
+
+def _with_route(opts: SendOptions, route: dict[str, Any]) -> SendOptions:
+    """``opts`` with the route's exchange and routing key where ``apply_async`` gave none."""
+    exchange = opts.exchange if opts.exchange is not None else exchange_name(route.get("exchange"))
+    routing_key = opts.routing_key if opts.routing_key is not None else route.get("routing_key")
+    if routing_key is not None and not isinstance(routing_key, str):
+        raise ConfigurationError(f"a route's routing_key is a string, not {routing_key!r}")
+    if (exchange, routing_key) == (opts.exchange, opts.routing_key):
+        return opts
+    return replace(opts, exchange=exchange, routing_key=routing_key)

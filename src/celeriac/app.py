@@ -90,7 +90,7 @@ class Celeriac:
         return f"<Celeriac {self.main or '__main__'}>"
 
     def _forget_derived(self, names: set[str]) -> None:
-        if "task_routes" in names:
+        if names & {"task_routes", "task_queues"}:
             self._router = None
         # Connections made with the old settings are left to their loops; new calls use new ones.
         broker_settings = {"broker_url", "broker_transport_options", "broker_lease_seconds", "broker_use_ssl"}
@@ -155,7 +155,7 @@ class Celeriac:
     @property
     def router(self) -> Router:
         if self._router is None:
-            self._router = Router(self.conf.task_routes)
+            self._router = Router(self.conf.task_routes, self.conf.task_queues)
         return self._router
 
     # -- tasks --------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ class Celeriac:
         # The call is built here, not on the portal loop, because only this thread sees the running
         # task's context (its id becomes the parent id, and the new id one of its children).
         opts = SendOptions.parse(options)
-        queue, call, not_before = build_call(self, name, args, kwargs, opts, task)
+        queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         self.run(self._publish(queue, call, not_before, opts, task))
         return self.AsyncResult(call.id, task_name=name)
 
@@ -325,7 +325,7 @@ class Celeriac:
         if self.conf.task_always_eager and task is not None:
             return await asyncio.to_thread(task.apply, args, kwargs, **options)
         opts = SendOptions.parse(options)
-        queue, call, not_before = build_call(self, name, args, kwargs, opts, task)
+        queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         await self._publish(queue, call, not_before, opts, task)
         return self.AsyncResult(call.id, task_name=name)
 
@@ -359,7 +359,8 @@ class Celeriac:
             max_bytes=conf.task_message_max_bytes,
         )
         if opts.exchange is not None or opts.routing_key is not None:
-            # An explicit route (apply_async(exchange=, routing_key=)); brokers with exchanges use it.
+            # An explicit route (apply_async(exchange=, routing_key=), or a route's); brokers with
+            # exchanges send through it, the others store the message in ``queue``.
             route = {"exchange": opts.exchange or "", "routing_key": opts.routing_key or queue}
             message.properties["delivery_info"] = route
         if not_before is not None and self.broker().eta_on_queue:

@@ -209,19 +209,22 @@ class AMQPBroker(Broker):
 
     def _route(self, queue: str, message: Message) -> tuple[str, str]:
         """The exchange and routing key for ``queue``, as Celery's ``send_task_message`` picks them: an
-        explicit route, else the queue's topic or fanout exchange, else the default exchange.
+        explicit exchange, else the queue's topic or fanout exchange (with an explicit routing key, or
+        the queue's), else the default exchange.
 
-        An explicit route is a ``delivery_info`` without ``redelivered``: set by the sender
-        (``apply_async(exchange=, routing_key=)``), never by a delivery, so a message a worker sends on
-        again (a retry) goes to its queue, not to every queue its exchange reaches.
+        Explicit means a ``delivery_info`` without ``redelivered``: set by the sender (``apply_async``
+        options or a ``task_routes`` entry), never by a delivery, so a message a worker sends on again
+        (a retry) goes to its queue, not to every queue its exchange reaches.
         """
         info = message.properties.get("delivery_info")
-        if isinstance(info, dict) and "redelivered" not in info and info.get("exchange"):
-            key = info.get("routing_key")
-            return str(info["exchange"]), key if isinstance(key, str) and key else queue
+        explicit = info if isinstance(info, dict) and "redelivered" not in info else {}
+        key = explicit.get("routing_key")
+        key = key if isinstance(key, str) and key else None
+        if explicit.get("exchange"):
+            return str(explicit["exchange"]), key or queue
         spec = self.specs.get(queue)
         if spec is not None and spec.exchange and spec.exchange_type != "direct":
-            return spec.exchange, spec.key
+            return spec.exchange, key or spec.key
         return "", queue
 
     async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
