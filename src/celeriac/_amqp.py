@@ -4,10 +4,9 @@ URLs, as Celery writes them: ``amqp://user:password@host:5672/vhost`` (``pyamqp:
 the end is the default vhost ``/``) and ``amqps://`` for TLS, whose options come from ``broker_use_ssl`` under
 Python's ``ssl`` names (``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``check_hostname``).
 
-``connect`` gives aio-pika's robust connections: after a lost connection they reconnect and reopen their
-channels, consumers and declarations by themselves; users of a connection still see the error of the
-operation that was cut off, and must not ack deliveries of a channel that died (the broker has requeued
-them). ``connect_plain`` gives a plain aiormq connection, for a user that reconnects itself (the broker).
+``connect_plain`` gives a plain aiormq connection, with no automatic recovery: each user reconnects
+itself (the broker on its next call; the rpc:// backend's reply consumer in the background), because
+each knows what died with the old connection and what must be declared again.
 """
 
 from __future__ import annotations
@@ -22,16 +21,15 @@ from celeriac.exceptions import ConfigurationError, MissingDependency, Operation
 
 if TYPE_CHECKING:
     import aiormq
-    from aio_pika.abc import AbstractRobustConnection
 
-__all__ = ["SCHEMES", "amqp_url", "connect", "connect_plain", "tls_context"]
+__all__ = ["SCHEMES", "amqp_url", "connect_plain", "tls_context"]
 
 SCHEMES = ("amqp", "amqps", "pyamqp", "pyamqps")
 _TLS_KEYS = ("ca_certs", "certfile", "keyfile", "cert_reqs", "check_hostname")
 
 
 def amqp_url(url: str, options: Mapping[str, Any]) -> tuple[str, bool]:
-    """The URL as aio-pika reads it (``amqp``/``amqps``, heartbeat in the query), and whether it is TLS."""
+    """The URL as aiormq reads it (``amqp``/``amqps``, heartbeat in the query), and whether it is TLS."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -67,28 +65,12 @@ def tls_context(settings: Mapping[str, Any], *, what: str) -> ssl.SSLContext:
     return context
 
 
-async def connect(url: str, options: Mapping[str, Any], *, what: str) -> AbstractRobustConnection:
-    """A robust connection for ``url``; ``what`` names the user ("the RabbitMQ broker") in errors and in
-    the connection name RabbitMQ shows."""
-    try:
-        import aio_pika
-    except ImportError as exc:
-        raise MissingDependency(what, "amqp") from exc
-    target, tls = amqp_url(url, options)
-    context = tls_context(dict(options.get("ssl") or {}), what=what) if tls else None
-    return await aio_pika.connect_robust(
-        target,
-        ssl_context=context,
-        timeout=float(options.get("connect_timeout", 4.0)),
-        client_properties={"connection_name": what},
-    )
-
-
 async def connect_plain(url: str, options: Mapping[str, Any], *, what: str) -> aiormq.Connection:
     """A plain aiormq connection for ``url`` (no automatic recovery: the caller reconnects).
 
-    The RabbitMQ broker uses it: aiormq without aio-pika's wrappers consumes about 40% faster, and a
-    broker that reconnects by itself knows exactly which deliveries died with the old connection.
+    The RabbitMQ broker and the rpc:// result backend use it: aiormq without aio-pika's wrappers
+    consumes about 40% faster, and a user that reconnects by itself knows exactly which deliveries died
+    with the old connection.
 
     Raises:
         OperationalError: the server did not answer, refused the login, or took longer than

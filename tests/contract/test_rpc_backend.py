@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -21,11 +23,15 @@ from typing import Any
 import pytest
 
 from celeriac import states
+from celeriac._amqp import connect_plain
 from celeriac.backends import ResultMeta, create_backend
+from celeriac.backends._rpc_replies import is_consumed
 from celeriac.backends.base import ChordPart
 from celeriac.backends.rpc import RPCBackend
 from celeriac.exceptions import ConfigurationError, TimeoutError
-from tests.servers import service_missing
+from tests.contract.conftest import close_amqp_connections
+from tests.servers import RabbitServer, service_missing
+from tests.servers import rabbit_server as rabbit_server  # the fixture
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -250,28 +256,27 @@ def test_clients_on_two_loops_of_one_process_share_the_reply_queue(rpc: RPCKit) 
 
 def test_the_reply_is_celerys_message(rpc: RPCKit) -> None:
     """Default exchange, rk = reply_to, correlation_id = task id, JSON record; transient unless persistent."""
-    import aio_pika
 
     async def scenario() -> None:
         queue = f"contract-rpc-raw-{uuid.uuid4().hex[:12]}"
-        connection = await aio_pika.connect(AMQP)
+        connection = await connect_plain(AMQP, {}, what="the rpc test")
         try:
             channel = await connection.channel()
-            raw = await channel.declare_queue(queue, auto_delete=False)
+            await channel.queue_declare(queue)
             for persistent, mode in ((False, 1), (True, 2)):
                 worker = rpc.backend(persistent=persistent)
                 ok = record(states.SUCCESS, queue, result=[1, "a"])
-                await worker.store([ok])
-                message = await raw.get(timeout=5)
-                await message.ack()
-                assert message.correlation_id == ok.task_id
-                assert (message.content_type, message.content_encoding) == ("application/json", "utf-8")
-                assert int(message.delivery_mode) == mode
+                await worker.store([ok])  # returns once RabbitMQ confirmed it: it is in the queue
+                message = await channel.basic_get(queue, no_ack=True)
+                properties = message.header.properties
+                assert properties.correlation_id == ok.task_id
+                assert (properties.content_type, properties.content_encoding) == ("application/json", "utf-8")
+                assert properties.delivery_mode == mode
                 assert message.routing_key == queue and message.exchange == ""
                 body = json.loads(message.body)
                 assert body["task_id"] == ok.task_id and body["status"] == "SUCCESS"
                 assert body["result"] == [1, "a"] and body["date_done"]
-            await raw.delete(if_unused=False, if_empty=False)
+            await channel.queue_delete(queue)
         finally:
             await connection.close()
 
@@ -279,27 +284,127 @@ def test_the_reply_is_celerys_message(rpc: RPCKit) -> None:
 
 
 def test_a_reply_that_cannot_be_read_fails_the_wait(rpc: RPCKit) -> None:
-    import aio_pika
+    from pamqp.commands import Basic
 
     async def scenario() -> None:
         client = rpc.backend()
         await client.expect_reply(client.reply_to)
         task_id = str(uuid.uuid4())
         waiting = asyncio.ensure_future(client.wait(task_id, timeout=10))
-        connection = await aio_pika.connect(AMQP)
+        connection = await connect_plain(AMQP, {}, what="the rpc test")
         try:
             channel = await connection.channel()
             assert client.reply_to is not None
-            await channel.default_exchange.publish(
-                aio_pika.Message(b"{not json", content_type="application/json", correlation_id=task_id),
-                routing_key=client.reply_to,
-            )
+            properties = Basic.Properties(content_type="application/json", correlation_id=task_id)
+            await channel.basic_publish(b"{not json", routing_key=client.reply_to, properties=properties)
         finally:
             await connection.close()
         meta = await waiting
         assert meta.status == states.FAILURE and meta.result["exc_type"] == "DecodeError"
 
     rpc.run(scenario)
+
+
+async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} within {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+def test_consumer_and_publisher_come_back_after_the_server_closes_their_connections(rpc: RPCKit) -> None:
+    """What aio-pika's robust connection did for us: reconnect, declare the reply queue again with
+    Celery's arguments, consume again; a wait begun before the outage gets its result after it."""
+
+    async def scenario() -> None:
+        name = f"contract-rpc-{uuid.uuid4().hex[:12]}"
+        client, worker = rpc.backend(connection_name=name), rpc.backend(connection_name=name)
+        assert client.reply_to is not None
+        await client.expect_reply(client.reply_to)
+        before = record(states.SUCCESS, client.reply_to, result="before")
+        await worker.store([before])
+        assert (await client.wait(before.task_id, timeout=5)).result == "before"
+        after = record(states.SUCCESS, client.reply_to, result="after")
+        waiting = asyncio.ensure_future(client.wait(after.task_id, timeout=30))
+
+        # The client's publishing connection (it declared its queue), its consumer's, the worker's.
+        assert await asyncio.to_thread(close_amqp_connections, name) == 3
+        await _until(lambda: is_consumed(AMQP, str(client.reply_to)), 15, "consuming again")
+        await worker.store([after])  # on a new connection: the old one is gone
+        assert (await waiting).result == "after"
+
+        # The queue came back as Celery declares it: a declaration with other arguments would fail.
+        connection = await connect_plain(AMQP, {}, what="the rpc test")
+        try:
+            channel = await connection.channel()
+            declared = await channel.queue_declare(
+                client.reply_to, durable=True, auto_delete=True, arguments={"x-expires": 60_000}
+            )
+            assert declared.consumer_count == 1
+        finally:
+            await connection.close()
+
+    rpc.run(scenario)
+
+
+def test_the_consumer_comes_back_when_its_queue_is_deleted(
+    rpc: RPCKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ cancels the consumer of a deleted queue; the client declares it again and consumes."""
+
+    async def scenario() -> None:
+        client, worker = rpc.backend(), rpc.backend()
+        assert client.reply_to is not None
+        await client.expect_reply(client.reply_to)
+        assert (await client.get_many(["nothing"])) == {}  # the first read starts the consumer
+        assert is_consumed(AMQP, client.reply_to)
+        connection = await connect_plain(AMQP, {}, what="the rpc test")
+        try:
+            await (await connection.channel()).queue_delete(client.reply_to)
+        finally:
+            await connection.close()
+        await _until(lambda: "cancelled its consumer" in caplog.text, 5, "cancelled")
+        await _until(lambda: is_consumed(AMQP, str(client.reply_to)), 15, "consuming again")
+        ok = record(states.SUCCESS, client.reply_to, result=3)
+        await worker.store([ok])
+        assert (await client.wait(ok.task_id, timeout=5)).result == 3
+
+    with caplog.at_level(logging.WARNING, logger="celeriac.backends.rpc"):
+        rpc.run(scenario)
+
+
+@pytest.mark.slow
+def test_the_consumer_waits_out_an_outage_and_a_wait_across_it_gets_its_result(
+    rabbit_server: Callable[..., RabbitServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private node whose AMQP port closes for a while: the consumer tries again with backoff (every
+    attempt refused) and is back soon after the port opens."""
+    server = rabbit_server()
+    url = server.url()
+    options = {"broker_url": url, "connect_timeout": 1.0}
+
+    async def scenario() -> None:
+        client = create_backend("rpc://", options={**options, "reply_to": "outage-client"}, expires=60.0)
+        worker = create_backend("rpc://", options={**options, "reply_to": "outage-worker"}, expires=60.0)
+        try:
+            await client.expect_reply("outage-client")
+            assert (await client.get_many(["nothing"])) == {}  # consuming
+            ok = record(states.SUCCESS, "outage-client", result="after the outage")
+            waiting = asyncio.ensure_future(client.wait(ok.task_id, timeout=60))
+            await asyncio.to_thread(server.stop_app)
+            await _until(lambda: "cannot reconnect yet" in caplog.text, 20, "refused while down")
+            await asyncio.sleep(2)  # several refused attempts, further and further apart
+            await asyncio.to_thread(server.start_app)
+            await _until(lambda: is_consumed(url, "outage-client"), 20, "consuming again")
+            await worker.store([ok])  # the worker's connection died too: the next call makes a new one
+            assert (await waiting).result == "after the outage"
+            assert caplog.text.count("cannot reconnect yet") >= 2  # it kept trying while down
+        finally:
+            await worker.close()
+            await client.close()
+
+    with caplog.at_level(logging.DEBUG, logger="celeriac.backends.rpc"):
+        asyncio.run(scenario())
 
 
 def test_groups_cannot_be_saved_and_chords_not_counted(rpc: RPCKit) -> None:

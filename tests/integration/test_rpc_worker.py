@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from celeriac import Celeriac, group, states
+from celeriac._amqp import connect_plain
 from celeriac.exceptions import ConfigurationError, TimeoutError
 from celeriac.testing import start_worker
 from tests.contract.test_rpc_backend import AMQP, require_rabbitmq
@@ -24,9 +25,7 @@ class Boom(Exception):
 
 
 async def _delete_queues(names: list[str]) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(AMQP)
+    connection = await connect_plain(AMQP, {}, what="the rpc test")
     try:
         channel = await connection.channel()
         for name in names:

@@ -6,6 +6,11 @@ so two consumers of one queue would each see half of the results. ``Inbox`` is t
 lives on the process's portal loop (the loop synchronous calls already use), keeps the latest state of
 every task it heard of, and wakes waiters on any loop. The queue is consumed from the first read until
 the last backend using it closes; RabbitMQ deletes it then (auto-delete), as Celery's queue.
+
+The consumer is a plain aiormq connection that recovers by itself: when the connection or its channel
+dies (or RabbitMQ cancels the consumer because the queue was deleted), it reconnects with a growing,
+jittered delay, declares the queue again with the same arguments and consumes again. Waiters keep
+waiting meanwhile; results published while no queue existed are lost, as with Celery's client.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -21,26 +27,24 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._amqp import connect
+from celeriac._amqp import connect_plain
 from celeriac._exceptions import exception_to_dict
 from celeriac._portal import portal
 from celeriac.backends.base import ResultMeta
-from celeriac.exceptions import DecodeError
+from celeriac.exceptions import DecodeError, OperationalError
 
 if TYPE_CHECKING:
-    from aio_pika.abc import (
-        AbstractChannel,
-        AbstractIncomingMessage,
-        AbstractQueue,
-        AbstractRobustConnection,
-    )
+    from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-__all__ = ["Inbox", "declare_reply_queue", "inbox_for", "is_read"]
+__all__ = ["Inbox", "declare_reply_queue", "inbox_for", "is_consumed", "is_read"]
 
 logger = logging.getLogger("celeriac.backends.rpc")
 
 #: How long the first read waits for the results that were queued before the consumer started.
 BACKLOG_WAIT = 1.0
+
+#: Delays between attempts to get the consumer back: the first bound, doubling up to the last.
+RECOVER_FIRST, RECOVER_MOST = 0.2, 5.0
 
 #: Reads a reply's body: (bytes, content type) -> the record as a mapping.
 Decode = Callable[[bytes, str | None], Any]
@@ -49,11 +53,12 @@ _inboxes: dict[tuple[str, str], Inbox] = {}
 _registry_lock = threading.Lock()
 
 
-async def declare_reply_queue(channel: AbstractChannel, name: str, expires: float | None) -> AbstractQueue:
+async def declare_reply_queue(channel: AbstractChannel, name: str, expires: float | None) -> int:
     """Declare reply queue ``name`` as Celery does: durable, auto-delete, ``x-expires`` = the result
-    expiry in ms (so a queue nobody reads goes away after that long)."""
+    expiry in ms (so a queue nobody reads goes away after that long). Returns the messages it holds."""
     arguments: dict[str, Any] = {"x-expires": int(expires * 1000)} if expires else {}
-    return await channel.declare_queue(name, durable=True, auto_delete=True, arguments=arguments)
+    declared = await channel.queue_declare(name, durable=True, auto_delete=True, arguments=arguments)
+    return int(declared.message_count or 0)
 
 
 def inbox_for(
@@ -79,6 +84,13 @@ def is_read(url: str, queue: str) -> bool:
     """Whether some backend of this process reads ``queue`` already."""
     with _registry_lock:
         return (url, queue) in _inboxes
+
+
+def is_consumed(url: str, queue: str) -> bool:
+    """Whether this process consumes ``queue`` right now (so the queue exists, and stays while it does)."""
+    with _registry_lock:
+        inbox = _inboxes.get((url, queue))
+    return inbox is not None and inbox.consuming
 
 
 class _Waiter:
@@ -129,11 +141,20 @@ class Inbox:
         self._states: OrderedDict[str, ResultMeta] = OrderedDict()
         self._waiters: dict[str, set[_Waiter]] = {}
         self._warned = False
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._opening: asyncio.Future[None] | None = None
+        self._recovering: asyncio.Future[None] | None = None
+        self._closed = False
         self._backlog = 0
         self._drained: asyncio.Event | None = None
+        #: Started: the first consumer came up (it may be recovering since).
         self.ready = False
+
+    @property
+    def consuming(self) -> bool:
+        """Whether the consumer is up now (not closed, not recovering from a lost connection)."""
+        connection = self._connection
+        return self.ready and connection is not None and not connection.is_closed
 
     # -- any thread --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -188,21 +209,10 @@ class Inbox:
         self.ready = True
 
     async def _open(self) -> None:
-        self._connection = connection = await connect(
-            self.url, self.options, what="the rpc:// result backend"
-        )
-        try:
-            channel = await connection.channel()
-            queue = await declare_reply_queue(channel, self.queue, self.expires)
-            self._backlog = int(queue.declaration_result.message_count or 0)
-            self._drained = asyncio.Event()
-            if self._backlog == 0:
-                self._drained.set()
-            await queue.consume(self._on_message, no_ack=True)
-        except BaseException:
-            self._connection = None
-            await connection.close()
-            raise
+        self._backlog = await self._consume()
+        self._drained = asyncio.Event()
+        if self._backlog == 0:
+            self._drained.set()
         # Results queued before we consumed are delivered now: read them before answering anyone.
         try:
             async with asyncio.timeout(BACKLOG_WAIT):
@@ -210,23 +220,100 @@ class Inbox:
         except TimeoutError:
             logger.debug("rpc:// reply queue %s: backlog not read within %ss", self.queue, BACKLOG_WAIT)
 
-    async def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        self.ready = False
-        if connection is not None:
-            await connection.close()
+    async def _consume(self) -> int:
+        """Connect, declare the queue, consume it; return how many results it held already.
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        Raises:
+            OperationalError: RabbitMQ cannot be reached, or refused a step.
+        """
+        import aiormq
+
+        connection = await connect_plain(self.url, self.options, what="the rpc:// result backend")
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            backlog = await declare_reply_queue(channel, self.queue, self.expires)
+            channel.on_consumer_cancel_callbacks.add(lambda _: self._cancelled(connection))
+            await channel.basic_consume(self.queue, self._on_message, no_ack=True)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if isinstance(exc, (aiormq.exceptions.AMQPError, RuntimeError, OSError)):
+                raise OperationalError(
+                    f"the rpc:// result backend cannot consume its reply queue {self.queue}: {exc!r}"
+                ) from exc
+            raise
+        self._connection = connection
+        # Observing the channel covers both its own death and its connection's.
+        channel.closing.add_done_callback(lambda closing: self._lost(connection, closing))
+        return backlog
+
+    def _cancelled(self, connection: AbstractConnection) -> None:
+        # RabbitMQ cancels the consumer of a deleted queue: start over on a new connection.
+        if connection is self._connection and not self._closed:
+            logger.warning(
+                "rpc:// reply queue %s: RabbitMQ cancelled its consumer; consuming again", self.queue
+            )
+            self._recover_from(connection)
+
+    def _lost(self, connection: AbstractConnection, closing: asyncio.Future[Any]) -> None:
+        if connection is not self._connection or self._closed:
+            return  # an old connection, or one we closed
+        reason = None if closing.cancelled() else closing.exception()
+        logger.warning(
+            "rpc:// reply queue %s: consumer lost (%r); reconnecting", self.queue, reason or "closed"
+        )
+        self._recover_from(None)
+
+    def _recover_from(self, old: AbstractConnection | None) -> None:
+        self._connection = None  # from now on, the old connection's end is no news
+        if self._recovering is None or self._recovering.done():
+            self._recovering = asyncio.ensure_future(self._recover(old))
+
+    async def _recover(self, old: AbstractConnection | None) -> None:
+        """Get the consumer back, trying again after a growing delay until it works or we close."""
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        attempt = 0
+        while not self._closed:
+            bound = min(RECOVER_MOST, RECOVER_FIRST * 2**attempt)
+            # Jittered, so the clients of one RabbitMQ that restarted do not all return at once.
+            await asyncio.sleep(random.uniform(bound / 2, bound))
+            if self._closed:
+                return
+            attempt += 1
+            try:
+                await self._consume()
+            except Exception as exc:  # whatever it was, waiters are better served by another attempt
+                log = logger.warning if attempt == 1 or bound == RECOVER_MOST else logger.debug
+                log("rpc:// reply queue %s: cannot reconnect yet (attempt %d): %s", self.queue, attempt, exc)
+                continue
+            logger.info("rpc:// reply queue %s: consuming again", self.queue)
+            return
+
+    async def _close(self) -> None:
+        self._closed = True
+        self.ready = False
+        recovering, self._recovering = self._recovering, None
+        if recovering is not None:
+            recovering.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
         self.put(self._read(message))
         if self._backlog:
             self._backlog -= 1
             if self._backlog == 0 and self._drained is not None:
                 self._drained.set()
 
-    def _read(self, message: AbstractIncomingMessage) -> ResultMeta:
-        task_id = message.correlation_id
+    def _read(self, message: DeliveredMessage) -> ResultMeta:
+        properties = message.header.properties
+        task_id = properties.correlation_id
         try:
-            payload = self._decode(message.body, message.content_type)
+            payload = self._decode(message.body, properties.content_type)
             if not isinstance(payload, dict):
                 raise DecodeError(f"a result is a mapping, not {type(payload).__name__}")
             meta = ResultMeta.from_dict(payload)

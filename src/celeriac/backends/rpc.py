@@ -24,24 +24,26 @@ and say so. Waiting costs no polling: the client's one consumer wakes the waiter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac._amqp import SCHEMES, connect
-from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_read
+from celeriac._amqp import SCHEMES, connect_plain
+from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.exceptions import ConfigurationError
+from celeriac.exceptions import ConfigurationError, OperationalError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+    from aiormq.abc import AbstractChannel, AbstractConnection
 
 __all__ = ["RPCBackend"]
 
 #: The results a client remembers at most (read or not) before it forgets the oldest.
 DEFAULT_BUFFER = 10_000
 
+_WHAT = "the rpc:// result backend"
 _STORED_ONLY = "a result backend that stores results (redis://, db+postgresql://, db+sqlite://...)"
 
 #: Reply queues this process declared, and when (monotonic seconds): declared again after half the
@@ -77,7 +79,7 @@ class RPCBackend(Backend):
         self.reply_to: str | None = self.options.get("reply_to")
         self.persistent = bool(self.options.get("persistent", False))
         self.buffer_size = int(self.options.get("buffer_size", DEFAULT_BUFFER))
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._connecting = asyncio.Lock()
         self._inbox: Inbox | None = None
@@ -88,6 +90,10 @@ class RPCBackend(Backend):
 
         A record whose message named no reply queue is not sent (nobody could read it). A record
         written for no message at all (``revoke()``) is refused: there is nowhere to keep it.
+
+        Raises:
+            OperationalError: the connection was lost (the next call reconnects; the worker stores
+                again), or RabbitMQ refused a record.
         """
         for meta in metas:
             if meta.reply_to is None:
@@ -99,39 +105,66 @@ class RPCBackend(Backend):
         targets = [meta for meta in metas if meta.reply_to]
         if not targets:
             return
-        import aio_pika
+        from pamqp.commands import Basic
 
-        channel = await self._ensure_channel()
-        exchange = channel.default_exchange
-        mode = aio_pika.DeliveryMode.PERSISTENT if self.persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
-        sends = []
+        mode = 2 if self.persistent else 1
+        replies = []
         for meta in targets:
             content_type, body = self.encode(meta.to_dict())
-            message = aio_pika.Message(
-                body,
+            properties = Basic.Properties(
                 content_type=content_type,
                 content_encoding="utf-8" if content_type == "application/json" else "binary",
                 correlation_id=meta.task_id,
                 delivery_mode=mode,
             )
-            # Not mandatory: a client that is gone (its queue deleted) loses its results, as in Celery.
             assert meta.reply_to is not None
-            sends.append(exchange.publish(message, routing_key=meta.reply_to, mandatory=False))
-        await asyncio.gather(*sends)
+            replies.append((meta.reply_to, body, properties))
+        async with self._failing("publish results"):
+            channel = await self._ensure_channel()
+            # Not mandatory: a client that is gone (its queue deleted) loses its results, as in Celery.
+            # Confirms are pipelined: every reply is on the wire before the first confirm is awaited.
+            confirms = await asyncio.gather(
+                *(
+                    channel.basic_publish(body, routing_key=key, properties=props)
+                    for key, body, props in replies
+                )
+            )
+        refused = [
+            m.task_id for m, ok in zip(targets, confirms, strict=True) if not isinstance(ok, Basic.Ack)
+        ]
+        if refused:
+            raise OperationalError(f"RabbitMQ refused the results of tasks {', '.join(refused)}")
 
     async def _ensure_channel(self) -> AbstractChannel:
-        if self._channel is not None:
-            return self._channel
+        """The open channel (publisher confirms on), on a new connection when the last one died."""
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
         async with self._connecting:
-            if self._channel is None:
-                connection = await connect(self.amqp_url, self.options, what="the rpc:// result backend")
-                try:
-                    self._channel = await connection.channel()
-                except BaseException:
-                    await connection.close()
-                    raise
+            if self._channel is not None and not self._channel.is_closed:
+                return self._channel
+            connection = self._connection
+            if connection is None or connection.is_closed:
+                connection = await connect_plain(self.amqp_url, self.options, what=_WHAT)
                 self._connection = connection
-        return self._channel
+            self._channel = await connection.channel(publisher_confirms=True)
+            return self._channel
+
+    @contextlib.asynccontextmanager
+    async def _failing(self, what: str) -> AsyncIterator[None]:
+        """Turn a lost connection or channel into ``OperationalError``; the next call opens new ones."""
+        import aiormq
+
+        try:
+            yield
+        except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError, OSError) as exc:
+            # Whatever failed, start afresh: a channel closed by an error is useless, and so is the
+            # connection under a channel that could not be opened.
+            connection, self._connection, self._channel = self._connection, None, None
+            if connection is not None and not connection.is_closed:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            raise OperationalError(f"the rpc:// result backend could not {what}: {exc!r}") from exc
 
     # -- the client's side: the reply queue ----------------------------------------------------------
     async def expect_reply(self, reply_to: str | None) -> None:
@@ -143,14 +176,17 @@ class RPCBackend(Backend):
         if not reply_to or reply_to != self.reply_to:
             return
         key = (self.amqp_url, reply_to)
-        declared = _declared.get(key)
-        refresh = self.expires / 2 if self.expires else float("inf")
-        if declared is not None and time.monotonic() - declared < refresh:
-            return
-        if is_read(*key) and self._inbox is not None and self._inbox.ready:
+        if is_consumed(*key):
             _declared[key] = time.monotonic()  # consumed: the queue exists and stays
             return
-        await declare_reply_queue(await self._ensure_channel(), reply_to, self.expires)
+        declared = _declared.get(key)
+        refresh = self.expires / 2 if self.expires else float("inf")
+        # A queue this process reads but does not consume now went with its lost consumer (auto-delete):
+        # declared again at once, so that results sent before the consumer is back are kept.
+        if declared is not None and time.monotonic() - declared < refresh and not is_read(*key):
+            return
+        async with self._failing(f"declare the reply queue {reply_to}"):
+            await declare_reply_queue(await self._ensure_channel(), reply_to, self.expires)
         _declared[key] = time.monotonic()
 
     async def _reader(self, *, start: bool) -> Inbox | None:
@@ -240,8 +276,9 @@ class RPCBackend(Backend):
             if closing is not None:
                 await closing
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            await connection.close()
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):  # closing: a connection that died already is fine
+                await connection.close()
 
 
 def _no_chords() -> ConfigurationError:
