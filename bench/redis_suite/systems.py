@@ -72,6 +72,12 @@ SYSTEMS: tuple[System, ...] = (
         _rows(
             ("threads -c 8", (*_CELERIAC, "-P", "threads", "-c", "8"), _ALL, ""),
             ("async -c 100", (*_CELERIAC, "-P", "async", "-c", "100"), _ALL_D, "async"),
+            (
+                "async -c 100 x2",
+                (*_CELERIAC, "-P", "async", "-c", "100", "--processes", "2"),
+                _ALL,
+                "async",
+            ),
             ("processes -c 2", (*_CELERIAC, "-P", "processes", "-c", "2"), _ALL, ""),
             ("threads -c 100", (*_CELERIAC, "-P", "threads", "-c", "100"), "d", ""),
         ),

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Consumer"]
 
+#: Idle loop turns after which a fetch that found deliveries stops collecting more.
+_SPINS = 2
+#: After starting consumers, how long a quiet spell ends the first burst (seconds).
+_BURST = 0.01
+
 
 class Consumer:
     """The consuming link, its consumers, their buffer, and which deliveries are handed out."""
@@ -135,14 +140,17 @@ class Consumer:
     # -- fetching
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        await self.consume(queues, self.broker.capacity or len(self.held) + limit)
+        started = await self.consume(queues, self.broker.capacity or len(self.held) + limit)
         deadline = time.monotonic() + max(timeout, 0.0)
         settled_wait = False
         while True:
             self.arrived.clear()  # before taking: an arrival during the take must wake the wait
             found = await self.take(queues, limit)
             if found:
-                return found
+                # A consumer just started gets the queue's first burst in several segments, spaced by
+                # RabbitMQ's own pace: collect it (so the first batch is the highest priorities).
+                linger = _BURST if started else 0.0
+                return found + await self._more(queues, limit - len(found), linger)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 # A consumer just started may not have had its first messages pushed yet: when the
@@ -151,6 +159,26 @@ class Consumer:
                     return []
                 settled_wait, remaining = True, 0.5
             await self._wait(remaining)
+
+    async def _more(self, queues: Sequence[str], limit: int, linger: float = 0.0) -> list[Delivery]:
+        """What arrives while the loop turns a few times (the rest of a read RabbitMQ wrote in several
+        segments), or, with ``linger``, until nothing arrived for that long: a fetch does not otherwise
+        hold back what it has for what may come."""
+        found: list[Delivery] = []
+        idle = 0
+        while len(found) < limit and idle < _SPINS:
+            self.arrived.clear()
+            if linger:
+                arrived = await self._wait(linger)
+            else:
+                await asyncio.sleep(0)
+                arrived = self.arrived.is_set()
+            if arrived:
+                idle = 0
+                found += await self.take(queues, limit - len(found))
+            else:
+                idle = _SPINS if linger else idle + 1
+        return found
 
     async def _wait(self, timeout: float) -> bool:
         """Wait for a delivery; the link's end is raised as ``OperationalError``."""
@@ -162,12 +190,13 @@ class Consumer:
         self._check()
         return True
 
-    async def consume(self, queues: Sequence[str], prefetch: int) -> None:
-        """Make sure every queue has a consumer, with a prefetch of at least ``prefetch``."""
+    async def consume(self, queues: Sequence[str], prefetch: int) -> bool:
+        """Make sure every queue has a consumer, with a prefetch of at least ``prefetch``; whether any
+        consumer was started."""
         link = self.link
         current = link is not None and not link.is_closed
         if current and prefetch <= self.prefetch and all(q in self.tags for q in queues):
-            return
+            return False
         broker = self.broker
         async with broker._failing("consume"):
             link = await self._link()
@@ -190,6 +219,7 @@ class Consumer:
                     self._starting = None
                 self.tags[queue] = tag
                 self.queues[tag] = queue
+        return True
 
     async def stop(self) -> None:
         """Cancel the consumers; what they pushed stays in the buffer, still this consumer's."""
