@@ -25,8 +25,7 @@ from celeriac.exceptions import OperationalError
 from celeriac.protocol.message import Message
 from tests.contract.conftest import _require, close_amqp_connections
 from tests.servers import service_missing
-
-TASK_ID = "0f4b5e4c-8a4e-4e55-9d44-3f0a3c0c8d1a"
+from tests.unit.protocol.test_codec import celery_message as celery_headers_message
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -130,38 +129,11 @@ async def ready(channel: Any, queue: str) -> int:
 
 
 def celery_message() -> Message:
-    """``add.delay(2, 3)`` as Celery 5.7 sends it (shared reference §2.1); published through the
-    broker's own mapping (``to_amqp``)."""
-    headers = {
-        "lang": "py",
-        "task": "proj.add",
-        "id": TASK_ID,
-        "shadow": None,
-        "eta": "2026-03-01T10:00:00.123456+00:00",
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [30, None],
-        "root_id": TASK_ID,
-        "parent_id": None,
-        "argsrepr": "(2, 3)",
-        "kwargsrepr": "{}",
-        "origin": "gen20046@vm",
-        "ignore_result": False,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
-    return Message(
-        body=b'[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]',
-        headers=headers,
-        properties={
-            "correlation_id": TASK_ID,
-            "reply_to": "5b5ea1a1-5cf3-3d4c-8a9b-0d2b1c5e7f11",
-            "priority": 3,
-        },
-    )
+    """``add.delay(2, 3)`` as Celery 5.7 sends it (shared reference §2.1), with a time limit and a
+    priority; published through the broker's own mapping (``to_amqp``)."""
+    message = celery_headers_message(timelimit=[30, None])
+    message.properties["priority"] = 3
+    return message
 
 
 # -- deliveries

@@ -24,6 +24,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac.brokers._amqp_codec import PROPERTY_NAMES
 from celeriac.brokers._delivery import clamped_priority
 from celeriac.protocol.message import Message
 
@@ -52,16 +53,10 @@ COUNT = "x-celeriac-deliveries"
 DEAD_QUEUE, DEAD_REASON, DEAD_TIME = "x-celeriac-dead-queue", "x-celeriac-dead-reason", "x-celeriac-dead-time"
 _QUORUM_COUNT = "x-delivery-count"
 _LOCAL_HEADERS = (COUNT, DEAD_QUEUE, DEAD_REASON, DEAD_TIME, _QUORUM_COUNT)
-_PROPERTIES = (
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "message_type",
-    "user_id",
-    "app_id",
-)
+#: The AMQP properties a ``Message`` carries in ``properties`` under the same names (``correlation_id`` up
+#: to ``app_id``, in wire order; content type and encoding, headers, delivery mode and priority are
+#: fields of their own, ``cluster_id`` is deprecated).
+_PROPERTIES = PROPERTY_NAMES[5:13]
 
 #: kombu's native delayed delivery: 28 bits of the delay in seconds, one word each, before the key.
 DELAY_BITS = 28
