@@ -156,12 +156,14 @@ class Table:
             r.config.label.split()[0]: r.rss_mb for r in self.rows if r.system.key == "celery" and r.rss_mb
         }
         for r in self.rows:
-            theirs = celery_rss.get(kind.get(r.config.label.split()[0], ""))
+            # Several worker processes (--processes, label "... x2") against Celery's several processes.
+            like = "prefork" if r.config.label.endswith(" x2") else kind.get(r.config.label.split()[0], "")
+            theirs = celery_rss.get(like)
             if r.system.key == "celeriac" and r.rss_mb and theirs:
                 ok = "met" if r.rss_mb < theirs else "not met"
                 lines.append(
                     f"idle RSS celeriac {r.config.label}: {r.rss_mb:.0f} MB vs Celery "
-                    f"{kind[r.config.label.split()[0]]} {theirs:.0f} MB (target below Celery's: {ok})"
+                    f"{like} {theirs:.0f} MB (target below Celery's: {ok})"
                 )
         return lines
 
