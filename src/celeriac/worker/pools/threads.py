@@ -90,9 +90,11 @@ async def supervise(
     on_soft: Callable[[], Any],
     on_hard: Callable[[], Any],
 ) -> Outcome:
-    """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up."""
-    if soft is None and hard is None:
-        return await _outcome(run)
+    """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up.
+
+    ``run`` is never cancelled here, even when the caller is: a thread's job runs on, and keeps its slot
+    until it ends.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     if soft is not None and not await _ends_within(run, soft):
@@ -107,8 +109,9 @@ async def supervise(
         return failure(exc)
 
 
-async def _outcome(run: asyncio.Future[Outcome]) -> Outcome:
-    """``run``'s outcome, awaited directly (no limits to watch: the cheap way, once per message)."""
+async def _outcome(run: asyncio.Task[Outcome]) -> Outcome:
+    """The outcome of a coroutine's ``run`` with no limits to watch, awaited directly (cheaper than
+    ``supervise`` once per message); a cancelled caller cancels ``run`` with it."""
     try:
         return await run
     except asyncio.CancelledError as exc:
@@ -136,10 +139,12 @@ async def aexecute_limited(
     run = asyncio.ensure_future(aexecute(app, job))
     if on_task is not None:
         on_task(run)
+    hard_limit = hard_limit if hard else None
     try:
-        outcome = await supervise(
-            run, soft, hard_limit if hard else None, lambda: run.cancel(_SOFT_CANCEL), run.cancel
-        )
+        if soft is None and hard_limit is None:
+            outcome = await _outcome(run)
+        else:
+            outcome = await supervise(run, soft, hard_limit, lambda: run.cancel(_SOFT_CANCEL), run.cancel)
     except asyncio.CancelledError:
         run.cancel()
         raise
