@@ -65,8 +65,11 @@ class Revocation(Middleware):
                     self._live = True
                     backoff.reset()
             except Exception as exc:
-                worker.log.info("revocations feed from the result backend broke (%s); looking up each batch "
-                                "until it is back", describe(exc))
+                worker.log.info(
+                    "revocations feed from the result backend broke (%s); looking up each batch "
+                    "until it is back",
+                    describe(exc),
+                )
             self._live = False
             await asyncio.sleep(backoff.next())
 

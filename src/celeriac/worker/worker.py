@@ -348,7 +348,6 @@ class Worker(Writes):
         """Drop an item from the batch being started (for ``after_fetch`` hooks); see ``Skip``."""
         item.extra["skip"] = (action, reason, abandon)
 
-
     async def _accept(
         self, delivery: Delivery, limit: int | None, accept: Sequence[str], max_bytes: int | None
     ) -> WorkItem | None:
