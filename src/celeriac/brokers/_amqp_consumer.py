@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from celeriac.brokers.amqp import AMQPBroker
 
 __all__ = ["Consumer"]
+
+log = logging.getLogger("celeriac.brokers.amqp")
 
 #: Idle loop turns after which a fetch that found deliveries stops collecting more.
 _SPINS = 2
@@ -287,16 +290,18 @@ class Consumer:
         for tag in tags:
             link.ack(tag)
 
-    def settle(self, delivered: Delivered, *, ack: bool, requeue: bool = False) -> bool:
-        """Ack or nack one delivery; False when its link ended (RabbitMQ requeued it then)."""
+    def settle(self, delivered: Delivered, *, ack: bool, requeue: bool = False) -> None:
+        """Ack or nack one delivery, unless its link ended (RabbitMQ requeued it then)."""
         if not self.alive(delivered):
-            return False
+            log.debug(
+                "not settling delivery %d of a link that ended; RabbitMQ requeued it", delivered.delivery_tag
+            )
+            return
         self.settled([delivered.delivery_tag])
         if ack:
             delivered.link.ack(delivered.delivery_tag)
         else:
             delivered.link.nack(delivered.delivery_tag, requeue=requeue)
-        return True
 
     async def give_back(self) -> None:
         """Return what was pushed but never handed out, uncounted: a copy with the count it had (a

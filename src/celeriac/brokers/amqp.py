@@ -283,7 +283,7 @@ class AMQPBroker(Broker):
         if not self._consuming.alive(delivered):
             return  # RabbitMQ gave it back already
         await self._send("", queue, wire.from_amqp(delivered, count), **{wire.COUNT: count})
-        await self._settle(delivered, ack=True)
+        self._consuming.settle(delivered, ack=True)
 
     # -- consuming and settling
 
@@ -291,12 +291,6 @@ class AMQPBroker(Broker):
         if limit < 1:
             return []
         return await self._consuming.fetch(queues, limit, timeout)
-
-    async def _settle(self, delivered: Delivered, *, ack: bool, requeue: bool = False) -> None:
-        """Ack or nack one delivery, unless its link ended (RabbitMQ requeued it then)."""
-        if not self._consuming.settle(delivered, ack=ack, requeue=requeue):
-            tag = delivered.delivery_tag
-            log.debug("not settling delivery %d of a link that ended; RabbitMQ requeued it", tag)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         # Acks need no reply: written at once, one ``multiple`` ack when the batch is every unsettled
@@ -317,9 +311,11 @@ class AMQPBroker(Broker):
             await self._declare_dead_letters()
             message = wire.from_amqp(delivered, delivery.deliveries)
             await self._send("", self.dead_letter_queue, message, **headers)
-            return await self._settle(delivered, ack=True)
+            self._consuming.settle(delivered, ack=True)
+            return
         if wire.counted_by_broker(delivered):
-            return await self._settle(delivered, ack=False, requeue=True)  # the queue counts it
+            self._consuming.settle(delivered, ack=False, requeue=True)  # the queue counts it
+            return
         await self._replace(delivery.queue, delivered, delivery.deliveries)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
