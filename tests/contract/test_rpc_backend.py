@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from celeriac.backends._rpc_replies import is_consumed
 from celeriac.backends.base import ChordPart
 from celeriac.backends.rpc import RPCBackend
 from celeriac.exceptions import ConfigurationError, TimeoutError
-from tests.contract.conftest import close_amqp_connections
+from tests.contract.conftest import _Kit, close_amqp_connections
 from tests.servers import RabbitServer, service_missing
 from tests.servers import rabbit_server as rabbit_server  # the fixture
 
@@ -45,11 +45,11 @@ def require_rabbitmq() -> None:
         service_missing(reason)
 
 
-class RPCKit:
+class RPCKit(_Kit):
     """Backends for one test, each a client (or worker) with a reply queue of its own; closed after."""
 
     def __init__(self) -> None:
-        self._open: list[RPCBackend] = []
+        self._open = []
 
     def backend(self, reply_to: str | None = None, **options: Any) -> RPCBackend:
         queue = reply_to or f"contract-rpc-{uuid.uuid4().hex[:12]}"
@@ -59,16 +59,6 @@ class RPCKit:
         assert isinstance(backend, RPCBackend)
         self._open.append(backend)
         return backend
-
-    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
-        async def main() -> None:
-            try:
-                await scenario()
-            finally:
-                while self._open:
-                    await self._open.pop().close()
-
-        asyncio.run(main())
 
 
 @pytest.fixture
