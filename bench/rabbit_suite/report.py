@@ -20,16 +20,7 @@ class RabbitTable(Table):
         ]
 
     def targets(self) -> list[str]:
-        def best(key: str, *, one_process: bool = False) -> float | None:
-            rates = [
-                r.drain
-                for r in self.rows
-                if r.system.key == key
-                and r.drain is not None
-                and not (one_process and r.config.label.endswith(" x2"))  # --processes 2
-            ]
-            return max(rates) if rates else None
-
+        best = self.best_drain
         lines = []
         ours, celery, dramatiq = best("celeriac"), best("celery"), best("dramatiq")
         if ours and celery:

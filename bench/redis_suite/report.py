@@ -26,10 +26,24 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
 
 
+def several_processes(row: Row) -> bool:
+    """Whether a row runs several workers under one supervisor (``--processes 2``, label ``... x2``)."""
+    return row.config.label.endswith(" x2")
+
+
 class Table:
     def __init__(self, rows: list[Row], fl: Floor | None, plan: Plan, machine: str, elapsed: float) -> None:
         self.rows, self.floor, self.plan, self.machine, self.elapsed = rows, fl, plan, machine, elapsed
         self.notes: list[str] = []
+
+    def best_drain(self, key: str, *, one_process: bool = False) -> float | None:
+        """The best drain among ``key``'s rows; ``one_process`` leaves out the rows of several workers."""
+        rates = [
+            r.drain
+            for r in self.rows
+            if r.system.key == key and r.drain is not None and not (one_process and several_processes(r))
+        ]
+        return max(rates) if rates else None
 
     def _note(self, text: str) -> str:
         if text not in self.notes:
@@ -106,18 +120,8 @@ class Table:
         ]
 
     def targets(self) -> list[str]:
-        def best(key: str, labels: tuple[str, ...] | None = None) -> float | None:
-            rates = [
-                r.drain
-                for r in self.rows
-                if r.system.key == key
-                and r.drain is not None
-                and (labels is None or r.config.label in labels)
-            ]
-            return max(rates) if rates else None
-
         lines = []
-        ours, celery = best("celeriac"), best("celery")
+        ours, celery = self.best_drain("celeriac"), self.best_drain("celery")
         peers = [(r.system.title, r.drain) for r in self.rows if r.system.key != "celeriac" and r.drain]
         if ours and celery:
             lines.append(
@@ -156,8 +160,8 @@ class Table:
             r.config.label.split()[0]: r.rss_mb for r in self.rows if r.system.key == "celery" and r.rss_mb
         }
         for r in self.rows:
-            # Several worker processes (--processes, label "... x2") against Celery's several processes.
-            like = "prefork" if r.config.label.endswith(" x2") else kind.get(r.config.label.split()[0], "")
+            # Several worker processes against Celery's several processes.
+            like = "prefork" if several_processes(r) else kind.get(r.config.label.split()[0], "")
             theirs = celery_rss.get(like)
             if r.system.key == "celeriac" and r.rss_mb and theirs:
                 ok = "met" if r.rss_mb < theirs else "not met"
