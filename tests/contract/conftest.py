@@ -29,6 +29,7 @@ from celeriac.backends import memory as memory_backend
 from celeriac.backends.sql import chord_parts, chords, group_meta, task_meta
 from celeriac.brokers import Broker, create_broker
 from celeriac.brokers import memory as memory_broker
+from celeriac.brokers._amqp_codec import Properties
 from celeriac.brokers.sql import dead_letters, messages
 from tests import redis_topologies
 from tests.servers import service_missing
@@ -124,10 +125,10 @@ class BrokerKit(_Kit):
         process dies, and RabbitMQ gives its deliveries back.
         """
         consuming = getattr(broker, "_consuming", None)
-        if consuming is not None:  # RabbitMQ: the consuming link and the publishing connection
-            link = consuming.link
-            if link is not None and link._transport is not None:
-                link._transport.abort()
+        if consuming is not None:  # RabbitMQ: the consuming and publishing links, the aiormq connection
+            for link in (consuming.link, cast(Any, broker)._publisher):
+                if link is not None and link._transport is not None:
+                    link._transport.abort()
             connection = cast(Any, broker)._connection
             if connection is not None:
                 abort_amqp(connection)
@@ -150,8 +151,8 @@ class BrokerKit(_Kit):
         if self.kind in AMQP_KINDS:
             # Bare bytes, no headers or properties: what a foreign producer may send.
             await broker.declare(queue)
-            channel = await cast(Any, broker)._channel("_publisher")
-            await channel.basic_publish(payload, routing_key=queue)
+            publisher = await cast(Any, broker)._publishing()
+            await publisher.publish("", queue, payload, Properties(), mandatory=False)
             return
         await broker.connect()
         engine = sa.create_engine(engine_url(self.url))

@@ -219,7 +219,7 @@ def test_the_broker_carries_on_after_the_server_closes_its_connection(amqp_broke
         await broker.publish(queue, message("before"))
         [held] = await broker.fetch([queue], 10, 1.0)
         name = amqp_brokers.defaults["connection_name"]
-        assert await asyncio.to_thread(close_amqp_connections, name) == 2  # publishing and consuming
+        assert await asyncio.to_thread(close_amqp_connections, name) == 3  # declaring, publishing, consuming
         # The next call reconnects; RabbitMQ requeued the held message, which comes back counted.
         [again] = await broker.fetch([queue], 10, 5.0)
         assert ids([again]) == ["before"] and again.deliveries == 2

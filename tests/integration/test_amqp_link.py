@@ -18,8 +18,10 @@ from urllib.parse import quote
 
 import aiormq
 import pytest
+from pamqp.commands import Basic
 
 from celeriac.brokers import _amqp_wire as wire
+from celeriac.brokers._amqp_codec import PROPERTY_NAMES
 from celeriac.brokers._amqp_link import Delivered, Link
 from celeriac.exceptions import OperationalError
 from celeriac.protocol.message import Message
@@ -118,8 +120,6 @@ async def new_queue(channel: Any) -> str:
 
 
 async def publish(channel: Any, queue: str, bodies: list[bytes], **properties: Any) -> None:
-    from pamqp.commands import Basic
-
     for body in bodies:
         await channel.basic_publish(body, routing_key=queue, properties=Basic.Properties(**properties))
 
@@ -170,7 +170,8 @@ def test_celery_headers_decode_as_aiormq_decodes_them(url: str) -> None:
         inbox = Inbox()
         async with publisher(url) as channel, link_to(url, inbox) as link:
             queue = await new_queue(channel)
-            body, properties = wire.to_amqp(celery_message())
+            body, ours_to_send = wire.to_amqp(celery_message())
+            properties = Basic.Properties(**{n: getattr(ours_to_send, n) for n in PROPERTY_NAMES[:-1]})
             for _ in range(2):
                 await channel.basic_publish(body, routing_key=queue, properties=properties)
             theirs = await channel.basic_get(queue, no_ack=True)  # aiormq's reading of the first

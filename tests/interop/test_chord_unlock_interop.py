@@ -40,9 +40,7 @@ def _declare(app: Any, **extra: Any) -> dict[str, Any]:
         raise ValueError("boom")
 
     options = {"shared": False} if isinstance(app, Celery) else {}
-    return {
-        fn.__name__: app.task(name=f"unlock.{fn.__name__}", **options)(fn) for fn in (add, total, boom)
-    }
+    return {fn.__name__: app.task(name=f"unlock.{fn.__name__}", **options)(fn) for fn in (add, total, boom)}
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["completes", "header-fails"])

@@ -1,4 +1,5 @@
-"""AMQP 0-9-1 field tables and basic properties, decoded fast, for the consuming link (``_amqp_link``).
+"""AMQP 0-9-1 field tables and basic properties, read and written fast, for our own connections: the
+consuming link (``_amqp_link``) reads them, the publisher (``_amqp_publisher``) writes them.
 
 Values come out as pamqp (what aiormq hands out) decodes them, so code written against aiormq's
 deliveries reads ours unchanged: ``S`` a ``str`` (``bytes`` when it is not UTF-8), every integer kind an
@@ -12,16 +13,24 @@ Short strings (keys, property values) that are not UTF-8 are decoded with replac
 one bad message must not end the connection it arrives on, again at every redelivery.
 
 Every reader takes the whole ``bytes`` buffer and an offset, so a frame is never copied to be parsed.
+
+Writing picks the letters RabbitMQ, pamqp and py-amqp (Celery's client) all read: ``str`` is ``S`` (UTF-8),
+``bytes`` ``x``, ``bool`` ``t``, an ``int`` the smallest signed kind that holds it (``b``, ``s``, ``I``,
+``l``: never the unsigned letters, which old clients misread), ``float`` ``d`` (pamqp's ``f`` would lose
+precision), ``Decimal`` ``D``, ``datetime`` ``T`` (whole seconds; naive means UTC), ``dict`` ``F``,
+``list``/``tuple`` ``A``, ``None`` ``V``. Anything else is a ``TypeError``, and an integer past 64 bits or a
+string past its length a ``ValueError``, naming the key or property; nothing is written then.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["PROPERTY_NAMES", "Properties", "read_properties", "read_table"]
+__all__ = ["PROPERTY_NAMES", "Properties", "read_properties", "read_table", "write_properties", "write_table"]
 
 #: The basic properties in wire order; the first is flag bit 15, the last (``cluster_id``) bit 2.
 PROPERTY_NAMES = (
@@ -308,3 +317,239 @@ def _value(data: bytes, p: int, kind: int) -> tuple[Any, int]:
 def _timestamp(value: int) -> datetime:
     # pamqp's rule: seconds that would be past 2106 are taken for milliseconds.
     return datetime.fromtimestamp(value / 1000 if value > _MAX_SECONDS else value, tz=UTC)
+
+
+# -- writing
+
+_PUT_U32 = struct.Struct(">I").pack_into
+_LETTER_U32 = struct.Struct(">BI").pack  # a type letter and a 32-bit length
+_LETTER_I8 = struct.Struct(">Bb").pack
+_LETTER_I16 = struct.Struct(">Bh").pack
+_LETTER_I32 = struct.Struct(">Bi").pack
+_LETTER_I64 = struct.Struct(">Bq").pack
+_LETTER_F64 = struct.Struct(">Bd").pack
+_LETTER_U64 = struct.Struct(">BQ").pack
+_LETTER_DECIMAL = struct.Struct(">BBi").pack
+_U64_BYTES = struct.Struct(">Q").pack
+_TABLE_TYPES = "str, bytes, bool, int, float, Decimal, datetime, dict, list, tuple and None"
+#: Each property's name and flag bit, in wire order (a loop here, unlike the reader: writing costs the
+#: same few microseconds either way, next to a publish's tens).
+_PROPERTY_FLAGS = tuple((name, 0x8000 >> n) for n, name in enumerate(PROPERTY_NAMES))
+_SHORT_STRINGS = frozenset(PROPERTY_NAMES) - {"headers", "delivery_mode", "priority", "timestamp"}
+
+
+class _Unwritable(Exception):
+    """A value a field table cannot hold; ``path`` collects the keys and indexes that lead to it (the
+    outermost first) as the error travels out of the nested tables."""
+
+    def __init__(self, error: type[Exception], why: str) -> None:
+        super().__init__(why)
+        self.error, self.why = error, why
+        self.path: list[str | int] = []
+
+    def raised(self) -> Exception:
+        where = ""
+        for step in self.path:
+            where += f"[{step}]" if isinstance(step, int) else f".{step}" if where else step
+        return self.error(f"cannot write {where!r} into an AMQP field table: {self.why}")
+
+
+def write_table(table: Mapping[str, Any]) -> bytes:
+    """``table`` as an AMQP field table, its 32-bit length first (types: the module's docstring).
+
+    Raises:
+        TypeError: a key is not a ``str``, or a value of a type a table cannot hold (naming its key).
+        ValueError: an integer past 64 bits, a key past 255 bytes, a ``datetime`` before 1970 or a
+            ``Decimal`` AMQP cannot hold (naming its key).
+    """
+    out = bytearray()
+    _put_table(table, out)
+    return bytes(out)
+
+
+def write_properties(properties: Properties) -> tuple[int, bytes]:
+    """The property flags (the first flags word) and the property list of ``properties``.
+
+    ``timestamp`` may be a ``datetime`` (naive means UTC) or unix seconds.
+
+    Raises:
+        TypeError: a property of the wrong type, or a header a field table cannot hold.
+        ValueError: a short string past 255 bytes or an octet past 255 (naming the property), or a
+            header value AMQP cannot hold (naming its key).
+    """
+    out = bytearray()
+    flags = 0
+    for name, flag in _PROPERTY_FLAGS:
+        value = getattr(properties, name)
+        if value is None:
+            continue
+        flags |= flag
+        if name in _SHORT_STRINGS:
+            out += write_short_string(value, f"{name} property")
+        elif name == "headers":
+            _put_table(value, out)
+        elif name == "timestamp":
+            out += _U64_BYTES(_timestamp_property(value))
+        else:  # delivery_mode, priority
+            out.append(_octet(value, name))
+    return flags, bytes(out)
+
+
+def write_short_string(value: str, name: str) -> bytes:
+    """``value`` as an AMQP short string (a length octet, then UTF-8).
+
+    Raises:
+        TypeError: ``value`` is not a ``str``.
+        ValueError: it is past 255 bytes, or not valid Unicode (``name`` says what it is: "routing key").
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"the {name} must be a str, not {type(value).__name__}")
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"the {name} {value!r} is not valid Unicode ({exc.reason})") from None
+    if len(raw) > 255:
+        raise ValueError(f"the {name} is {len(raw)} bytes long in UTF-8; AMQP allows 255")
+    return bytes((len(raw),)) + raw
+
+
+def _put_table(table: Mapping[str, Any], out: bytearray) -> None:
+    try:
+        _table_into(table, out)
+    except _Unwritable as exc:
+        raise exc.raised() from None
+
+
+def _table_into(table: Mapping[str, Any], out: bytearray) -> None:
+    start = len(out)
+    out += b"\0\0\0\0"
+    for key, value in table.items():
+        try:
+            if not isinstance(key, str):
+                raise _Unwritable(TypeError, f"a key of type {type(key).__name__}; keys are str")
+            raw = key.encode()
+            if len(raw) > 255:
+                raise _Unwritable(ValueError, f"the key is {len(raw)} bytes long in UTF-8; AMQP allows 255")
+            out.append(len(raw))
+            out += raw
+            if type(value) is str:  # most of what Celery sends
+                raw = value.encode()
+                out += _LETTER_U32(83, len(raw))
+                out += raw
+            elif value is None:
+                out.append(86)
+            else:
+                _value_into(value, out)
+        except _Unwritable as exc:
+            exc.path.insert(0, str(key))
+            raise
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(exc, str(key)) from None
+    _PUT_U32(out, start, len(out) - start - 4)
+
+
+def _array_into(items: list[Any] | tuple[Any, ...], out: bytearray) -> None:
+    start = len(out)
+    out += b"\0\0\0\0"
+    for index, item in enumerate(items):
+        try:
+            _value_into(item, out)
+        except _Unwritable as exc:
+            exc.path.insert(0, index)
+            raise
+        except UnicodeEncodeError as exc:
+            raise _not_unicode(exc, index) from None
+    _PUT_U32(out, start, len(out) - start - 4)
+
+
+def _value_into(value: Any, out: bytearray) -> None:
+    """Append ``value`` with its type letter."""
+    if isinstance(value, str):
+        raw = value.encode()
+        out += _LETTER_U32(83, len(raw))
+        out += raw
+    elif value is None:
+        out.append(86)
+    elif isinstance(value, bool):
+        out += b"t\x01" if value else b"t\x00"
+    elif isinstance(value, int):
+        # The smallest signed kind: RabbitMQ's errata letters, which pamqp and py-amqp read alike.
+        if -0x80 <= value < 0x80:
+            out += _LETTER_I8(98, value)
+        elif -0x8000 <= value < 0x8000:
+            out += _LETTER_I16(115, value)
+        elif -0x8000_0000 <= value < 0x8000_0000:
+            out += _LETTER_I32(73, value)
+        elif -0x8000_0000_0000_0000 <= value < 0x8000_0000_0000_0000:
+            out += _LETTER_I64(108, value)
+        else:
+            raise _Unwritable(ValueError, f"{value} is past a signed 64-bit integer, the most AMQP holds")
+    elif isinstance(value, float):
+        out += _LETTER_F64(100, value)
+    elif isinstance(value, dict | Mapping):
+        out.append(70)
+        _table_into(value, out)
+    elif isinstance(value, list | tuple):
+        out.append(65)
+        _array_into(value, out)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value) if isinstance(value, memoryview) else value
+        out += _LETTER_U32(120, len(data))
+        out += data
+    elif isinstance(value, datetime):
+        seconds = _seconds(value)
+        if seconds < 0:
+            raise _Unwritable(ValueError, f"{value} is before 1970, which an AMQP timestamp cannot hold")
+        out += _LETTER_U64(84, seconds)
+    elif isinstance(value, Decimal):
+        out += _LETTER_DECIMAL(68, *_decimal(value))
+    else:
+        raise _Unwritable(TypeError, f"a value of type {type(value).__name__}; a table holds {_TABLE_TYPES}")
+
+
+def _not_unicode(exc: UnicodeEncodeError, step: str | int) -> _Unwritable:
+    error = _Unwritable(ValueError, f"a string that is not valid Unicode ({exc.reason})")
+    error.path.append(step)
+    return error
+
+
+def _seconds(when: datetime) -> int:
+    if when.tzinfo is None or when.utcoffset() is None:
+        when = when.replace(tzinfo=UTC)  # naive means UTC, as pamqp and py-amqp take it
+    return int(when.timestamp())
+
+
+def _decimal(value: Decimal) -> tuple[int, int]:
+    """The scale and unscaled value of an AMQP decimal (``value`` = unscaled * 10**-scale)."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN, infinity
+        raise _Unwritable(ValueError, f"{value} is not a number AMQP can hold")
+    scale = max(-exponent, 0)
+    unscaled = int(value.scaleb(scale)) if scale else int(value)
+    if scale > 255 or not -0x8000_0000 <= unscaled < 0x8000_0000:
+        raise _Unwritable(
+            ValueError, f"{value} does not fit an AMQP decimal (a signed 32-bit value, up to 255 places)"
+        )
+    return scale, unscaled
+
+
+def _octet(value: int, name: str) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"the {name} property must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 255:
+        raise ValueError(f"the {name} property must be 0 to 255, not {value}")
+    return value
+
+
+def _timestamp_property(value: datetime | float) -> int:
+    if isinstance(value, datetime):
+        seconds = _seconds(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = int(value)
+    else:
+        raise TypeError(
+            f"the timestamp property must be a datetime or unix seconds, not {type(value).__name__}"
+        )
+    if not 0 <= seconds < 2**64:
+        raise ValueError(f"the timestamp property {value!r} is before 1970, which AMQP cannot hold")
+    return seconds

@@ -2,7 +2,7 @@
 
 Consuming runs on a connection of its own, our ``Link`` (``_amqp_link``): it reads deliveries straight from
 the socket, a whole read at a time, at a fraction of what a general client costs per message; publishing
-and declaring stay on the broker's aiormq connection.
+has a connection of its own too (``_amqp_publisher``), and declaring stays on the broker's aiormq one.
 
 One channel holds a consumer per queue. Its prefetch is per consumer (quorum queues refuse a global
 one) and is the broker's ``capacity`` (the worker sets it to its pool slots times prefetch multiplier), so
@@ -91,10 +91,9 @@ class Consumer:
             if self.link is not None and not self.link.is_closed:
                 return self.link
             self.reset()
-            options = {**self.broker.options, "connection_name": f"{self._name()} (consumer)"}
             link = await Link.open(
                 self.broker.url,
-                options,
+                self.broker._link_options("consumer"),
                 what="the RabbitMQ broker",
                 on_delivery=self._arrive,
                 on_batch=self.arrived.set,
@@ -103,9 +102,6 @@ class Consumer:
             link.closing.add_done_callback(functools.partial(self._ended, link))
             self.link = link
             return link
-
-    def _name(self) -> str:
-        return str(self.broker.options.get("connection_name") or "the RabbitMQ broker")
 
     def _ended(self, link: Link, _: object) -> None:
         if link is self.link:
@@ -187,7 +183,9 @@ class Consumer:
         """Wait for a delivery; the link's end is raised as ``OperationalError``."""
         self._check()
         try:
-            await asyncio.wait_for(self.arrived.wait(), timeout)
+            # Not wait_for: that runs the wait in a task of its own, a loop turn more per wake-up.
+            async with asyncio.timeout(timeout):
+                await self.arrived.wait()
         except TimeoutError:
             return False
         self._check()

@@ -24,7 +24,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers._amqp_codec import PROPERTY_NAMES
+from celeriac.brokers._amqp_codec import PROPERTY_NAMES, Properties
 from celeriac.brokers._delivery import clamped_priority
 from celeriac.protocol.message import Message
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
     from pamqp.commands import Basic
 
-    from celeriac.brokers._amqp_link import Delivered, Properties
+    from celeriac.brokers._amqp_link import Delivered
 
     #: A message read by our consuming link, or by aiormq (``basic.get`` of dead letters).
     AnyDelivered = Delivered | DeliveredMessage
@@ -64,11 +64,10 @@ MAX_DELAY = 2**DELAY_BITS - 1
 _DELAY_PREFIX = re.compile(rf"^(?:[01]\.){{{DELAY_BITS}}}")
 
 
-def to_amqp(message: Message, **extra_headers: Any) -> tuple[bytes, Basic.Properties]:
-    """The body and AMQP properties of ``message``: persistent (``delivery_mode`` 2) and priority 0
-    unless it says otherwise; ``extra_headers`` are added to its application headers."""
-    from pamqp.commands import Basic
-
+def to_amqp(message: Message, **extra_headers: Any) -> tuple[bytes, Properties]:
+    """The body and AMQP properties of ``message`` (for the ``Publisher``): persistent
+    (``delivery_mode`` 2) and priority 0 unless it says otherwise; ``extra_headers`` are added to its
+    application headers."""
     props = message.properties
     fields: dict[str, Any] = {key: props[key] for key in _PROPERTIES if props.get(key) is not None}
     if "expiration" in fields:
@@ -78,7 +77,7 @@ def to_amqp(message: Message, **extra_headers: Any) -> tuple[bytes, Basic.Proper
     headers = dict(message.headers)
     headers.update(extra_headers)
     mode = props.get("delivery_mode")
-    properties = Basic.Properties(
+    properties = Properties(
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         headers=headers,

@@ -1,15 +1,17 @@
 """A broker on RabbitMQ (AMQP 0-9-1), declaring and sending exactly as Celery 5.7 does.
 
 URLs: ``amqp://user:password@host:5672/vhost`` (``pyamqp://`` is the same), ``amqps://`` with the TLS
-options of ``broker_use_ssl``. Publishing and declaring use aiormq (aio-pika's core); consuming uses a
-connection of our own (``_amqp_link``) that reads deliveries straight off the socket, several times
-cheaper per message. Reconnecting ourselves tells us exactly which deliveries died.
+options of ``broker_use_ssl``. Declaring, counting and broadcast subscriptions use aiormq (aio-pika's
+core); publishing and consuming use connections of our own (``_amqp_publisher``, ``_amqp_link``) that
+write and read frames straight on the socket, several times cheaper per message. RabbitMQ shows them as
+``<connection name> (publisher)`` and ``(consumer)``. Reconnecting ourselves tells us exactly which
+deliveries died.
 
 * Publishing: a plain queue gets its message through the default exchange with the queue's name as
   routing key (Celery's "anon exchange"); a ``task_queues`` entry with a topic or fanout exchange goes
   through that exchange. Every publish is persistent, ``mandatory`` and confirmed: it returns once
   RabbitMQ has the message, and a message no queue takes raises ``MessageUnroutable``. Confirms are
-  pipelined: concurrent publishes share the round trips.
+  pipelined: concurrent publishes share the round trips (RabbitMQ acks them ``multiple``).
 * Consuming: ``basic.consume`` per queue on the consuming link, into a local buffer that ``fetch`` hands
   out from. The prefetch is per consumer and is the broker's ``capacity`` (the worker's slots times its
   prefetch multiplier), so a worker never holds more than it can start. Acks are written at once, one
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -40,6 +43,7 @@ from celeriac._amqp import connect_plain
 from celeriac.brokers import _amqp_admin as admin
 from celeriac.brokers import _amqp_wire as wire
 from celeriac.brokers._amqp_consumer import Consumer
+from celeriac.brokers._amqp_publisher import Publisher
 from celeriac.brokers._amqp_subscribe import subscription
 from celeriac.brokers._amqp_topology import (
     DELAY_LEVELS,
@@ -58,6 +62,7 @@ from celeriac.protocol.message import Message
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection
 
+    from celeriac.brokers._amqp_codec import Properties
     from celeriac.brokers._amqp_link import Delivered
     from celeriac.brokers._fanout import Subscription
 
@@ -98,7 +103,8 @@ class AMQPBroker(Broker):
         self._connecting = asyncio.Lock()
         self._opening = asyncio.Lock()
         self._declaring = asyncio.Lock()
-        self._publisher: AbstractChannel | None = None
+        self._publisher: Publisher | None = None
+        self._opening_publisher = asyncio.Lock()
         self._admin: AbstractChannel | None = None
         self._consuming = Consumer(self)
         self._declared: set[str] = set()
@@ -123,32 +129,52 @@ class AMQPBroker(Broker):
             return connection
 
     def _forget_connection(self) -> None:
-        # Everything of the old connection is gone with it (the consuming link is another connection).
-        self._connection = self._publisher = self._admin = None
+        # Everything of the old connection is gone with it (publishing and consuming have their own).
+        self._connection = self._admin = None
         self._declared.clear()
 
-    async def _channel(self, which: str) -> AbstractChannel:
-        """The open channel ``which`` (``_publisher``, with confirms; ``_admin``)."""
+    def _link_options(self, role: str) -> dict[str, Any]:
+        """Connection options for one of the broker's own links: RabbitMQ shows it as
+        ``<connection name> (role)``."""
+        name = str(self.options.get("connection_name") or "the RabbitMQ broker")
+        return {**self.options, "connection_name": f"{name} ({role})"}
+
+    async def _fresh_admin(self) -> AbstractChannel:
+        """The open channel of the aiormq connection that declares, counts and purges."""
         import aiormq
 
-        channel: AbstractChannel | None = getattr(self, which)
+        channel = self._admin
         if channel is not None and not channel.is_closed:
             return channel
         async with self._opening:  # concurrent callers share the one channel opened
-            channel = getattr(self, which)
+            channel = self._admin
             if channel is not None and not channel.is_closed:
                 return channel
             connection = await self._open()
             try:
-                channel = await connection.channel(publisher_confirms=which == "_publisher")
+                channel = await connection.channel(publisher_confirms=False)
             except (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError) as exc:
                 self._forget_connection()
                 raise OperationalError(f"the RabbitMQ broker lost its connection: {exc!r}") from exc
-            setattr(self, which, channel)
+            self._admin = channel
             return channel
 
-    async def _fresh_admin(self) -> AbstractChannel:
-        return await self._channel("_admin")
+    async def _publishing(self) -> Publisher:
+        """The open publishing link (with confirms); a new one when the last ended."""
+        if self._publisher is None or self._publisher.is_closed:
+            async with self._opening_publisher:  # concurrent callers share the one link opened
+                if self._publisher is None or self._publisher.is_closed:
+                    options = self._link_options("publisher")
+                    publisher = await Publisher.open(self.url, options, what="the RabbitMQ broker")
+                    publisher.closing.add_done_callback(functools.partial(self._publisher_ended, publisher))
+                    self._publisher = publisher
+        return self._publisher
+
+    def _publisher_ended(self, publisher: Publisher, ended: asyncio.Future[BaseException | None]) -> None:
+        # A connection lost (not a publish refused on a live server) may be a restarted RabbitMQ that
+        # forgot non-durable declarations: declare again before the next publish.
+        if ended.result() is not None and publisher.channel_error is None:
+            self._declared.clear()
 
     @contextlib.asynccontextmanager
     async def _failing(self, what: str) -> AsyncIterator[None]:
@@ -247,36 +273,39 @@ class AMQPBroker(Broker):
                 raise outcome
 
     async def _send(self, exchange: str, routing_key: str, message: Message, **headers: Any) -> None:
-        import aiormq
-        from pamqp.commands import Basic
-
         body, properties = wire.to_amqp(message, **headers)
+        await self._put(exchange, routing_key, body, properties, mandatory=True)
+
+    async def _put(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties, *, mandatory: bool
+    ) -> None:
+        """Publish on the publishing link and wait for the confirm; errors as ``publish`` documents."""
+        publisher: Publisher | None = None
         try:
-            async with self._failing(f"publish to {routing_key!r}"):
-                channel = await self._channel("_publisher")
-                confirm = await channel.basic_publish(
-                    body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
-                )
-        except aiormq.exceptions.ChannelNotFoundEntity as exc:
-            raise MessageUnroutable(
-                f"RabbitMQ has no exchange {exchange!r} for a message with routing key {routing_key!r}; "
-                f"declare it (task_queues) or send to a queue ({exc.args[0] if exc.args else exc})"
-            ) from None
-        except (aiormq.exceptions.ChannelClosed, aiormq.exceptions.ChannelInvalidStateError) as exc:
-            # Another publish's error closed the shared channel: sending again (on a new one) works.
-            raise OperationalError(
-                f"the RabbitMQ broker could not publish to {routing_key!r}: {exc!r}"
-            ) from exc
-        except aiormq.exceptions.PublishError as exc:
-            # An unroutable mandatory message comes back (basic.return) instead of its confirm.
-            returned = getattr(exc.message, "delivery", None)
-            why = getattr(returned, "reply_text", None) or "NO_ROUTE"
+            publisher = await self._publishing()
+            await publisher.publish(exchange, routing_key, body, properties, mandatory=mandatory)
+        except MessageUnroutable as exc:
+            # An unroutable mandatory message comes back (basic.return) before its confirm.
             raise MessageUnroutable(
                 f"RabbitMQ had no queue for a message to exchange {exchange!r} with routing key "
-                f"{routing_key!r} ({why}); declare the queue, or bind it to the exchange"
+                f"{routing_key!r} ({exc}); declare the queue, or bind it to the exchange"
             ) from None
-        if not isinstance(confirm, Basic.Ack):
-            raise OperationalError(f"RabbitMQ refused a message to {routing_key!r} ({confirm!r})")
+        except OperationalError as exc:
+            refused = publisher.channel_error if publisher is not None else None
+            if refused is not None and f"no exchange '{exchange}'" in refused[1]:
+                raise MessageUnroutable(
+                    f"RabbitMQ has no exchange {exchange!r} for a message with routing key "
+                    f"{routing_key!r}; declare it (task_queues) or send to a queue ({refused[1]})"
+                ) from None
+            # A lost connection, or another publish's error closed the shared channel: sending again
+            # (on a new link) works.
+            raise OperationalError(
+                f"the RabbitMQ broker could not publish to {routing_key!r}: {exc}"
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            # A header or property AMQP cannot carry: nothing was written, the link is unharmed.
+            error = TypeError if isinstance(exc, TypeError) else ValueError
+            raise error(f"the RabbitMQ broker cannot send a message to {routing_key!r}: {exc}") from None
 
     async def _replace(self, queue: str, delivered: Delivered, count: int) -> None:
         """Put a copy of a delivery on ``queue`` with ``count`` earlier deliveries, then ack it."""
@@ -375,11 +404,7 @@ class AMQPBroker(Broker):
         await self._broadcast_exchange(exchange)
         body, properties = wire.to_amqp(message)
         properties.delivery_mode = message.properties.get("delivery_mode") or 1  # transient, as Celery's
-        async with self._failing(f"broadcast to {exchange!r}"):
-            channel = await self._channel("_publisher")
-            await channel.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties
-            )
+        await self._put(exchange, routing_key, body, properties, mandatory=False)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, exchange: str, pattern: str = "#") -> AsyncIterator[Subscription]:
@@ -393,9 +418,12 @@ class AMQPBroker(Broker):
     async def close(self) -> None:
         connection = self._connection
         try:
-            await self._consuming.close()
+            await self._consuming.close()  # gives back what it held through the publisher: first
         except Exception as exc:  # the link closes anyway, and RabbitMQ requeues what it held
             log.warning("could not give back unstarted messages uncounted on closing: %r", exc)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.close()
         self._forget_connection()
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):
