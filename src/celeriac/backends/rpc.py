@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac._amqp import SCHEMES, connect_plain
 from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
+from celeriac.brokers._amqp_publisher import Publisher
 from celeriac.exceptions import ConfigurationError, OperationalError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
@@ -81,6 +82,7 @@ class RPCBackend(Backend):
         self.buffer_size = int(self.options.get("buffer_size", DEFAULT_BUFFER))
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._publisher: Publisher | None = None
         self._connecting = asyncio.Lock()
         self._inbox: Inbox | None = None
 
@@ -105,38 +107,48 @@ class RPCBackend(Backend):
         targets = [meta for meta in metas if meta.reply_to]
         if not targets:
             return
-        from pamqp.commands import Basic
+        from celeriac.brokers._amqp_codec import Properties
 
         mode = 2 if self.persistent else 1
-        replies = []
+        publisher = await self._publishing()
+        sent = []
         for meta in targets:
             content_type, body = self.encode(meta.to_dict())
-            properties = Basic.Properties(
+            properties = Properties(
                 content_type=content_type,
                 content_encoding="utf-8" if content_type == "application/json" else "binary",
                 correlation_id=meta.task_id,
                 delivery_mode=mode,
             )
             assert meta.reply_to is not None
-            replies.append((meta.reply_to, body, properties))
-        async with self._failing("publish results"):
-            channel = await self._ensure_channel()
             # Not mandatory: a client that is gone (its queue deleted) loses its results, as in Celery.
             # Confirms are pipelined: every reply is on the wire before the first confirm is awaited.
-            confirms = await asyncio.gather(
-                *(
-                    channel.basic_publish(body, routing_key=key, properties=props)
-                    for key, body, props in replies
-                )
-            )
-        refused = [
-            m.task_id for m, ok in zip(targets, confirms, strict=True) if not isinstance(ok, Basic.Ack)
+            sent.append(publisher.publish("", meta.reply_to, body, properties, mandatory=False))
+        outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        failed = [
+            (m.task_id, o) for m, o in zip(targets, outcomes, strict=True) if isinstance(o, BaseException)
         ]
-        if refused:
-            raise OperationalError(f"RabbitMQ refused the results of tasks {', '.join(refused)}")
+        if not failed:
+            return
+        ids = ", ".join(task_id for task_id, _ in failed)
+        if publisher.is_closed:  # the connection died under them: the next call opens a new one
+            raise OperationalError(f"{_WHAT} could not publish the results of tasks {ids}: {failed[0][1]}")
+        raise OperationalError(f"RabbitMQ refused the results of tasks {ids} ({failed[0][1]})")
+
+    async def _publishing(self) -> Publisher:
+        """The worker's publishing link (publisher confirms on); a new one when the last ended."""
+        publisher = self._publisher
+        if publisher is not None and not publisher.is_closed:
+            return publisher
+        async with self._connecting:
+            if self._publisher is None or self._publisher.is_closed:
+                name = self.options.get("connection_name") or _WHAT
+                options = {**self.options, "connection_name": f"{name} (publisher)"}
+                self._publisher = await Publisher.open(self.amqp_url, options, what=_WHAT)
+            return self._publisher
 
     async def _ensure_channel(self) -> AbstractChannel:
-        """The open channel (publisher confirms on), on a new connection when the last one died."""
+        """The channel that declares reply queues, on a new connection when the last one died."""
         channel = self._channel
         if channel is not None and not channel.is_closed:
             return channel
@@ -147,7 +159,7 @@ class RPCBackend(Backend):
             if connection is None or connection.is_closed:
                 connection = await connect_plain(self.amqp_url, self.options, what=_WHAT)
                 self._connection = connection
-            self._channel = await connection.channel(publisher_confirms=True)
+            self._channel = await connection.channel(publisher_confirms=False)
             return self._channel
 
     @contextlib.asynccontextmanager
@@ -275,6 +287,9 @@ class RPCBackend(Backend):
             closing = inbox.release()
             if closing is not None:
                 await closing
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.close()
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):  # closing: a connection that died already is fine
