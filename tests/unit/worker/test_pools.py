@@ -271,13 +271,17 @@ def test_child_dying_mid_task_is_worker_lost_and_replaced(task: Task[Any, Any], 
     in_pool(make_pool("processes"), scenario)
 
 
-def test_children_killed_while_idle_are_replaced_within_a_second() -> None:
+def test_children_killed_while_idle_are_replaced_promptly() -> None:
+    # Ten kills per slot in quick succession: past ``restart_burst`` starts in a second, a start waits
+    # for the rest of that second (the crash-loop brake), plus the time a fresh interpreter takes.
+    allowed = 1.0 + 1.5
+
     async def scenario(pool: ProcessPool) -> None:
         pids = await full_strength(pool)
         for kill in range(20):
             victim = pids[kill % 2]
             os.kill(victim, signal.SIGKILL)
-            pids = await full_strength(pool, without={victim}, within=1.0)
+            pids = await full_strength(pool, without={victim}, within=allowed)
         assert (await pool.run(job(poolapp.add, 1, 2))).value == 3
 
     in_pool(make_pool("processes", 2), scenario)
