@@ -179,11 +179,7 @@ def test_celery_headers_decode_as_aiormq_decodes_them(url: str) -> None:
             (ours,) = await inbox.wait(1)
             assert ours.body == theirs.body == body
             expected = theirs.header.properties
-            for name in ("content_type", "content_encoding", "headers", "delivery_mode", "priority"):
-                assert getattr(ours.properties, name) == getattr(expected, name), name
-            for name in ("correlation_id", "reply_to", "expiration", "message_id", "timestamp"):
-                assert getattr(ours.properties, name) == getattr(expected, name), name
-            for name in ("message_type", "user_id", "app_id"):
+            for name in PROPERTY_NAMES[:-1]:  # all but the deprecated cluster_id
                 assert getattr(ours.properties, name) == getattr(expected, name), name
             assert ours.properties.headers == celery_message().headers
             assert ours.properties.priority == 3 and ours.properties.delivery_mode == 2

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac._amqp import SCHEMES, connect_plain
 from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
+from celeriac.brokers._amqp_connection import role_options
 from celeriac.brokers._amqp_publisher import Publisher
 from celeriac.exceptions import ConfigurationError, OperationalError
 from celeriac.exceptions import TimeoutError as ResultTimeout
@@ -142,8 +143,7 @@ class RPCBackend(Backend):
             return publisher
         async with self._connecting:
             if self._publisher is None or self._publisher.is_closed:
-                name = self.options.get("connection_name") or _WHAT
-                options = {**self.options, "connection_name": f"{name} (publisher)"}
+                options = role_options(self.options, "publisher", _WHAT)
                 self._publisher = await Publisher.open(self.amqp_url, options, what=_WHAT)
             return self._publisher
 

@@ -29,7 +29,7 @@ from celeriac.exceptions import MissingDependency, OperationalError
 if TYPE_CHECKING:
     from pamqp.base import Frame
 
-__all__ = ["Connection", "Content"]
+__all__ = ["Connection", "Content", "role_options"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ _FLAGS = struct.Struct(">H").unpack_from
 _MIN_FRAME_MAX = 131072  # what we ask for when the server sets no limit
 _CLOSE_WAIT = 2.0
 _NO_PROPERTIES = Properties()
+
+
+def role_options(options: Mapping[str, Any], role: str, what: str) -> dict[str, Any]:
+    """``options`` for one of an owner's own connections: RabbitMQ shows it as ``<connection name>
+    (role)``, the connection name defaulting to ``what`` the owner is."""
+    name = str(options.get("connection_name") or what)
+    return {**options, "connection_name": f"{name} ({role})"}
 
 
 class Content:

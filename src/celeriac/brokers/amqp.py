@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celeriac._amqp import connect_plain
 from celeriac.brokers import _amqp_admin as admin
 from celeriac.brokers import _amqp_wire as wire
+from celeriac.brokers._amqp_connection import role_options
 from celeriac.brokers._amqp_consumer import Consumer
 from celeriac.brokers._amqp_publisher import Publisher
 from celeriac.brokers._amqp_subscribe import subscription
@@ -136,8 +137,7 @@ class AMQPBroker(Broker):
     def _link_options(self, role: str) -> dict[str, Any]:
         """Connection options for one of the broker's own links: RabbitMQ shows it as
         ``<connection name> (role)``."""
-        name = str(self.options.get("connection_name") or "the RabbitMQ broker")
-        return {**self.options, "connection_name": f"{name} ({role})"}
+        return role_options(self.options, role, "the RabbitMQ broker")
 
     async def _fresh_admin(self) -> AbstractChannel:
         """The open channel of the aiormq connection that declares, counts and purges."""
