@@ -72,6 +72,11 @@ async def async_sleepy(seconds: float) -> float:
 
 
 @app.task
+async def async_gives_up() -> None:
+    raise asyncio.CancelledError("the task's own cancellation")
+
+
+@app.task
 def sleepy(seconds: float) -> int:
     """Sleep (interruptibly), then return the pid of the process that ran it."""
     _spin(seconds)

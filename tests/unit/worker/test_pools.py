@@ -235,6 +235,76 @@ def test_thread_stuck_in_c_code_is_abandoned_at_the_hard_limit() -> None:
     in_pool(make_pool("threads"), scenario)
 
 
+# -- async def tasks on the loop (threads and async pools) -------------------------------------------
+# Without a time limit the job runs in the caller's own task; with one, in a task of its own.
+
+on_the_loop = pytest.mark.parametrize(
+    ("kind", "limit"), [(kind, limit) for kind in ("threads", "async") for limit in (None, 30.0)]
+)
+
+
+async def idle(pool: Pool) -> None:
+    for _ in range(100):
+        if not pool.busy:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{pool.busy} slot(s) still busy")
+
+
+@on_the_loop
+def test_a_cold_stop_ends_a_running_async_task_as_worker_lost(kind: str, limit: float | None) -> None:
+    async def scenario(pool: Pool) -> Outcome:
+        running = asyncio.ensure_future(pool.run(job(poolapp.async_sleepy, 10, time_limit=limit)))
+        await asyncio.sleep(0.1)
+        await pool.stop(cold=True)
+        outcome = await running
+        await idle(pool)
+        return outcome
+
+    outcome = in_pool(make_pool(kind), scenario)
+    assert outcome.status == states.FAILURE and outcome.worker_lost
+    assert isinstance(outcome.exc, WorkerLostError)
+
+
+@on_the_loop
+def test_a_warm_stop_lets_a_running_async_task_finish(kind: str, limit: float | None) -> None:
+    async def scenario(pool: Pool) -> Outcome:
+        running = asyncio.ensure_future(pool.run(job(poolapp.async_sleepy, 0.3, time_limit=limit)))
+        await asyncio.sleep(0.05)
+        await pool.stop()  # had it not waited, the job would be cancelled: a FAILURE
+        return await running
+
+    outcome = in_pool(make_pool(kind), scenario)
+    assert outcome.status == states.SUCCESS and outcome.value == 0.3
+
+
+@on_the_loop
+def test_a_cancelled_caller_cancels_its_async_task_and_frees_the_slot(kind: str, limit: float | None) -> None:
+    async def scenario(pool: Pool) -> None:
+        running = asyncio.ensure_future(pool.run(job(poolapp.async_sleepy, 10, time_limit=limit)))
+        await asyncio.sleep(0.1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await idle(pool)
+        assert (await pool.run(job(poolapp.async_add, 1, 2))).value == 3
+
+    in_pool(make_pool(kind), scenario)
+
+
+@on_the_loop
+def test_an_async_task_raising_cancelled_error_itself_fails(kind: str, limit: float | None) -> None:
+    async def scenario(pool: Pool) -> Outcome:
+        outcome = await pool.run(job(poolapp.async_gives_up, time_limit=limit))
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        return outcome
+
+    outcome = in_pool(make_pool(kind), scenario)
+    assert outcome.status == states.FAILURE and not outcome.worker_lost
+    assert isinstance(outcome.exc, asyncio.CancelledError)
+    assert outcome.exc.args == ("the task's own cancellation",)
+
+
 # -- the processes pool ----------------------------------------------------------------------------
 
 
