@@ -42,8 +42,13 @@ SETTINGS: dict[str, Setting] = {
     ),
     "broker_heartbeat": _s(None, *_NUM, doc="AMQP heartbeat in seconds (default: the server's, 60)."),
     "broker_connection_timeout": _s(4.0, *_NUM, doc="Seconds to wait for a broker connection."),
-    "broker_connection_retry": _s(True, bool),
-    "broker_connection_max_retries": _s(100, int),
+    "broker_connection_retry": _s(True, bool, doc="Default of broker_connection_retry_on_startup."),
+    "broker_connection_retry_on_startup": _s(
+        None, bool, doc="A worker that cannot reach its broker at start waits for it (default: True)."
+    ),
+    "broker_connection_max_retries": _s(
+        100, int, doc="Retries of a starting worker that cannot reach its broker; 0 or None: no limit."
+    ),
     "broker_max_deliveries": _s(
         3, int, doc="Times a message may kill its worker before it is dead-lettered."
     ),

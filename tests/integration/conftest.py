@@ -47,7 +47,7 @@ class WorkerProcess:
         self.env, self.args, self.log = env, args, log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self, wait_for: str = "ready") -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "celeriac", "-A", "tests.integration.appmod", "worker", *self.args],
@@ -57,7 +57,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_for("ready", timeout=30)
+        self.wait_for(wait_for, timeout=30)
         return self
 
     def wait_for(self, text: str, timeout: float) -> None:

@@ -1,5 +1,6 @@
 """A real ``celeriac worker`` process on the shared RabbitMQ: results, countdowns kept by the broker,
-poison tasks dead-lettered, kill -9 and a connection closed by the server survived.
+poison tasks dead-lettered, kill -9 and a connection closed by the server survived; and on a node of
+the test's own, a worker started before its broker.
 
 Each test works on a queue, a dead-letter queue and a delay scheme of its own (deleted afterwards), so
 the shared server's ``celery`` queue is never touched. Results go to a SQLite file.
@@ -18,9 +19,13 @@ from typing import Any
 
 import pytest
 
+from celeriac import Celeriac
+from celeriac.config import Settings
+from celeriac.worker import Worker
 from tests.contract.conftest import SERVERS, _delete_amqp, _require, close_amqp_connections
 from tests.integration import appmod
-from tests.integration.conftest import ledger, log_of, wait_until
+from tests.integration.conftest import WorkerProcess, ledger, log_of, wait_until
+from tests.servers import RabbitServer, free_port, require_rabbit_server
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +125,69 @@ def test_a_connection_closed_by_the_server_is_reopened(
     results = [appmod.work.delay(i) for i in range(20)]
     assert [r.get(timeout=30) for r in results] == list(range(20))
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+# -- a worker started before its broker ----------------------------------------------------------------
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(
+    worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_rabbit_server()
+    server = RabbitServer(tmp_path / "rabbit")  # its port is chosen; nothing listens there yet
+    env = {**worker_env, "CELERIAC_BROKER_URL": server.url()}
+    monkeypatch.setenv("CELERIAC_BROKER_URL", server.url())
+    worker = WorkerProcess(env, ["-n", "early@test", "-c", "2", "-P", "threads"], tmp_path / "early.log")
+    try:
+        worker.start(wait_for="cannot reach the broker")
+        server.start()
+        worker.wait_for("ready", timeout=60)
+        appmod.app.conf = Settings()  # this test's broker
+        appmod.app._brokers.clear()
+        appmod.app._backends.clear()
+        assert appmod.add.delay(2, 3).get(timeout=30) == 5
+        assert worker.terminate() == 0
+    finally:
+        appmod.app.close()
+        worker.stop()
+        server.close()
+    log = worker.log.read_text()
+    assert f"cannot reach the broker amqp://guest:***@127.0.0.1:{server.port}// to start" in log
+    assert "trying again in" in log and "(retry 1 of 100)" in log
+
+
+def _unreachable(**settings: Any) -> Celeriac:
+    app = Celeriac("early")
+    app.conf.update(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//", result_backend="disabled://")
+    app.conf.update(**settings)
+    return app
+
+
+def test_a_worker_told_not_to_wait_for_its_broker_fails_at_once() -> None:
+    worker = Worker(_unreachable(broker_connection_retry_on_startup=False), pool="threads", concurrency=1)
+    started = time.monotonic()
+    with pytest.raises(OSError, match=r"cannot connect to 127\.0\.0\.1"):
+        asyncio.run(worker.arun(install_signals=False))
+    assert time.monotonic() - started < 5
+
+
+def test_a_starting_worker_gives_up_after_max_retries(caplog: pytest.LogCaptureFixture) -> None:
+    worker = Worker(_unreachable(broker_connection_max_retries=2), pool="threads", concurrency=1)
+    with pytest.raises(OSError, match=r"cannot connect to 127\.0\.0\.1"):
+        asyncio.run(worker.arun(install_signals=False))
+    retries = [r.getMessage() for r in caplog.records if "cannot reach the broker" in r.getMessage()]
+    assert [m[m.index("(retry") :] for m in retries] == ["(retry 1 of 2)", "(retry 2 of 2)"]
+
+
+def test_a_stop_while_waiting_for_the_broker_ends_the_worker_cleanly() -> None:
+    worker = Worker(_unreachable(broker_connection_max_retries=0), pool="threads", concurrency=1)
+
+    async def scenario() -> int:
+        running = asyncio.ensure_future(worker.arun(install_signals=False))
+        await asyncio.sleep(1.0)  # several retries: each backs off at most 0.1 * 2**n s
+        assert not running.done()
+        worker.request_stop()
+        async with asyncio.timeout(3):
+            return await running
+
+    assert asyncio.run(scenario()) == 0

@@ -72,6 +72,15 @@ __all__ = ["AMQPBroker"]
 log = logging.getLogger(__name__)
 
 
+def _not_reported_twice(record: logging.LogRecord) -> bool:
+    # aiormq logs a failed connect at ERROR and then raises it; the broker raises it on as an
+    # OperationalError naming the broker, and the worker logs that with what it does next.
+    return record.msg != "error when creating transport: %r"
+
+
+logging.getLogger("aiormq.connection").addFilter(_not_reported_twice)
+
+
 class AMQPBroker(Broker):
     """A broker whose queues are RabbitMQ queues, shared with Celery clients, workers and Flower.
 

@@ -130,8 +130,10 @@ class Worker(Writes):
         self.broker = self.app.broker()
         self.broker.capacity = self.concurrency * self.prefetch_multiplier
         self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
-        for queue in self.queues:
-            await self.broker.declare(queue)
+        if not await self._declare_queues():
+            await self._close("the broker", self._where_broker, self.broker.close)
+            self.log.info("%s stopped before it could reach %s", self.hostname, self._where_broker)
+            return 0
         self.pool = pool_class(self.pool_name)(
             self.app,
             self.concurrency,
@@ -163,6 +165,40 @@ class Worker(Writes):
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         return 0
+
+    async def _declare_queues(self) -> bool:
+        """Declare the queues served, waiting out a broker that cannot be reached yet (one started
+        before its broker, say); False if a stop came first.
+
+        ``broker_connection_retry_on_startup`` (default: ``broker_connection_retry``, True) and
+        ``broker_connection_max_retries`` (0 or None: no limit) say how long to wait, as in Celery;
+        then the last failure is raised. Once running, an outage never ends the worker.
+        """
+        conf = self.app.conf
+        retry = conf.broker_connection_retry_on_startup
+        if retry is None:
+            retry = conf.broker_connection_retry
+        attempts = conf.broker_connection_max_retries or 0
+        backoff = Backoff()
+        while True:
+            try:
+                for queue in self.queues:
+                    await self.broker.declare(queue)
+                return True
+            except OSError as exc:  # OperationalError, ConnectionError and TimeoutError among them
+                if not retry or (attempts and backoff.failures >= attempts):
+                    raise
+                delay = backoff.next()
+                self.log.warning(
+                    "cannot reach the broker %s to start (%s); trying again in %.2fs (retry %d%s)",
+                    self._where_broker,
+                    describe(exc),
+                    delay,
+                    backoff.failures,
+                    f" of {attempts}" if attempts else "",
+                )
+            if await sleep_unless(self._stopped, delay):
+                return False
 
     def request_stop(self, cold: bool = False) -> None:
         """Ask for a warm shutdown; asked again (or with ``cold``), a cold one. Safe from any thread."""
