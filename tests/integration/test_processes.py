@@ -20,6 +20,7 @@ from celeriac import Celeriac
 from celeriac.cli.main import _parser, child_argv
 from celeriac.worker._supervisor import Child, Supervisor, exit_code, node_name
 from tests.integration.conftest import ledger, wait_until
+from tests.servers import free_port
 
 TASKS = """
 import logging
@@ -186,6 +187,48 @@ def test_a_worker_that_keeps_dying_young_is_started_again_later_and_later(
     assert all(
         later - earlier >= delay for earlier, later, delay in zip(times[:4], times[1:5], delays, strict=True)
     )
+
+
+def test_a_worker_that_cannot_start_stops_the_others_and_the_supervisor(caplog):
+    waits_for_its_stop = "import sys; sys.stdin.buffer.read(1)"  # one stop byte on its lifeline
+    supervisor = Supervisor(
+        [
+            Child("c-1@test", [sys.executable, "-c", "raise SystemExit(2)"]),
+            Child("c-2@test", [sys.executable, "-c", waits_for_its_stop]),
+        ]
+    )
+    caplog.set_level(logging.INFO, "celeriac.supervisor")
+
+    async def main() -> int:
+        async with asyncio.timeout(30):
+            return await supervisor.arun()
+
+    assert asyncio.run(main()) == 2
+    said = [r.getMessage() for r in caplog.records]
+    gave_up = "could not start (exit code 2; its error is above)"
+    assert any(m.startswith("c-1@test (pid ") and gave_up in m for m in said)
+    assert any(m.startswith("c-2@test (pid ") and m.endswith("exited: exit code 0") for m in said)
+    assert not any("starting it again in" in m for m in said)
+
+
+def test_workers_that_cannot_reach_their_broker_end_the_command(project, sqlite_env):
+    env = {
+        **sqlite_env,
+        "CELERIAC_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}//",
+        "CELERIAC_BROKER_CONNECTION_RETRY_ON_STARTUP": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "celeriac", "-A", "procapp", "worker", "--processes", "2"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "celeriac: error: the RabbitMQ broker could not declare queue 'celery'" in done.stderr
+    assert "could not start (exit code 2; its error is above)" in done.stderr
+    assert "starting it again in" not in done.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])

@@ -2,7 +2,9 @@
 
 The supervisor starts each worker as a fresh interpreter (never a fork: no loop or socket crosses into
 a child) and keeps it running: a worker that dies while the supervisor is not stopping is logged and
-started again, after a delay that doubles while it keeps dying young.
+started again, after a delay that doubles while it keeps dying young. A worker that exits young with
+the command's error code (2: an error it reported, such as a bad setting) would fail the same way
+again: the supervisor then stops the others and exits with that code.
 
 Each worker's stdin is a pipe whose write end only the supervisor holds; it is the worker's lifeline:
 
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.supervisor")
 
 _STOP = b"s"  # one per stop signal the supervisor received
+#: ``celeriac``'s exit code for an error it reported (``cli.main``): a bad setting, an unreachable broker
+#: after its retries.
+_REPORTED_ERROR = 2
 
 
 def node_name(base: str, index: int) -> str:
@@ -136,6 +141,12 @@ class Supervisor:
         self._stops += 1
         kind = "warm" if self._stops == 1 else "cold"
         log.info("%s: %s shutdown of %d worker(s)", sig.name, kind, len(self._running))
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        """Tell every running worker to stop, as many times as the supervisor was told (at least once)."""
+        self._stopping.set()
+        self._stops = max(self._stops, 1)
         for running in self._running.values():
             self._tell_stop(running.lifeline)
 
@@ -161,6 +172,17 @@ class Supervisor:
                 self._codes.append(exit_code(returncode))
                 return
             lived = loop.time() - started
+            if returncode == _REPORTED_ERROR and lived < self.stable_after:
+                log.error(
+                    "%s (pid %d) could not start (exit code %d; its error is above): not starting it "
+                    "again; stopping the other workers",
+                    child.node,
+                    pid,
+                    returncode,
+                )
+                self._codes.append(returncode)
+                self._stop_all()
+                return
             if lived >= self.stable_after:
                 wait, delay = 0.0, self.restart_delay
             else:
