@@ -35,7 +35,12 @@ URL = SERVERS["rabbitmq"][3]
 @pytest.fixture
 def names() -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
-    return {"queue": f"itest-{tag}", "dead": f"itest-dead-{tag}", "connection": f"itest-{tag}"}
+    return {
+        "queue": f"itest-{tag}",
+        "other": f"itest-other-{tag}",
+        "dead": f"itest-dead-{tag}",
+        "connection": f"itest-{tag}",
+    }
 
 
 @pytest.fixture
@@ -65,7 +70,7 @@ def worker_env(
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     yield {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
-    asyncio.run(_delete_amqp(URL, [names["queue"], names["dead"]], set()))
+    asyncio.run(_delete_amqp(URL, [names["queue"], names["other"], names["dead"]], set()))
 
 
 def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, names: dict[str, str]) -> None:
@@ -125,6 +130,24 @@ def test_a_connection_closed_by_the_server_is_reopened(
     results = [appmod.work.delay(i) for i in range(20)]
     assert [r.get(timeout=30) for r in results] == list(range(20))
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+@pytest.mark.parametrize(("queues", "held"), [(1, 8), (2, 4)])
+def test_a_busy_worker_holds_its_prefetch_split_among_its_queues(
+    app: Any, start_worker: Any, names: dict[str, str], queues: int, held: int
+) -> None:
+    # -c 2 --prefetch-multiplier 4: a prefetch of 8, split between two queues (4 each, at least 2).
+    served = [names["queue"], names["other"]][:queues]
+    start_worker("-c", "2", "-P", "threads", "--prefetch-multiplier", "4", "-Q", ",".join(served))
+    for queue in served:
+        for i in range(20):
+            appmod.work.apply_async((i, 3.0), queue=queue)
+
+    async def ready(queue: str) -> int:
+        return await app.broker()._ready(queue)
+
+    time.sleep(1.5)  # the first two tasks run for 3 s: nothing is acked meanwhile
+    assert [20 - app.run(ready(queue)) for queue in served] == [held] * queues
 
 
 # -- a worker started before its broker ----------------------------------------------------------------

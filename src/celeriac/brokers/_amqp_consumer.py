@@ -7,8 +7,10 @@ has a connection of its own too (``_amqp_publisher``), and declaring stays on th
 One channel holds a consumer per queue. Its prefetch is per consumer (quorum queues refuse a global
 one) and is the broker's ``capacity`` (the worker sets it to its pool slots times prefetch multiplier), so
 RabbitMQ never pushes a worker more than it could start; without one, the most the caller ever asked
-to hold at once (deliveries held plus the fetch's limit). A prefetch applies to consumers started after
-it, so raising it restarts them.
+to hold at once (deliveries held plus the fetch's limit). Consuming several queues, each consumer gets
+an even share of ``capacity``, but never fewer than the pool's slots, so one busy queue still fills the
+pool: the worker holds at most the larger of ``capacity`` and queues times slots. A prefetch applies to
+consumers started after it, so raising it restarts them.
 
 Delivery tags are only valid on the link that delivered them: a delivery whose link is not the current
 one, or has ended, is never settled (RabbitMQ requeued it when that connection died).
@@ -139,7 +141,7 @@ class Consumer:
     # -- fetching
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        started = await self.consume(queues, self.broker.capacity or len(self.held) + limit)
+        started = await self.consume(queues, self._prefetch(queues) or len(self.held) + limit)
         deadline = time.monotonic() + max(timeout, 0.0)
         settled_wait = False
         while True:
@@ -158,6 +160,13 @@ class Consumer:
                     return []
                 settled_wait, remaining = True, 0.5
             await self._wait(remaining)
+
+    def _prefetch(self, queues: Sequence[str]) -> int | None:
+        """Each consumer's prefetch: its share of the broker's capacity, at least the pool's slots."""
+        capacity, count = self.broker.capacity, len(dict.fromkeys(queues))
+        if not capacity or count <= 1:
+            return capacity
+        return max(self.broker.slots or 1, -(-capacity // count))
 
     async def _more(self, queues: Sequence[str], limit: int, linger: float = 0.0) -> list[Delivery]:
         """What arrives while the loop turns a few times (the rest of a read RabbitMQ wrote in several

@@ -66,6 +66,9 @@ class Broker(abc.ABC):
         #: multiplier), set by the worker before it fetches. Brokers that push (AMQP) make it their
         #: prefetch, so a busy worker is never sent what another could run; None: not known.
         self.capacity: int | None = None
+        #: The worker's pool slots (its concurrency), set with ``capacity``: a pushing broker consuming
+        #: several queues splits ``capacity`` among them but gives each at least this many.
+        self.slots: int | None = None
         #: Option ``eta_on_queue``: delayed messages sent by *clients* go to their queue at once, with
         #: their ``eta`` header, as Celery sends them, so Celery workers sharing the broker run them
         #: (they hold them in memory until due); our workers move them to the delayed store on receipt.

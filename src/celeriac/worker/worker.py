@@ -129,6 +129,7 @@ class Worker(Writes):
         self.app.import_includes()
         self.broker = self.app.broker()
         self.broker.capacity = self.concurrency * self.prefetch_multiplier
+        self.broker.slots = self.concurrency
         self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
         if not await self._declare_queues():
             await self._close("the broker", self._where_broker, self.broker.close)
