@@ -152,8 +152,13 @@ async def aexecute_limited(
     if reason == (_SOFT_CANCEL,):
         return _cancelled(outcome, SoftTimeLimitExceeded(soft))
     if reason == (_STOP_CANCEL,):
-        return _cancelled(outcome, WorkerLostError("the pool stopped while the task ran"), lost=True)
+        return _stopped(outcome)
     return outcome
+
+
+def _stopped(outcome: Outcome) -> Outcome:
+    """The outcome of a job whose coroutine the pool's stop cancelled: lost with its worker."""
+    return _cancelled(outcome, WorkerLostError("the pool stopped while the task ran"), lost=True)
 
 
 def _cancelled(outcome: Outcome, exc: BaseException, lost: bool = False) -> Outcome:
@@ -290,7 +295,7 @@ class ThreadPool(Pool):
             if outcome.exc.args != (_STOP_CANCEL,):
                 raise asyncio.CancelledError  # the caller was cancelled, not the job
             current.uncancel()
-            return _cancelled(outcome, WorkerLostError("the pool stopped while the task ran"), lost=True)
+            return _stopped(outcome)
         return outcome
 
     async def _run_in_thread(self, job: Job) -> Outcome:
