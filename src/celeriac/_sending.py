@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from celeriac._routing import exchange_name
 from celeriac.config import closest_of
 from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import TaskCall
+from celeriac.routing import exchange_name
 from celeriac.task import current_request
 
 if TYPE_CHECKING:

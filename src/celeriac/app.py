@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from celeriac._builtins import register_builtins
 from celeriac._portal import portal
-from celeriac._routing import Router
 from celeriac._sending import RetryPolicy, SendOptions, build_call
 from celeriac.config import Settings, settings_from_object
 from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.routing import Router
 from celeriac.task import Task
 
 if TYPE_CHECKING:

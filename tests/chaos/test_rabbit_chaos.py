@@ -312,7 +312,7 @@ def test_private_node_keeps_confirmed_messages_through_a_crash_and_leaves_nothin
 
     from pamqp.commands import Basic
 
-    from celeriac._amqp import connect_plain
+    from celeriac.amqp.client import connect_plain
 
     async def publish(url: str, count: int) -> None:
         connection = await connect_plain(url, {}, what="the test")

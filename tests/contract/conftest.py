@@ -23,14 +23,14 @@ from typing import Any, cast
 import pytest
 import sqlalchemy as sa
 
-from celeriac._sqldb import engine_url
+from celeriac.amqp._codec import Properties
 from celeriac.backends import Backend, create_backend
-from celeriac.backends import memory as memory_backend
-from celeriac.backends.sql import chord_parts, chords, group_meta, task_meta
 from celeriac.brokers import Broker, create_broker
-from celeriac.brokers import memory as memory_broker
-from celeriac.brokers._amqp_codec import Properties
-from celeriac.brokers.sql import dead_letters, messages
+from celeriac.memory import backend as memory_backend
+from celeriac.memory import broker as memory_broker
+from celeriac.sql.backend import chord_parts, chords, group_meta, task_meta
+from celeriac.sql.broker import dead_letters, messages
+from celeriac.sql.database import engine_url
 from tests import redis_topologies
 from tests.servers import service_missing
 
@@ -183,7 +183,7 @@ class BrokerKit(_Kit):
 
 
 async def _delete_redis_keys(url: str, options: dict[str, Any]) -> None:
-    from celeriac._redis import redis_client
+    from celeriac.redis.client import redis_client
 
     client = redis_client(url, options, what="the test")
     try:
@@ -223,7 +223,7 @@ def abort_amqp(connection: Any) -> None:
 
 async def _delete_amqp(url: str, queues: list[str], exchanges: set[str]) -> None:
     """Delete a test's queues and exchanges (a missing one closes the channel: open a fresh one each)."""
-    from celeriac._amqp import connect_plain
+    from celeriac.amqp.client import connect_plain
 
     connection = await connect_plain(url, {}, what="the test")
     try:

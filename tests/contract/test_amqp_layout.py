@@ -14,10 +14,10 @@ from typing import Any, cast
 
 import pytest
 
-from celeriac._amqp import connect_plain
-from celeriac.brokers._amqp_topology import level_name
-from celeriac.brokers._amqp_wire import delay_routing_key
-from celeriac.brokers.amqp import AMQPBroker
+from celeriac.amqp._topology import level_name
+from celeriac.amqp._wire import delay_routing_key
+from celeriac.amqp.broker import AMQPBroker
+from celeriac.amqp.client import connect_plain
 from celeriac.exceptions import MessageUnroutable
 from celeriac.protocol.message import Message
 from tests.contract.conftest import BrokerKit, close_amqp_connections
@@ -209,7 +209,7 @@ def test_a_declaration_rabbitmq_refuses_is_logged_and_the_queue_used(
         finally:
             await connection.close()
         broker = amqp_brokers.broker()
-        with caplog.at_level(logging.ERROR, "celeriac.brokers.amqp"):
+        with caplog.at_level(logging.ERROR, "celeriac.amqp.broker"):
             await broker.publish(queue, message("still-works"))
         assert ids(await broker.fetch([queue], 10, 1.0)) == ["still-works"]
         assert queue in caplog.text and "x-message-ttl" in caplog.text

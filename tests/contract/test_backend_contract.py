@@ -499,7 +499,7 @@ def test_redis_wait_polls_when_pubsub_is_refused(
 ) -> None:
     from redis.exceptions import NoPermissionError
 
-    from celeriac.backends import redis as redis_backend
+    from celeriac.redis import backend as redis_backend
 
     async def refuse(*args: Any) -> asyncio.Event:
         raise NoPermissionError("this user has no permissions to run the 'subscribe' command")

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from celeriac.brokers.redis import RedisBroker
 from celeriac.protocol import Message
+from celeriac.redis.broker import RedisBroker
 from tests.contract.conftest import SERVERS, _require
 
 

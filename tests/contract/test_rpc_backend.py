@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from celeriac import states
-from celeriac._amqp import connect_plain
+from celeriac.amqp._rpc_replies import is_consumed
+from celeriac.amqp.client import connect_plain
+from celeriac.amqp.rpc import RPCBackend
 from celeriac.backends import ResultMeta, create_backend
-from celeriac.backends._rpc_replies import is_consumed
 from celeriac.backends.base import ChordPart
-from celeriac.backends.rpc import RPCBackend
 from celeriac.exceptions import ConfigurationError, TimeoutError
 from tests.contract.conftest import _Kit, close_amqp_connections
 from tests.servers import RabbitServer, service_missing
@@ -359,7 +359,7 @@ def test_the_consumer_comes_back_when_its_queue_is_deleted(
         await worker.store([ok])
         assert (await client.wait(ok.task_id, timeout=5)).result == 3
 
-    with caplog.at_level(logging.WARNING, logger="celeriac.backends.rpc"):
+    with caplog.at_level(logging.WARNING, logger="celeriac.amqp.rpc"):
         rpc.run(scenario)
 
 
@@ -393,7 +393,7 @@ def test_the_consumer_waits_out_an_outage_and_a_wait_across_it_gets_its_result(
             await worker.close()
             await client.close()
 
-    with caplog.at_level(logging.DEBUG, logger="celeriac.backends.rpc"):
+    with caplog.at_level(logging.DEBUG, logger="celeriac.amqp.rpc"):
         asyncio.run(scenario())
 
 

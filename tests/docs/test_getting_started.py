@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from celeriac import AsyncResult, Celeriac, chain
-from celeriac._appref import find_app
 from celeriac.cli.main import main as cli
 from celeriac.exceptions import (
     ConfigurationError,
@@ -33,6 +32,7 @@ from celeriac.exceptions import (
 )
 from celeriac.testing import start_worker
 from celeriac.worker import Worker
+from celeriac.worker._appref import find_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "getting-started" / "examples"
 EXAMPLE_MODULES = {"tasks", "celeryconfig", "configured", "proj", "test_proj"}

@@ -20,9 +20,9 @@ import aiormq
 import pytest
 from pamqp.commands import Basic
 
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_codec import PROPERTY_NAMES
-from celeriac.brokers._amqp_link import Delivered, Link
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._codec import PROPERTY_NAMES
+from celeriac.amqp._link import Delivered, Link
 from celeriac.exceptions import OperationalError
 from celeriac.protocol.message import Message
 from tests.contract.conftest import _require, close_amqp_connections

@@ -16,10 +16,10 @@ from typing import Any
 import aiormq
 import pytest
 
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_codec import PROPERTY_NAMES, Properties
-from celeriac.brokers._amqp_publisher import Publisher
-from celeriac.brokers.amqp import AMQPBroker
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._codec import PROPERTY_NAMES, Properties
+from celeriac.amqp._publisher import Publisher
+from celeriac.amqp.broker import AMQPBroker
 from celeriac.exceptions import MessageUnroutable, OperationalError
 from celeriac.protocol.message import Message
 from tests.contract.conftest import close_amqp_connections

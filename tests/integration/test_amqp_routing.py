@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
-from celeriac._amqp import connect_plain
+from celeriac.amqp.client import connect_plain
 from celeriac.exceptions import MessageUnroutable
 from celeriac.testing import start_worker
 from tests.contract.test_rpc_backend import AMQP, require_rabbitmq

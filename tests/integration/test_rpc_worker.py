@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from celeriac import Celeriac, group, states
-from celeriac._amqp import connect_plain
+from celeriac.amqp.client import connect_plain
 from celeriac.exceptions import ConfigurationError, TimeoutError
 from celeriac.testing import start_worker
 from tests.contract.test_rpc_backend import AMQP, require_rabbitmq

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from celery import Celery  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
-from celeriac._sqldb import engine_url
-from celeriac.backends.sql import task_meta
-from celeriac.brokers import memory as memory_broker
+from celeriac.memory import broker as memory_broker
+from celeriac.sql.backend import task_meta
+from celeriac.sql.database import engine_url
 from tests.servers import service_missing
 
 POSTGRES = ("127.0.0.1", 5432, "postgresql+psycopg://root@127.0.0.1:5432/test")

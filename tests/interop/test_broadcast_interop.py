@@ -14,7 +14,7 @@ import threading
 
 from celery import Celery  # type: ignore[import-untyped]
 
-from celeriac.brokers.redis import RedisBroker
+from celeriac.redis.broker import RedisBroker
 from tests.interop.conftest import close_celery, require_redis
 
 REDIS = "redis://127.0.0.1:6379/13"

@@ -21,9 +21,9 @@ from celery.app.task import Context
 from celery.result import GroupResult as CeleryGroupResult
 
 from celeriac import AsyncResult, Celeriac, GroupResult, states
-from celeriac._sqldb import engine_url
 from celeriac.backends.base import ChordPart
-from celeriac.backends.sql import group_meta
+from celeriac.sql.backend import group_meta
+from celeriac.sql.database import engine_url
 from tests.interop.conftest import require_redis
 
 if TYPE_CHECKING:

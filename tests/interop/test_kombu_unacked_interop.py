@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from celeriac.brokers.redis import RedisBroker
+from celeriac.redis.broker import RedisBroker
 from tests.interop.conftest import require_redis
 
 REDIS = "redis://127.0.0.1:6379/13"

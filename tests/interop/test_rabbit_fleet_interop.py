@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.brokers.amqp import AMQPBroker
+from celeriac.amqp.broker import AMQPBroker
 from tests.contract.test_rpc_backend import AMQP, require_rabbitmq
 from tests.interop import celeriac_rabbit_app, celery_rabbit_app
 from tests.interop.celery_rabbit_app import WORK

@@ -28,7 +28,7 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.exceptions import TaskRevokedError as CeleryTaskRevokedError  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
-from celeriac.brokers.amqp import AMQPBroker
+from celeriac.amqp.broker import AMQPBroker
 from celeriac.exceptions import TaskRevokedError
 from celeriac.testing import start_worker
 from celeriac.worker import Worker

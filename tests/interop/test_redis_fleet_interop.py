@@ -31,8 +31,8 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.exceptions import TaskRevokedError as CeleryTaskRevokedError  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
-from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import TaskRevokedError
+from celeriac.redis.broker import RedisBroker
 from celeriac.testing import start_worker
 from celeriac.worker import Worker
 from tests.interop import celeriac_redis_app, celery_redis_app

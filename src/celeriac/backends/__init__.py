@@ -19,17 +19,17 @@ __all__ = ["Backend", "ResultMeta", "backend_class", "create_backend", "known_sc
 
 ENTRY_POINT_GROUP = "celeriac.backends"
 
-_SQL = "celeriac.backends.sql:SQLBackend"
+_SQL = "celeriac.sql.backend:SQLBackend"
 _BUILTIN = {
-    "memory": "celeriac.backends.memory:MemoryBackend",
+    "memory": "celeriac.memory.backend:MemoryBackend",
     "disabled": "celeriac.backends.disabled:DisabledBackend",
     "sqlite": _SQL,
     "postgresql": _SQL,
     "postgres": _SQL,
     "mysql": _SQL,
     "mariadb": _SQL,
-    **dict.fromkeys(("redis", "rediss", "redis+socket", "sentinel"), "celeriac.backends.redis:RedisBackend"),
-    "rpc": "celeriac.backends.rpc:RPCBackend",
+    **dict.fromkeys(("redis", "rediss", "redis+socket", "sentinel"), "celeriac.redis.backend:RedisBackend"),
+    "rpc": "celeriac.amqp.rpc:RPCBackend",
 }
 
 

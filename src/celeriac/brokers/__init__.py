@@ -18,9 +18,9 @@ __all__ = ["Broker", "DeadLetter", "Delivery", "broker_class", "create_broker", 
 
 ENTRY_POINT_GROUP = "celeriac.brokers"
 
-_SQL = "celeriac.brokers.sql:SQLBroker"
+_SQL = "celeriac.sql.broker:SQLBroker"
 _BUILTIN = {
-    "memory": "celeriac.brokers.memory:MemoryBroker",
+    "memory": "celeriac.memory.broker:MemoryBroker",
     "sqlite": _SQL,
     "postgresql": _SQL,
     "postgres": _SQL,
@@ -28,9 +28,9 @@ _BUILTIN = {
     "mariadb": _SQL,
     **dict.fromkeys(
         ("redis", "rediss", "redis+socket", "redis+cluster", "rediss+cluster", "sentinel"),
-        "celeriac.brokers.redis:RedisBroker",
+        "celeriac.redis.broker:RedisBroker",
     ),
-    **dict.fromkeys(("amqp", "amqps", "pyamqp", "pyamqps"), "celeriac.brokers.amqp:AMQPBroker"),
+    **dict.fromkeys(("amqp", "amqps", "pyamqp", "pyamqps"), "celeriac.amqp.broker:AMQPBroker"),
 }
 
 

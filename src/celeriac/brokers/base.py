@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celeriac.protocol.message import Message
 
 if TYPE_CHECKING:
-    from celeriac.brokers._fanout import Subscription
+    from celeriac.brokers.fanout import Subscription
 
 
 @dataclass(slots=True)

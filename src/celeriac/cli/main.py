@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_app(args: argparse.Namespace) -> Celeriac:
-    from celeriac._appref import find_app
+    from celeriac.worker._appref import find_app
 
     if not args.app:
         raise CeleriacError(f"'{args.command}' needs the app: celeriac -A MODULE {args.command} ...")
@@ -112,8 +112,8 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from celeriac._logging import setup_logging
     from celeriac.worker import Worker
+    from celeriac.worker._logging import setup_logging
 
     app = _load_app(args)
     conf = app.conf

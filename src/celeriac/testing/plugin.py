@@ -32,8 +32,8 @@ def celeriac_app(celeriac_config: dict[str, Any]) -> Iterator[Celeriac]:
     app = Celeriac("test", broker=store, backend=store, **celeriac_config)
     yield app
     app.close()
-    from celeriac.backends import memory as memory_backend
-    from celeriac.brokers import memory as memory_broker
+    from celeriac.memory import backend as memory_backend
+    from celeriac.memory import broker as memory_broker
 
     memory_broker.reset(store)  # the store lives as long as the process otherwise
     memory_backend.reset(store)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp import body, commands, decode, encode, frame, header
 
-from celeriac.brokers._amqp_codec import (
+from celeriac.amqp._codec import (
     PROPERTY_NAMES,
     Properties,
     read_properties,
@@ -25,7 +25,7 @@ from celeriac.brokers._amqp_codec import (
     write_properties,
     write_table,
 )
-from celeriac.brokers._amqp_link import Delivered, Link
+from celeriac.amqp._link import Delivered, Link
 from celeriac.exceptions import OperationalError
 
 TASK_ID = "0f4b5e4c-8a4e-4e55-9d44-3f0a3c0c8d1a"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pamqp import body, commands, frame, header
 
-from celeriac.brokers._amqp_codec import Properties
-from celeriac.brokers._amqp_publisher import Publisher
+from celeriac.amqp._codec import Properties
+from celeriac.amqp._publisher import Publisher
 from celeriac.exceptions import MessageUnroutable, OperationalError
 
 
@@ -240,7 +240,7 @@ def test_blocking_is_logged_once_per_change(caplog: pytest.LogCaptureFixture) ->
             publisher.data_received(data)
         assert not publisher.is_closed
 
-    with caplog.at_level(logging.WARNING, logger="celeriac.brokers._amqp_publisher"):
+    with caplog.at_level(logging.WARNING, logger="celeriac.amqp._publisher"):
         run(scenario)
     assert [r.getMessage() for r in caplog.records] == [
         "the test: RabbitMQ blocked publishing (low on memory); publishes wait until it unblocks",

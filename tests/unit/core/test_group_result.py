@@ -14,8 +14,8 @@ import pytest
 import celeriac
 from celeriac import AsyncResult, Celeriac, GroupResult, states
 from celeriac.backends import ResultMeta
-from celeriac.backends import memory as memory_backend
 from celeriac.exceptions import TimeoutError
+from celeriac.memory import backend as memory_backend
 from celeriac.result import result_from_tuple
 
 

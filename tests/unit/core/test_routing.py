@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
-from celeriac._routing import Router, topic_matches
 from celeriac.exceptions import ConfigurationError
+from celeriac.routing import Router, topic_matches
 
 
 @pytest.mark.parametrize(

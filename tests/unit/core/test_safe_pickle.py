@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from celeriac.backends import _safe_pickle
 from celeriac.exceptions import DecodeError
+from celeriac.sql import _safe_pickle
 
 
 class _Evil:
@@ -41,7 +41,7 @@ def test_celery_names_are_never_imported() -> None:
     # A name under celery.* that does not exist: an import would fail; we make an inert placeholder.
     data = b"ccelery.nope\nThing\n(Varg\ntR."  # protocol 0: celery.nope.Thing("arg")
     loaded = _safe_pickle.loads(data)
-    assert type(loaded).__module__ == "celeriac.backends._safe_pickle"
+    assert type(loaded).__module__ == "celeriac.sql._safe_pickle"
 
 
 def test_garbage_is_a_decode_error() -> None:

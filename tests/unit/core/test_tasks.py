@@ -4,8 +4,8 @@ import re
 import pytest
 
 from celeriac import Celeriac, Task, shared_task
-from celeriac._routing import Router
 from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.routing import Router
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-__all__ = ["Signal", "signal_for"]
+__all__ = ["Wakeup", "wakeup_for"]
 
 
-class Signal:
+class Wakeup:
     """Wakes coroutines that wait on any thread's event loop; ``notify`` may be called from any thread.
 
     A waiter arms a future *before* it looks at the state it waits on, then awaits the future, so a
@@ -56,11 +56,11 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-_named: dict[str, Signal] = {}
+_named: dict[str, Wakeup] = {}
 _named_lock = threading.Lock()
 
 
-def signal_for(key: str) -> Signal:
-    """The process's one signal named ``key``: every broker or backend on the same store shares it."""
+def wakeup_for(key: str) -> Wakeup:
+    """The process's one wake-up named ``key``: every broker or backend on the same store shares it."""
     with _named_lock:
-        return _named.setdefault(key, Signal())
+        return _named.setdefault(key, Wakeup())

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from celeriac._amqp import amqp_url, tls_context
-from celeriac.brokers._amqp_codec import Properties, read_properties
+from celeriac.amqp._codec import Properties, read_properties
+from celeriac.amqp.client import amqp_url, tls_context
 from celeriac.exceptions import MissingDependency, OperationalError
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class Connection(asyncio.Protocol):
     async def _connect(self, url: str, options: Mapping[str, Any]) -> None:
         """Connect, log in and open channel 1.
 
-        Options (``celeriac._amqp``'s): ``heartbeat`` in seconds (None: the server's proposal, at most
+        Options (``celeriac.amqp.client``'s): ``heartbeat`` in seconds (None: the server's proposal, at most
         60; 0: none), ``connect_timeout`` (default 4 s, for all of it), ``ssl`` (TLS settings for
         ``amqps://``), ``connection_name`` (what RabbitMQ shows; default what the connection is for).
 

@@ -28,8 +28,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers._amqp_codec import Properties, write_properties, write_short_string
-from celeriac.brokers._amqp_connection import Connection, Content
+from celeriac.amqp._codec import Properties, write_properties, write_short_string
+from celeriac.amqp._connection import Connection, Content
 from celeriac.exceptions import MessageUnroutable, OperationalError
 
 if TYPE_CHECKING:

@@ -29,11 +29,11 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac._amqp import SCHEMES, connect_plain
-from celeriac.backends._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
+from celeriac.amqp._connection import role_options
+from celeriac.amqp._publisher import Publisher
+from celeriac.amqp._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
+from celeriac.amqp.client import SCHEMES, connect_plain
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.brokers._amqp_connection import role_options
-from celeriac.brokers._amqp_publisher import Publisher
 from celeriac.exceptions import ConfigurationError, OperationalError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
@@ -108,7 +108,7 @@ class RPCBackend(Backend):
         targets = [meta for meta in metas if meta.reply_to]
         if not targets:
             return
-        from celeriac.brokers._amqp_codec import Properties
+        from celeriac.amqp._codec import Properties
 
         mode = 2 if self.persistent else 1
         publisher = await self._publishing()

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac._memory import Stores
-from celeriac._signal import Signal
-from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
-from celeriac.brokers._fanout import Subscription, matches
+from celeriac._wakeup import Wakeup
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
+from celeriac.brokers.fanout import Subscription, matches
+from celeriac.memory._stores import Stores
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 
@@ -60,7 +60,7 @@ class _Store:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.signal = Signal()
+        self.wakeup = Wakeup()
         self.entries: dict[int, _Entry] = {}
         self.ready: dict[str, _Heap] = {}  # queue -> heap of (priority, not_before, id)
         self.delayed: list[tuple[float, int]] = []  # heap of (not_before, id)
@@ -185,7 +185,7 @@ class MemoryBroker(Broker):
         store = self._store
         with store.lock:
             store.add(queue, payload, priority_of(message), not_before)
-        store.signal.notify()
+        store.wakeup.notify()
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if limit < 1:
@@ -196,7 +196,7 @@ class MemoryBroker(Broker):
         # looping over a full queue would starve every other task of its loop.
         await asyncio.sleep(0)
         while True:
-            with store.signal.armed() as woken:
+            with store.wakeup.armed() as woken:
                 with store.lock:
                     taken, wake = store.take(queues, limit, self._owner, self.lease_seconds)
                     found = [(e.id, e.queue, e.payload, e.deliveries) for e in taken]
@@ -226,7 +226,7 @@ class MemoryBroker(Broker):
                     store.dead.append(read_dead_letter(entry.queue, reason, entry.payload, time.time()))
         self._held.discard(delivery.tag)
         if requeue:
-            store.signal.notify()
+            store.wakeup.notify()
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         store = self._store
@@ -235,7 +235,7 @@ class MemoryBroker(Broker):
                 entry.deliveries -= 1
                 store.make_ready(entry)
         self._held.difference_update(d.tag for d in deliveries)
-        store.signal.notify()
+        store.wakeup.notify()
 
     async def purge(self, queue: str) -> int:
         store = self._store
@@ -287,7 +287,7 @@ class MemoryBroker(Broker):
             for entry in list(store.owned(list(self._held), self._owner)):
                 store.make_ready(entry)
         self._held.clear()
-        store.signal.notify()
+        store.wakeup.notify()
 
     def _hold(self, tags: Iterator[int]) -> None:
         self._held.update(tags)

@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._amqp import connect_plain
 from celeriac._exceptions import exception_to_dict
 from celeriac._portal import portal
+from celeriac.amqp.client import connect_plain
 from celeriac.backends.base import ResultMeta
 from celeriac.exceptions import DecodeError, OperationalError
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Inbox", "declare_reply_queue", "inbox_for", "is_consumed", "is_read"]
 
-logger = logging.getLogger("celeriac.backends.rpc")
+logger = logging.getLogger("celeriac.amqp.rpc")
 
 #: How long the first read waits for the results that were queued before the consumer started.
 BACKLOG_WAIT = 1.0

@@ -14,8 +14,8 @@ What Celery's Redis backend (``celery/backends/redis.py``) keeps, as read in Cel
   encoded ``[1, task id, state, result]`` scored by header index, or a list when the transport option
   ``result_chord_ordered`` is false), ``.t`` (Celery's size adjustment), ``.s`` (the header's size),
   ``.d`` (the parts counted, ``<task id>:<index>``) and ``.c`` (the claim token of whoever sends the
-  body, then ``"done"``). One Lua script (``redis_chord.lua``) counts a part and claims the chord; a
-  second (``redis_chord_done.lua``) ends it. So Celery workers and ours may share one chord's header.
+  body, then ``"done"``). One Lua script (``chord.lua``) counts a part and claims the chord; a
+  second (``chord_done.lua``) ends it. So Celery workers and ours may share one chord's header.
 * The option ``global_keyprefix`` (kombu's and Celery's name) is put in front of every key and channel,
   with ``_`` after it unless it ends in one of ``:_-.`` (as Celery's backend does).
 
@@ -28,7 +28,7 @@ connection, subscribed to a channel only while someone waits on it, and closed o
 for ``pubsub_linger`` seconds (option, default 10): Celery's subscription leaks (celery#4012 and
 friends) cannot happen here. A server that refuses pub/sub (ACLs, proxies) makes ``wait`` poll.
 
-Revocations are also indexed and announced (``_redis_revocations``), so workers keep the revoked ids
+Revocations are also indexed and announced (``_revocations``), so workers keep the revoked ids
 in memory instead of looking up each fetched batch.
 """
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import math
 import time
 import uuid
@@ -44,11 +43,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac._redis import is_cluster, redis_client
-from celeriac.backends import _redis_revocations
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import ConfigurationError, DecodeError
 from celeriac.exceptions import TimeoutError as ResultTimeout
+from celeriac.redis import _revocations
+from celeriac.redis.client import is_cluster, lua_script, redis_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -63,10 +62,6 @@ KEY_PREFIX = "celery-task-meta-"
 GROUP_PREFIX = "celery-taskset-meta-"
 #: How long a finished chord's "done" mark stays at least (as Celery); longer when results live longer.
 DONE_SECONDS = 300
-
-
-def _script(name: str) -> str:
-    return importlib.resources.files(__package__ or "celeriac.backends").joinpath(name).read_text("utf-8")
 
 
 class RedisBackend(Backend):
@@ -108,10 +103,10 @@ class RedisBackend(Backend):
         return self._client
 
     def _lua(self, name: str) -> AsyncScript:
-        """The script ``redis_<name>.lua`` beside this module (called with ``client=``, always)."""
+        """The script ``<name>.lua`` of this package (called with ``client=``, always)."""
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self.client.register_script(_script(f"redis_{name}.lua"))
+            script = self._scripts[name] = self.client.register_script(lua_script(name))
         return script
 
     @property
@@ -137,10 +132,10 @@ class RedisBackend(Backend):
             await pipe.execute()
 
     async def revoke(self, metas: Sequence[ResultMeta]) -> None:
-        await _redis_revocations.revoke(self, metas)
+        await _revocations.revoke(self, metas)
 
     def revocations(self) -> AsyncIterator[list[str]]:
-        return _redis_revocations.follow(self)
+        return _revocations.follow(self)
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
         ids = list(dict.fromkeys(task_ids))

@@ -1,7 +1,7 @@
 """The SQLAlchemy plumbing of the SQL broker and backend.
 
 URLs, one engine per database with its calls on one dedicated thread, the SQLite pragmas and BEGIN
-modes, and the in-process signal that every broker and backend on one database shares.
+modes, and the in-process wake-up that every broker and backend on one database shares.
 """
 
 from __future__ import annotations

@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from celeriac._signal import signal_for
-from celeriac._sqldb import Database
-from celeriac.brokers._delivery import priority_of, read_dead_letter, read_delivery
+from celeriac._wakeup import wakeup_for
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+from celeriac.sql.database import Database
 
 __all__ = ["SQLBroker", "dead_letters", "messages", "metadata"]
 
@@ -94,7 +94,7 @@ class SQLBroker(Broker):
         self.lease_seconds = float(self.options.get("lease_seconds", 30.0))
         self.poll_interval_max = float(self.options.get("poll_interval_max", 0.1))
         self._db = Database(url, metadata)
-        self._signal = signal_for("broker " + self._db.key)
+        self._wakeup = wakeup_for("broker " + self._db.key)
         self._owner = uuid.uuid4().hex
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -121,7 +121,7 @@ class SQLBroker(Broker):
         ]
         if rows:
             await self._db.call(self._db.write, lambda conn: conn.execute(messages.insert(), rows))
-            self._signal.notify()
+            self._wakeup.notify()
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         await self._db.open()
@@ -133,7 +133,7 @@ class SQLBroker(Broker):
         deadline = time.monotonic() + max(timeout, 0.0)
         pause, look_ahead, next_due = 0.002, True, None
         while True:
-            with self._signal.armed() as woken:
+            with self._wakeup.armed() as woken:
                 taken, upcoming = await self._db.call(
                     self._take, list(dict.fromkeys(queues)), limit, look_ahead
                 )
@@ -175,7 +175,7 @@ class SQLBroker(Broker):
             await self._db.call(self._db.write, partial(_bury, mine, reason))
         self._held.discard(delivery.tag)
         if requeue:
-            self._signal.notify()
+            self._wakeup.notify()
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         tags = [d.tag for d in deliveries]
@@ -188,7 +188,7 @@ class SQLBroker(Broker):
             )
             await self._db.call(self._db.write, lambda conn: conn.execute(free))
         self._held.difference_update(tags)
-        self._signal.notify()
+        self._wakeup.notify()
 
     async def purge(self, queue: str) -> int:
         await self._db.open()
@@ -230,7 +230,7 @@ class SQLBroker(Broker):
                 .values(lease_owner=None, lease_until=None)
             )
             await self._db.call(self._db.write, lambda conn: conn.execute(free))
-            self._signal.notify()
+            self._wakeup.notify()
         self._held.clear()
         await self._db.close()
 

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_topology import DELAY_LEVELS, delay_levels, delivery_exchange, level_name
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._topology import DELAY_LEVELS, delay_levels, delivery_exchange, level_name
 from celeriac.brokers.base import DeadLetter
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["declare_delays", "declare_queue", "read_dead_letters", "scan_delayed"]
 
-log = logging.getLogger("celeriac.brokers.amqp")
+log = logging.getLogger("celeriac.amqp.broker")
 
 Reopen = Callable[[], Awaitable["AbstractChannel"]]
 

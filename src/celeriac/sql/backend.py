@@ -51,11 +51,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from celeriac import states
-from celeriac._signal import signal_for
-from celeriac._sqldb import Database
-from celeriac.backends import _safe_pickle
+from celeriac._wakeup import wakeup_for
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import DecodeError, TimeoutError
+from celeriac.sql import _safe_pickle
+from celeriac.sql.database import Database
 
 __all__ = ["SQLBackend", "chord_parts", "chords", "group_meta", "metadata", "task_meta"]
 
@@ -137,7 +137,7 @@ class SQLBackend(Backend):
 
     def setup(self) -> None:
         self._db = Database(self.url, metadata)
-        self._signal = signal_for("results " + self._db.key)
+        self._wakeup = wakeup_for("results " + self._db.key)
         self._columns: frozenset[str] = frozenset()
 
     async def store(self, metas: Sequence[ResultMeta]) -> None:
@@ -147,7 +147,7 @@ class SQLBackend(Backend):
         # One row per task id: PostgreSQL refuses to upsert one row twice in a statement.
         rows = list({m.task_id: self._row(m) for m in metas}.values())
         await self._db.call(self._db.write, partial(_upsert, task_meta, rows))
-        self._signal.notify()
+        self._wakeup.notify()
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
         if not task_ids:
@@ -237,7 +237,7 @@ class SQLBackend(Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.001
         while True:
-            with self._signal.armed() as stored:
+            with self._wakeup.armed() as stored:
                 meta = await self.get(task_id)
                 if meta.ready:
                     return meta

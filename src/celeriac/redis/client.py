@@ -17,6 +17,7 @@ wait out.
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -26,13 +27,21 @@ from celeriac.exceptions import ConfigurationError, MissingDependency
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["is_cluster", "redis_client"]
+__all__ = ["is_cluster", "lua_script", "redis_client"]
 
 _SSL_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 
 
 def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
     return url.partition("://")[0].lower().endswith("+cluster")
+
+
+def lua_script(name: str) -> str:
+    """The text of the Lua script ``<name>.lua`` kept in this package."""
+    return (
+        importlib.resources.files(__package__ or "celeriac.redis").joinpath(f"{name}.lua").read_text("utf-8")
+    )
 
 
 def redis_client(url: str, options: Mapping[str, Any], *, what: str) -> Redis:

@@ -26,17 +26,17 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_link import Delivered, Link
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._link import Delivered, Link
 from celeriac.brokers.base import Delivery
 from celeriac.exceptions import OperationalError
 
 if TYPE_CHECKING:
-    from celeriac.brokers.amqp import AMQPBroker
+    from celeriac.amqp.broker import AMQPBroker
 
 __all__ = ["Consumer"]
 
-log = logging.getLogger("celeriac.brokers.amqp")
+log = logging.getLogger("celeriac.amqp.broker")
 
 #: Idle loop turns after which a fetch that found deliveries stops collecting more.
 _SPINS = 2

@@ -17,17 +17,16 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from celeriac.exceptions import ConfigurationError
 
-if TYPE_CHECKING:
-    from celeriac.brokers._amqp_topology import QueueSpec
-
-__all__ = ["Router", "exchange_name", "topic_matches"]
+__all__ = ["QueueSpec", "Router", "exchange_name", "queue_specs", "topic_matches"]
 
 RouteFn = Callable[..., Any]
+_EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
 
 
 class Router:
@@ -126,8 +125,6 @@ class Router:
         else direct (as Celery assumes).
         """
         if self._specs is None:
-            from celeriac.brokers._amqp_topology import queue_specs  # parses task_queues, no AMQP client
-
             self._specs = queue_specs(self._queues)
         bound = [spec for spec in self._specs.values() if spec.exchange == exchange]
         kind = exchange_type or (bound[0].exchange_type if bound else "direct")
@@ -166,3 +163,62 @@ def _words_match(pattern: list[str], words: list[str]) -> bool:
     if not words:
         return False
     return (head == "*" or head == words[0]) and _words_match(rest, words[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One queue as ``task_queues`` describes it: its exchange, type, routing key and arguments."""
+
+    name: str
+    exchange: str = ""
+    exchange_type: str = "direct"
+    routing_key: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.routing_key or self.name
+
+
+def queue_specs(setting: Any) -> dict[str, QueueSpec]:
+    """``task_queues`` as specs by queue name: kombu ``Queue`` objects (read by attribute, kombu is never
+    imported), dicts ``{"name", "exchange", "exchange_type", "routing_key", "queue_arguments"}``, or a
+    mapping of name to such a dict.
+
+    Raises:
+        ConfigurationError: an entry has no name, or an exchange type RabbitMQ does not have.
+    """
+    if not setting:
+        return {}
+    if isinstance(setting, Mapping):
+        entries: list[Any] = [{"name": name, **dict(value or {})} for name, value in setting.items()]
+    else:
+        entries = list(setting)
+    specs = [_spec(entry) for entry in entries]
+    return {spec.name: spec for spec in specs}
+
+
+def _spec(entry: Any) -> QueueSpec:
+    get = entry.get if isinstance(entry, Mapping) else lambda key, default=None: getattr(entry, key, default)
+    name = get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"task_queues: every queue needs a name, got {entry!r}")
+    exchange = get("exchange")
+    exchange_type = get("exchange_type")
+    if exchange is not None and not isinstance(exchange, str):  # a kombu Exchange
+        exchange_type = exchange_type or getattr(exchange, "type", None)
+        exchange = getattr(exchange, "name", "")
+    exchange_type = exchange_type or "direct"
+    if exchange_type not in _EXCHANGE_TYPES:
+        raise ConfigurationError(
+            f"task_queues: queue {name!r} has exchange type {exchange_type!r}; "
+            f"use one of {', '.join(_EXCHANGE_TYPES)}"
+        )
+    arguments = get("queue_arguments") or get("arguments") or {}
+    return QueueSpec(
+        name=name,
+        exchange=exchange if exchange is not None else name,
+        exchange_type=exchange_type,
+        routing_key=get("routing_key") or name,
+        arguments=dict(arguments),
+    )

@@ -18,8 +18,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers._amqp_codec import Properties
-from celeriac.brokers._amqp_connection import Connection, Content
+from celeriac.amqp._codec import Properties
+from celeriac.amqp._connection import Connection, Content
 from celeriac.exceptions import OperationalError
 
 if TYPE_CHECKING:

@@ -39,33 +39,32 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from celeriac._amqp import connect_plain
-from celeriac.brokers import _amqp_admin as admin
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_connection import role_options
-from celeriac.brokers._amqp_consumer import Consumer
-from celeriac.brokers._amqp_publisher import Publisher
-from celeriac.brokers._amqp_subscribe import subscription
-from celeriac.brokers._amqp_topology import (
+from celeriac.amqp import _admin as admin
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._connection import role_options
+from celeriac.amqp._consumer import Consumer
+from celeriac.amqp._publisher import Publisher
+from celeriac.amqp._subscribe import subscription
+from celeriac.amqp._topology import (
     DELAY_LEVELS,
-    QueueSpec,
     delay_pattern,
     delivery_exchange,
     exchange_kind,
     level_name,
     queue_arguments,
-    queue_specs,
 )
+from celeriac.amqp.client import connect_plain
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.exceptions import MessageUnroutable, OperationalError
 from celeriac.protocol.message import Message
+from celeriac.routing import QueueSpec, queue_specs
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection
 
-    from celeriac.brokers._amqp_codec import Properties
-    from celeriac.brokers._amqp_link import Delivered
-    from celeriac.brokers._fanout import Subscription
+    from celeriac.amqp._codec import Properties
+    from celeriac.amqp._link import Delivered
+    from celeriac.brokers.fanout import Subscription
 
 __all__ = ["AMQPBroker"]
 
@@ -91,7 +90,7 @@ class AMQPBroker(Broker):
         queues: ``task_queues`` (kombu ``Queue`` objects or dicts): exchanges, routing keys, arguments.
         dead_letter_queue: where dead letters go (default ``celeriac.dead_letters``).
         delayed_prefix: kombu's prefix of the delay scheme's names (default none).
-        heartbeat, connect_timeout, ssl, connection_name: connection options (``celeriac._amqp``).
+        heartbeat, connect_timeout, ssl, connection_name: connection options (``celeriac.amqp.client``).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps", "pyamqp", "pyamqps")

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers import _amqp_wire as wire
-from celeriac.brokers._amqp_topology import broadcast_queue, exchange_kind
-from celeriac.brokers._fanout import Subscription
+from celeriac.amqp import _wire as wire
+from celeriac.amqp._topology import broadcast_queue, exchange_kind
+from celeriac.brokers.fanout import Subscription
 from celeriac.protocol.message import Message
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from celeriac.exceptions import OperationalError
 
 if TYPE_CHECKING:
     from celeriac.backends.base import ResultMeta
-    from celeriac.backends.redis import RedisBackend
+    from celeriac.redis.backend import RedisBackend
 
 NAME = "celeriac-revoked"
 _QUIET = 15.0

@@ -20,17 +20,15 @@ reaches exactly its queue (kombu binds ``#.<routing key>`` for Celery's topic ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from celeriac.brokers._amqp_wire import DELAY_BITS
-from celeriac.exceptions import ConfigurationError
+from celeriac.amqp._wire import DELAY_BITS
+from celeriac.routing import QueueSpec
 
 __all__ = [
     "DELAY_LEVELS",
     "DELIVERY_EXCHANGE",
-    "QueueSpec",
     "broadcast_queue",
     "delay_levels",
     "delay_pattern",
@@ -38,71 +36,10 @@ __all__ = [
     "exchange_kind",
     "level_name",
     "queue_arguments",
-    "queue_specs",
 ]
 
 DELIVERY_EXCHANGE = "celery_delayed_delivery"
 DELAY_LEVELS = DELAY_BITS
-_EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
-    """One queue as ``task_queues`` describes it: its exchange, type, routing key and arguments."""
-
-    name: str
-    exchange: str = ""
-    exchange_type: str = "direct"
-    routing_key: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return self.routing_key or self.name
-
-
-def queue_specs(setting: Any) -> dict[str, QueueSpec]:
-    """``task_queues`` as specs by queue name: kombu ``Queue`` objects (read by attribute, kombu is never
-    imported), dicts ``{"name", "exchange", "exchange_type", "routing_key", "queue_arguments"}``, or a
-    mapping of name to such a dict.
-
-    Raises:
-        ConfigurationError: an entry has no name, or an exchange type RabbitMQ does not have.
-    """
-    if not setting:
-        return {}
-    if isinstance(setting, Mapping):
-        entries: list[Any] = [{"name": name, **dict(value or {})} for name, value in setting.items()]
-    else:
-        entries = list(setting)
-    specs = [_spec(entry) for entry in entries]
-    return {spec.name: spec for spec in specs}
-
-
-def _spec(entry: Any) -> QueueSpec:
-    get = entry.get if isinstance(entry, Mapping) else lambda key, default=None: getattr(entry, key, default)
-    name = get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"task_queues: every queue needs a name, got {entry!r}")
-    exchange = get("exchange")
-    exchange_type = get("exchange_type")
-    if exchange is not None and not isinstance(exchange, str):  # a kombu Exchange
-        exchange_type = exchange_type or getattr(exchange, "type", None)
-        exchange = getattr(exchange, "name", "")
-    exchange_type = exchange_type or "direct"
-    if exchange_type not in _EXCHANGE_TYPES:
-        raise ConfigurationError(
-            f"task_queues: queue {name!r} has exchange type {exchange_type!r}; "
-            f"use one of {', '.join(_EXCHANGE_TYPES)}"
-        )
-    arguments = get("queue_arguments") or get("arguments") or {}
-    return QueueSpec(
-        name=name,
-        exchange=exchange if exchange is not None else name,
-        exchange_type=exchange_type,
-        routing_key=get("routing_key") or name,
-        arguments=dict(arguments),
-    )
 
 
 def queue_arguments(spec: QueueSpec | None, *, queue_type: str, max_priority: int | None) -> dict[str, Any]:

@@ -24,15 +24,15 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from celeriac.brokers._amqp_codec import PROPERTY_NAMES, Properties
-from celeriac.brokers._delivery import clamped_priority
+from celeriac.amqp._codec import PROPERTY_NAMES, Properties
+from celeriac.brokers.delivery import clamped_priority
 from celeriac.protocol.message import Message
 
 if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
     from pamqp.commands import Basic
 
-    from celeriac.brokers._amqp_link import Delivered
+    from celeriac.amqp._link import Delivered
 
     #: A message read by our consuming link, or by aiormq (``basic.get`` of dead letters).
     AnyDelivered = Delivered | DeliveredMessage

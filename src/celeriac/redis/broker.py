@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import importlib.resources
 import json
 import logging
 import time
@@ -58,14 +57,14 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from celeriac._redis import is_cluster, redis_client
-from celeriac._signal import signal_for
-from celeriac.brokers._delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
-from celeriac.brokers._fanout import Subscription, glob_of
+from celeriac._wakeup import wakeup_for
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
+from celeriac.brokers.fanout import Subscription, glob_of
 from celeriac.exceptions import OperationalError
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+from celeriac.redis.client import is_cluster, lua_script, redis_client
 
 try:
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -113,10 +112,6 @@ def _consume_error(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _script(name: str) -> str:
-    return importlib.resources.files(__package__ or "celeriac.brokers").joinpath(name).read_text("utf-8")
-
-
 #: Messages per pipeline when a batch is published (a group of 10,000 tasks goes in 10 round trips).
 _PUBLISH_BATCH = 1000
 
@@ -132,7 +127,7 @@ class RedisBroker(Broker):
             of that, and a consumer silent for longer has its messages given back.
         visibility_timeout: kombu's: how old a message a Celery worker took and never acked must be
             before it is given back (default 3600).
-        master_name, sentinel_kwargs, ssl, socket_timeout, ...: connection options (celeriac._redis).
+        master_name, sentinel_kwargs, ssl, socket_timeout, ...: connection options (celeriac.redis.client).
     """
 
     schemes: ClassVar[tuple[str, ...]] = (
@@ -161,7 +156,7 @@ class RedisBroker(Broker):
         self._counts = self.prefix + "celeriac.deliveries"
         self._delayed = self.prefix + "celeriac.delayed"
         self._dead = self.prefix + "celeriac.dead_letters"
-        self._signal = signal_for(f"redis broker {url} {self.prefix}")
+        self._wakeup = wakeup_for(f"redis broker {url} {self.prefix}")
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -180,7 +175,7 @@ class RedisBroker(Broker):
         if is_cluster(self.url):
             await cast(Any, client).initialize()  # learn the slots now: pub/sub needs them first
         for name in ("fetch", "settle", "recover", "queue", "restore"):
-            self._scripts[name] = client.register_script(_script(f"redis_{name}.lua"))
+            self._scripts[name] = client.register_script(lua_script(name))
         self._client = client
 
     async def publish(self, queue: str, message: Message, *, not_before: float | None = None) -> None:
@@ -205,7 +200,7 @@ class RedisBroker(Broker):
             # One error type for callers, whichever broker runs (kombu's name, a ConnectionError).
             queues = ", ".join(sorted({repr(queue) for queue, _, _ in items}))
             raise OperationalError(f"the Redis broker could not publish to {queues}: {exc}") from exc
-        self._signal.notify()
+        self._wakeup.notify()
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         await self._connected()
@@ -224,7 +219,7 @@ class RedisBroker(Broker):
         # The last take emptied the lists: wait first (a watch returns at once if a message came since).
         take_now = not (self._drained and main is not None)
         while True:
-            with self._signal.armed() as woken:
+            with self._wakeup.armed() as woken:
                 next_due = None
                 if take_now:
                     await self._recover_dead()
@@ -329,7 +324,7 @@ class RedisBroker(Broker):
         try:
             keys = [self._consumers, self._heartbeat_key, self._processing]
             if await self._scripts["recover"](keys=keys, args=[self.consumer_id, "1"], client=client):
-                self._signal.notify()
+                self._wakeup.notify()
         except Exception as exc:
             log.warning(
                 "could not give back this consumer's messages on closing (%s); another consumer will "
@@ -416,7 +411,7 @@ class RedisBroker(Broker):
         args = [mode, deliveries[0].queue, reason, repr(time.time()), *(d.tag for d in deliveries)]
         await self._scripts["settle"](keys=keys, args=args, client=client)
         if mode in ("requeue", "release"):
-            self._signal.notify()
+            self._wakeup.notify()
 
     async def _queue(self, mode: str, queue: str) -> int:
         await self._connected()
@@ -448,7 +443,7 @@ class RedisBroker(Broker):
             moved = await self._scripts["recover"](keys=keys, args=[consumer, "0"])
             if moved and moved > 0:
                 log.warning("gave back %d message(s) of dead consumer %s", moved, consumer)
-                self._signal.notify()
+                self._wakeup.notify()
 
     async def _restore_celerys_unacked(self, client: Redis) -> None:
         """Give back what Celery workers took and never acked, once older than ``visibility_timeout``.
@@ -494,7 +489,7 @@ class RedisBroker(Broker):
                 await lock.release()
         if restored:
             log.warning("gave back %d message(s) a Celery worker took and never acked", restored)
-            self._signal.notify()
+            self._wakeup.notify()
 
     async def _kombu_route(
         self, client: Redis, envelope: dict[str, Any], exchange: str, routing_key: str

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celeriac._memory import Stores
-from celeriac._signal import Signal
+from celeriac._wakeup import Wakeup
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import TimeoutError
+from celeriac.memory._stores import Stores
 
 __all__ = ["MemoryBackend", "reset"]
 
@@ -38,7 +38,7 @@ class _Chord:
 class _Store:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.signal = Signal()
+        self.wakeup = Wakeup()
         # task id -> (date_done, content type, encoded record); group id -> (saved, type, encoded tuple)
         self.records: dict[str, tuple[datetime | None, str, bytes]] = {}
         self.groups: dict[str, tuple[datetime, str, bytes]] = {}
@@ -67,7 +67,7 @@ class MemoryBackend(Backend):
         with store.lock:
             for task_id, date_done, content_type, data in encoded:
                 store.records[task_id] = (date_done, content_type, data)
-        store.signal.notify()
+        store.wakeup.notify()
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultMeta]:
         with self._store.lock:
@@ -133,7 +133,7 @@ class MemoryBackend(Backend):
         """Wait until ``task_id`` is ready, woken by the store itself; ``interval`` is not needed here."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._store.signal.armed() as stored:
+            with self._store.wakeup.armed() as stored:
                 meta = await self.get(task_id)
                 if meta.ready:
                     return meta
