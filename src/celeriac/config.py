@@ -144,6 +144,7 @@ _OLD_NAMES = {
 
 
 def closest(name: str) -> str | None:
+    """The known setting closest to ``name`` (a likely misspelling), or None."""
     match = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
     return match[0] if match else None
 

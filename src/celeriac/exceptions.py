@@ -117,6 +117,7 @@ class Retry(TaskError):
         super().__init__(message, exc, when)
 
     def humanize(self) -> str:
+        """When the retry is due, in words: ``"in 5s"``, ``"at <datetime>"`` or ``"now"``."""
         if isinstance(self.when, (int, float)):
             return f"in {self.when}s"
         return f"at {self.when}" if self.when is not None else "now"

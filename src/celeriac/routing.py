@@ -177,6 +177,7 @@ class QueueSpec:
 
     @property
     def key(self) -> str:
+        """The routing key the queue is bound with (its name when none is given)."""
         return self.routing_key or self.name
 
 

@@ -53,6 +53,7 @@ class ResultMeta:
 
     @property
     def ready(self) -> bool:
+        """Whether the task has finished: SUCCESS, FAILURE or REVOKED."""
         return self.status in states.READY_STATES
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class ResultMeta:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultMeta:
+        """A record from Celery's JSON layout (``to_dict``'s inverse); ``date_done`` may be ISO text."""
         date_done = data.get("date_done")
         if isinstance(date_done, str):
             parsed = datetime.fromisoformat(date_done)

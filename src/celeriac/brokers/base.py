@@ -33,6 +33,7 @@ class Delivery:
 
     @property
     def redelivered(self) -> bool:
+        """Whether this message was handed out before (to this worker or another)."""
         return self.deliveries > 1
 
 

@@ -18,6 +18,11 @@ def _check(label: str, ok: bool, detail: str, rows: list[tuple[str, str, str]]) 
 
 
 def run_demo(tasks: int = 100, concurrency: int = 2, pool: str = "processes") -> int:
+    """Run a worker on a fresh SQLite file, send ``tasks`` tasks of every kind, print a summary.
+
+    Returns:
+        The exit code: 0 when every task ended as expected.
+    """
     workdir = tempfile.mkdtemp(prefix="celeriac-demo-")
     database = os.path.join(workdir, "celeriac.sqlite3")
     os.environ["CELERIAC_BROKER_URL"] = f"sqlite:///{database}"

@@ -112,6 +112,7 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped."""
     from celeriac.worker import Worker
     from celeriac.worker._logging import setup_logging
 
@@ -195,6 +196,7 @@ def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    """``celeriac call``: send a task by name, print its id (and with ``--wait``, its result)."""
     app = _load_app(args)
     options: dict[str, Any] = {}
     for key in ("countdown", "expires", "queue", "priority"):
@@ -219,6 +221,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
+    """``celeriac result``: print a task's state and result (``--wait`` waits for it to finish)."""
     app = _load_app(args)
     result = app.AsyncResult(args.task_id)
     if args.wait:
@@ -232,6 +235,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    """``celeriac purge``: delete the waiting messages of queues, after a confirmation unless ``-f``."""
     app = _load_app(args)
     queues = args.queues.split(",") if args.queues else [app.conf.task_default_queue]
     if not args.force:
@@ -250,6 +254,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``celeriac status``: print the broker, how many messages wait in each queue, and the dead letters."""
     app = _load_app(args)
     queues = (
         args.queues.split(",")
@@ -271,6 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     args = _parser().parse_args(argv)
     commands = {
         "worker": cmd_worker,

@@ -29,6 +29,7 @@ class Message:
 
     @property
     def priority(self) -> int | None:
+        """The ``priority`` property when it is an integer, else None."""
         value = self.properties.get("priority")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -73,10 +73,12 @@ class Database:
 
     @property
     def opened(self) -> bool:
+        """Whether the engine has been made (``open`` was called and ``close`` not yet)."""
         return self._engine is not None
 
     @property
     def engine(self) -> sa.Engine:
+        """The open engine; RuntimeError before ``open``."""
         if self._engine is None:
             raise RuntimeError("the database is not open")
         return self._engine

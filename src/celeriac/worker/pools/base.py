@@ -91,4 +91,5 @@ class Pool(abc.ABC):
         """Stop; with ``cold``, stop running tasks too (processes are killed, others abandoned)."""
 
     def info(self) -> dict[str, Any]:
+        """What the pool reports about itself: its name, concurrency and busy slots."""
         return {"pool": self.name, "concurrency": self.concurrency, "busy": self.busy}
