@@ -110,6 +110,8 @@ class BackendContract:
     """
 
     def test_store_and_get_round_trip(self, backend_kit: BackendKit) -> None:
+        """A stored record reads back equal, through this backend and another client of the store."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             ok_id, failed_id, child_id = backend_kit.task_id(), backend_kit.task_id(), backend_kit.task_id()
@@ -144,6 +146,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_unknown_task_is_pending(self, backend_kit: BackendKit) -> None:
+        """A task with no record is PENDING, and ``get_many`` leaves it out."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             unknown = backend_kit.task_id()
@@ -159,6 +163,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_store_many_at_once(self, backend_kit: BackendKit) -> None:
+        """One ``store`` call keeps many records, all read back by one ``get_many``."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             metas = [
@@ -172,6 +178,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_store_replaces_the_previous_record(self, backend_kit: BackendKit) -> None:
+        """A task's new record replaces its previous one; within one call the last wins."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             task_id = backend_kit.task_id()
@@ -191,6 +199,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_forget_deletes_the_record(self, backend_kit: BackendKit) -> None:
+        """A forgotten task is PENDING again; forgetting it twice is no error."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             task_id = backend_kit.task_id()
@@ -202,6 +212,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_wait_returns_when_another_task_stores_the_result(self, backend_kit: BackendKit) -> None:
+        """``wait`` returns the ready record soon after it is stored, passing over unready states."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             task_id = backend_kit.task_id()
@@ -222,6 +234,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_wait_returns_when_another_thread_stores_the_result(self, backend_kit: BackendKit) -> None:
+        """``wait`` returns soon after another client, on another thread, stores the result."""
+
         task_id = backend_kit.task_id()
 
         async def finish_later() -> None:
@@ -252,6 +266,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_wait_times_out(self, backend_kit: BackendKit) -> None:
+        """``wait`` on a task that never finishes raises TimeoutError naming it, after the timeout."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             task_id = backend_kit.task_id()
@@ -266,6 +282,8 @@ class BackendContract:
     # -- saved groups
 
     def test_group_save_restore_forget_round_trip(self, backend_kit: BackendKit) -> None:
+        """A saved group reads back equal, is replaced by a new save, and is gone once forgotten."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             group_id, parent, nested = backend_kit.group_id(), backend_kit.task_id(), backend_kit.group_id()
@@ -289,6 +307,8 @@ class BackendContract:
     # -- the chord counter
 
     def test_chord_completes_once_with_the_parts_in_header_order(self, backend_kit: BackendKit) -> None:
+        """The last part claims the chord with every result in header order, exactly once."""
+
         async def scenario() -> None:
             backend, other = backend_kit.backend(), backend_kit.backend()
             group_id = backend_kit.group_id()
@@ -310,6 +330,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_chord_counts_a_redelivered_part_once(self, backend_kit: BackendKit) -> None:
+        """A part reported twice (a redelivered message) is counted once."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             group_id = backend_kit.group_id()
@@ -327,6 +349,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_chord_parts_without_index_come_last_in_arrival_order(self, backend_kit: BackendKit) -> None:
+        """Parts without a header index come after the indexed ones, in arrival order."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             group_id = backend_kit.group_id()
@@ -341,6 +365,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_chord_claim_passes_on_when_its_lease_runs_out(self, backend_kit: BackendKit) -> None:
+        """A claim whose lease ran out passes to the next report, and the old claimant cannot end it."""
+
         """A worker that claimed the chord and died: the redelivered part claims it again, once."""
 
         async def scenario() -> None:
@@ -363,6 +389,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_chord_begin_lets_a_done_chord_run_again(self, backend_kit: BackendKit) -> None:
+        """``chord_begin`` resets a finished chord, so the same frozen chord can run again."""
+
         async def scenario() -> None:
             backend = backend_kit.backend()
             group_id = backend_kit.group_id()
@@ -380,6 +408,8 @@ class BackendContract:
         backend_kit.run(scenario)
 
     def test_chord_concurrent_reports_complete_it_exactly_once(self, backend_kit: BackendKit) -> None:
+        """Reports racing from eight threads, copies included, claim the chord exactly once."""
+
         for _ in range(2):
             claims, elapsed = _race(backend_kit, size=200, callers=8, copies=40)
             print(f"{backend_kit.url}: 200 parts + 40 copies from 8 threads in {elapsed:.3f}s")
@@ -393,6 +423,8 @@ class BackendContract:
 
     @pytest.mark.chaos
     def test_chord_concurrent_reports_many_rounds(self, backend_kit: BackendKit) -> None:
+        """The concurrent-report race for many rounds, large and small (marked ``chaos``: long)."""
+
         timings = [_race(backend_kit, size=200, callers=8, copies=100)[1] for _ in range(15)]
         print(f"{backend_kit.url}: 15 rounds, slowest {max(timings):.3f}s, mean {sum(timings) / 15:.3f}s")
         small = [_race(backend_kit, size=2, callers=2, copies=2)[1] for _ in range(100)]
@@ -407,6 +439,8 @@ class CleanupContract:
     """
 
     def test_cleanup_deletes_expired_results(self, backend_kit: BackendKit) -> None:
+        """``cleanup`` deletes finished records older than ``expires``; fresh and unfinished ones stay."""
+
         async def scenario() -> None:
             backend = backend_kit.backend(expires=3600.0)
             old, fresh, running = backend_kit.task_id(), backend_kit.task_id(), backend_kit.task_id()

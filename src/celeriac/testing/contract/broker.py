@@ -71,6 +71,8 @@ class BrokerContract:
     """
 
     def test_round_trip_preserves_the_message(self, broker_kit: BrokerKit) -> None:
+        """A fetched message has the body, headers and properties published, and delivery info."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             sent = message("task-1", priority=3)
@@ -90,6 +92,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_fifo_within_a_priority(self, broker_kit: BrokerKit) -> None:
+        """Messages of one priority come out in the order they were published."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             for n in range(10):
@@ -103,6 +107,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_priorities_order_messages_as_the_broker_says(self, broker_kit: BrokerKit) -> None:
+        """Within one queue, priorities order messages as ``Broker.priority_order`` says."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             # One priority per kombu bucket (0, 3, 6, 9): Redis with Celery's default buckets orders them too
@@ -118,6 +124,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_several_queues(self, broker_kit: BrokerKit) -> None:
+        """A fetch takes only from the queues it names, and from all of them."""
+
         async def scenario() -> None:
             broker, one, two = broker_kit.broker(), broker_kit.queue(), broker_kit.queue()
             await broker.publish(one, message("in-one"))
@@ -131,6 +139,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_limit_is_respected(self, broker_kit: BrokerKit) -> None:
+        """A fetch hands out at most ``limit`` messages, the rest stay for the next."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             for n in range(5):
@@ -141,6 +151,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_fetch_waits_up_to_timeout_then_returns_nothing(self, broker_kit: BrokerKit) -> None:
+        """A fetch on an empty queue waits about ``timeout`` seconds, then returns nothing."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             started = time.monotonic()
@@ -150,6 +162,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_fetch_wakes_when_another_thread_publishes(self, broker_kit: BrokerKit) -> None:
+        """A waiting fetch returns soon after another client publishes, without waiting out its timeout."""
+
         queue = broker_kit.queue()
 
         async def publish_later() -> None:
@@ -172,6 +186,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_not_before_hides_a_message_until_it_is_due(self, broker_kit: BrokerKit) -> None:
+        """A message published with ``not_before`` is counted but not handed out until it is due."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             due = time.time() + 0.6
@@ -186,6 +202,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_ack_removes_the_message(self, broker_kit: BrokerKit) -> None:
+        """An acked message is gone for every consumer."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             await broker.publish(queue, message("done"))
@@ -197,6 +215,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_reject_with_requeue_gives_it_back_counting_the_delivery(self, broker_kit: BrokerKit) -> None:
+        """A requeued message comes back, counted as its second delivery."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             await broker.publish(queue, message("again"))
@@ -210,6 +230,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_reject_without_requeue_dead_letters_with_the_reason(self, broker_kit: BrokerKit) -> None:
+        """A rejected message leaves its queue and is kept as a dead letter with the reason."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             await broker.publish(queue, message("poison"))
@@ -226,6 +248,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_release_does_not_count_a_delivery(self, broker_kit: BrokerKit) -> None:
+        """A released message comes back as if it had never been delivered."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             await broker.publish(queue, message("unstarted"))
@@ -236,6 +260,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_close_gives_unacked_messages_back_with_their_count(self, broker_kit: BrokerKit) -> None:
+        """Closing a broker gives back what it held, counted as delivered once."""
+
         async def scenario() -> None:
             leaving, queue = broker_kit.broker(), broker_kit.queue()
             await leaving.publish(queue, message("held"))
@@ -247,6 +273,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_a_dead_consumers_message_comes_back_after_its_lease(self, broker_kit: BrokerKit) -> None:
+        """A frozen consumer's message goes to another once its lease ends; its late ack changes nothing."""
+
         async def scenario() -> None:
             crashed, queue = broker_kit.broker(lease_seconds=0.5), broker_kit.queue()
             await crashed.publish(queue, message("orphan"))
@@ -276,6 +304,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_a_live_consumers_heartbeat_keeps_its_message(self, broker_kit: BrokerKit) -> None:
+        """A consumer that stays alive keeps its message for longer than several leases."""
+
         async def scenario() -> None:
             worker, queue = broker_kit.broker(lease_seconds=0.5), broker_kit.queue()
             await worker.publish(queue, message("long-task"))
@@ -288,6 +318,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_purge_and_size_count_waiting_and_delayed_messages(self, broker_kit: BrokerKit) -> None:
+        """``size`` and ``purge`` count waiting and delayed messages of one queue, not held ones."""
+
         async def scenario() -> None:
             broker, queue, other = broker_kit.broker(), broker_kit.queue(), broker_kit.queue()
             for n in range(4):
@@ -305,6 +337,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_two_consumers_never_get_the_same_message(self, broker_kit: BrokerKit) -> None:
+        """Two consumers draining one queue share it out: each message exactly once."""
+
         count = 200
 
         async def consume(queue: str, seen: list[str | None]) -> None:
@@ -329,6 +363,8 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_an_undecodable_stored_message_is_delivered_with_its_error(self, broker_kit: BrokerKit) -> None:
+        """Bytes the broker cannot read are still delivered, and can be dead-lettered as they are."""
+
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
             await broker_kit.put_raw(broker, queue, b"\xff not an envelope")
@@ -350,6 +386,11 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_broadcast_reaches_every_subscriber_of_its_exchange(self, broker_kit: BrokerKit) -> None:
+        """A broadcast reaches every subscriber of its exchange and no other.
+
+        A broker whose kit says it does not broadcast must refuse with NotImplementedError.
+        """
+
         async def scenario() -> None:
             sender, listener = broker_kit.broker(), broker_kit.broker()
             if not broker_kit.broadcasts:
@@ -373,6 +414,11 @@ class BrokerContract:
         broker_kit.run(scenario)
 
     def test_broadcast_patterns_select_by_routing_key(self, broker_kit: BrokerKit) -> None:
+        """A subscription's pattern selects broadcasts by routing key.
+
+        A broker whose kit says it does not broadcast must refuse to subscribe with NotImplementedError.
+        """
+
         async def scenario() -> None:
             broker = broker_kit.broker()
             if not broker_kit.broadcasts:
