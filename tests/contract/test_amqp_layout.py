@@ -18,18 +18,19 @@ from celeriac.amqp._topology import level_name
 from celeriac.amqp._wire import delay_routing_key
 from celeriac.amqp.broker import AMQPBroker
 from celeriac.amqp.client import connect_plain
+from celeriac.amqp.testkit import AMQPBrokerKit
 from celeriac.exceptions import MessageUnroutable
 from celeriac.protocol.message import Message
-from tests.contract.conftest import BrokerKit, close_amqp_connections
-from tests.contract.test_broker_contract import ids, message
+from celeriac.testing.contract.broker import ids, message
+from tests.contract.conftest import close_amqp_connections
 
 
-async def plain(kit: BrokerKit) -> Any:
+async def plain(kit: AMQPBrokerKit) -> Any:
     """A connection of the test's own, to look at what the broker left on the server."""
     return await connect_plain(kit.url, {}, what="the layout test")
 
 
-def test_queues_are_declared_as_celery_declares_them(amqp_brokers: BrokerKit) -> None:
+def test_queues_are_declared_as_celery_declares_them(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         await broker.declare(queue)
@@ -37,7 +38,7 @@ def test_queues_are_declared_as_celery_declares_them(amqp_brokers: BrokerKit) ->
         try:
             channel = await connection.channel()
             # Redeclaring with other arguments would close the channel (PRECONDITION_FAILED).
-            if amqp_brokers.kind == "rabbitmq-quorum":
+            if amqp_brokers.defaults["queue_type"] == "quorum":
                 arguments: dict[str, Any] = {"x-queue-type": "quorum"}
             else:
                 arguments = {"x-max-priority": 10}  # task_queue_max_priority=10, as Celery sets it
@@ -45,12 +46,12 @@ def test_queues_are_declared_as_celery_declares_them(amqp_brokers: BrokerKit) ->
             # The delay scheme is kombu's: level 27 holds a message 2**27 s, then hands it to level 26.
             prefix = cast(AMQPBroker, broker).delayed_prefix
             level = {
-                "x-queue-type": "quorum" if amqp_brokers.kind == "rabbitmq-quorum" else "classic",
+                "x-queue-type": "quorum" if amqp_brokers.defaults["queue_type"] == "quorum" else "classic",
                 "x-overflow": "reject-publish",
                 "x-message-ttl": 2**27 * 1000,
                 "x-dead-letter-exchange": level_name(26, prefix),
             }
-            if amqp_brokers.kind == "rabbitmq-quorum":
+            if amqp_brokers.defaults["queue_type"] == "quorum":
                 level["x-dead-letter-strategy"] = "at-least-once"
             await channel.queue_declare(level_name(27, prefix), durable=True, arguments=level)
         finally:
@@ -59,7 +60,7 @@ def test_queues_are_declared_as_celery_declares_them(amqp_brokers: BrokerKit) ->
     amqp_brokers.run(scenario)
 
 
-def test_the_message_on_the_wire_is_celerys(amqp_brokers: BrokerKit) -> None:
+def test_the_message_on_the_wire_is_celerys(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         sent = message("wire-1", priority=5)
@@ -95,7 +96,7 @@ def test_our_delay_routing_key_is_kombus() -> None:
         delay_routing_key(now + 2**28, "q", now=now)
 
 
-def test_a_delayed_message_waits_in_the_delay_queues_not_in_a_worker(amqp_brokers: BrokerKit) -> None:
+def test_a_delayed_message_waits_in_the_delay_queues_not_in_a_worker(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         await broker.publish(queue, message("week"), not_before=time.time() + 7 * 86400)
@@ -116,7 +117,7 @@ def test_a_delayed_message_waits_in_the_delay_queues_not_in_a_worker(amqp_broker
     amqp_brokers.run(scenario)
 
 
-def test_an_unroutable_message_is_an_error_to_the_sender(amqp_brokers: BrokerKit) -> None:
+def test_an_unroutable_message_is_an_error_to_the_sender(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         exchange = f"contract-x-{uuid.uuid4().hex[:8]}"
@@ -136,7 +137,7 @@ def test_an_unroutable_message_is_an_error_to_the_sender(amqp_brokers: BrokerKit
     amqp_brokers.run(scenario)
 
 
-def test_concurrent_publishes_share_the_confirm_round_trips(amqp_brokers: BrokerKit) -> None:
+def test_concurrent_publishes_share_the_confirm_round_trips(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         await broker.declare(queue)
@@ -147,7 +148,7 @@ def test_concurrent_publishes_share_the_confirm_round_trips(amqp_brokers: Broker
     amqp_brokers.run(scenario)
 
 
-def test_a_dead_letter_carries_its_reason_in_headers(amqp_brokers: BrokerKit) -> None:
+def test_a_dead_letter_carries_its_reason_in_headers(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         await broker.publish(queue, message("bad"))
@@ -169,7 +170,7 @@ def test_a_dead_letter_carries_its_reason_in_headers(amqp_brokers: BrokerKit) ->
     amqp_brokers.run(scenario)
 
 
-def test_deliveries_are_counted_across_requeues_and_lost_connections(amqp_brokers: BrokerKit) -> None:
+def test_deliveries_are_counted_across_requeues_and_lost_connections(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         queue = amqp_brokers.queue()
         first = amqp_brokers.broker()
@@ -197,7 +198,7 @@ def test_deliveries_are_counted_across_requeues_and_lost_connections(amqp_broker
 
 
 def test_a_declaration_rabbitmq_refuses_is_logged_and_the_queue_used(
-    amqp_brokers: BrokerKit, caplog: pytest.LogCaptureFixture
+    amqp_brokers: AMQPBrokerKit, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
         queue = amqp_brokers.queue()
@@ -218,7 +219,7 @@ def test_a_declaration_rabbitmq_refuses_is_logged_and_the_queue_used(
     amqp_brokers.run(scenario)
 
 
-def test_the_broker_carries_on_after_the_server_closes_its_connection(amqp_brokers: BrokerKit) -> None:
+def test_the_broker_carries_on_after_the_server_closes_its_connection(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()
         await broker.publish(queue, message("before"))
@@ -238,7 +239,7 @@ def test_the_broker_carries_on_after_the_server_closes_its_connection(amqp_broke
     amqp_brokers.run(scenario)
 
 
-def test_broadcasts_use_celerys_exchanges(amqp_brokers: BrokerKit) -> None:
+def test_broadcasts_use_celerys_exchanges(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         broker = amqp_brokers.broker()
         async with broker.subscribe("celeryev", "worker.#") as events:
@@ -263,7 +264,7 @@ def test_broadcasts_use_celerys_exchanges(amqp_brokers: BrokerKit) -> None:
     amqp_brokers.run(scenario)
 
 
-def test_task_queues_from_kombu_route_through_their_exchange(amqp_brokers: BrokerKit) -> None:
+def test_task_queues_from_kombu_route_through_their_exchange(amqp_brokers: AMQPBrokerKit) -> None:
     from kombu import Exchange, Queue
 
     async def scenario() -> None:
@@ -290,7 +291,7 @@ def test_task_queues_from_kombu_route_through_their_exchange(amqp_brokers: Broke
 
 
 def test_a_missing_exchange_is_an_error_naming_it_and_the_broker_carries_on(
-    amqp_brokers: BrokerKit,
+    amqp_brokers: AMQPBrokerKit,
 ) -> None:
     async def scenario() -> None:
         broker, queue = amqp_brokers.broker(), amqp_brokers.queue()

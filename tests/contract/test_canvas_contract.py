@@ -1,17 +1,14 @@
 """Every canvas primitive, end to end, on every broker/backend pair: an in-process worker runs the tasks.
 
 The same scenarios run on memory, SQLite, PostgreSQL, MariaDB and Redis (each as broker and result backend),
-and on Redis brokering for a SQL backend. Every ``get`` has a timeout: a workflow that never ends fails the
-test instead of hanging it.
+on Redis brokering for a SQL backend and on RabbitMQ brokering for Redis (``CANVAS_PAIRS`` in conftest).
+Every ``get`` has a timeout: a workflow that never ends fails the test instead of hanging it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,26 +17,20 @@ from celeriac import Celeriac, chain, chord, group, states
 from celeriac.canvas import chunks, xmap, xstarmap
 from celeriac.exceptions import ChordError, TimeoutError
 from celeriac.testing import start_worker
-from tests.contract.conftest import SERVERS, _delete_amqp, _require
-
-PAIRS = {
-    "memory": ("memory://canvas-{id}", "memory://canvas-{id}"),
-    "sqlite": ("sqlite:///{tmp}/canvas.db", "sqlite:///{tmp}/canvas.db"),
-    "postgresql": (SERVERS["postgresql"][3], SERVERS["postgresql"][3]),
-    "mysql": (SERVERS["mysql"][3], SERVERS["mysql"][3]),
-    "redis": (SERVERS["redis"][3], SERVERS["redis"][3]),
-    "redis+postgresql": (SERVERS["redis"][3], SERVERS["postgresql"][3]),
-    "rabbitmq+redis": (SERVERS["rabbitmq"][3], SERVERS["redis"][3]),
-}
+from celeriac.testing.contract import BrokerKit
 
 T = 20.0  # every wait's bound: generous for a busy 2-core machine
 
 
 class Flow:
-    """An app with the scenario tasks, its worker running; ``errbacks`` counts errback runs by task id."""
+    """An app with the scenario tasks, its worker running; ``errbacks`` counts errback runs by task id.
 
-    def __init__(self, app: Celeriac) -> None:
+    ``idle_queue`` is a queue no worker consumes.
+    """
+
+    def __init__(self, app: Celeriac, idle_queue: str) -> None:
         self.app = app
+        self.idle_queue = idle_queue
         self.errbacks: list[str] = []
         self.bodies: list[Any] = []
         lock = threading.Lock()
@@ -92,25 +83,18 @@ class Flow:
         )
 
 
-@pytest.fixture(params=list(PAIRS))
-def flow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flow]:
-    kind: str = request.param
-    for part in kind.split("+"):
-        _require(part)
-    tag = uuid.uuid4().hex[:10]
-    broker, backend = (u.format(id=tag, tmp=tmp_path) for u in PAIRS[kind])
-    app = Celeriac("canvas", broker=broker, backend=backend)
-    app.conf.task_default_queue = f"canvas-{tag}"
-    app.conf.broker_transport_options = {"global_keyprefix": f"canvas-{tag}:"}
-    flow = Flow(app)
+@pytest.fixture
+def flow(canvas_stores: tuple[BrokerKit, str]) -> Iterator[Flow]:
+    kit, backend = canvas_stores
+    app = Celeriac("canvas", broker=kit.url, backend=backend)
+    app.conf.task_default_queue = kit.queue()
+    app.conf.broker_transport_options = dict(kit.defaults)
+    flow = Flow(app, idle_queue=kit.queue())
     try:
         with start_worker(app, concurrency=4):
             yield flow
     finally:
         app.close()
-        if broker.startswith("amqp"):
-            queue = app.conf.task_default_queue
-            asyncio.run(_delete_amqp(broker, [queue, queue + "-nobody"], set()))
 
 
 def test_chain_passes_each_result_on(flow: Flow) -> None:
@@ -221,7 +205,7 @@ def test_replace_takes_over_the_id_the_chain_and_the_chord(flow: Flow) -> None:
 
 
 def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
-    never = flow.add.s(1, 1).set(queue=flow.app.conf.task_default_queue + "-nobody")
+    never = flow.add.s(1, 1).set(queue=flow.idle_queue)
     for sig in (
         never,
         chain(never, flow.add.s(1)),

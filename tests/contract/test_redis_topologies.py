@@ -17,9 +17,9 @@ import pytest
 from celeriac.brokers import create_broker
 from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import Message
+from celeriac.redis.testkit import RedisBrokerKit
+from celeriac.testing.contract.broker import ids, message
 from tests import redis_topologies
-from tests.contract.conftest import BrokerKit
-from tests.contract.test_broker_contract import ids, message
 
 pytestmark = pytest.mark.usefixtures("_redis_server_required")
 
@@ -77,7 +77,7 @@ def test_cluster_broker_keys_share_one_slot(redis_cluster_url: str) -> None:
     """Without a tagged prefix the broker adds ``{celeriac}``; every key it wrote hashes to one slot."""
     from redis.asyncio.cluster import RedisCluster
 
-    kit = BrokerKit("redis-cluster", redis_cluster_url, global_keyprefix="")
+    kit = RedisBrokerKit(redis_cluster_url, global_keyprefix="")
 
     async def scenario() -> None:
         broker = kit.broker(lease_seconds=5)

@@ -29,7 +29,8 @@ from celeriac.amqp.rpc import RPCBackend
 from celeriac.backends import ResultMeta, create_backend
 from celeriac.backends.base import ChordPart
 from celeriac.exceptions import ConfigurationError, TimeoutError
-from tests.contract.conftest import _Kit, close_amqp_connections
+from celeriac.testing.contract import Kit
+from tests.contract.conftest import close_amqp_connections
 from tests.servers import RabbitServer, service_missing
 from tests.servers import rabbit_server as rabbit_server  # the fixture
 
@@ -45,11 +46,8 @@ def require_rabbitmq() -> None:
         service_missing(reason)
 
 
-class RPCKit(_Kit):
+class RPCKit(Kit):
     """Backends for one test, each a client (or worker) with a reply queue of its own; closed after."""
-
-    def __init__(self) -> None:
-        self._open = []
 
     def backend(self, reply_to: str | None = None, **options: Any) -> RPCBackend:
         queue = reply_to or f"contract-rpc-{uuid.uuid4().hex[:12]}"

@@ -21,7 +21,7 @@ import pytest
 from celeriac import Celeriac
 from celeriac.exceptions import OperationalError
 from celeriac.testing import start_worker
-from tests.contract.test_broker_contract import ids, message
+from celeriac.testing.contract.broker import ids, message
 from tests.servers import RabbitServer, free_port, require_rabbit_server
 
 pytestmark = pytest.mark.slow

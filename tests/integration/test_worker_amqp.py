@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac
+from celeriac.amqp.testkit import delete_amqp
 from celeriac.config import Settings
 from celeriac.worker import Worker
-from tests.contract.conftest import SERVERS, _delete_amqp, _require, close_amqp_connections
+from tests.contract.conftest import SERVERS, _require, close_amqp_connections
 from tests.integration import appmod
 from tests.integration.conftest import WorkerProcess, ledger, log_of, wait_until
 from tests.servers import RabbitServer, free_port, require_rabbit_server
@@ -70,7 +71,7 @@ def worker_env(
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     yield {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
-    asyncio.run(_delete_amqp(URL, [names["queue"], names["other"], names["dead"]], set()))
+    asyncio.run(delete_amqp(URL, [names["queue"], names["other"], names["dead"]], set()))
 
 
 def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, names: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
 
-from tests.contract.conftest import _delete_amqp
+from celeriac.amqp.testkit import delete_amqp
 from tests.contract.test_rpc_backend import AMQP
 from tests.interop.conftest import close_celery
 from tests.interop.redis_fleet import FleetProcess, Space
@@ -105,7 +105,7 @@ class Rabbit:
         for proc in reversed(self.procs):
             proc.stop()
         try:
-            asyncio.run(_delete_amqp(AMQP, self.queues, set()))
+            asyncio.run(delete_amqp(AMQP, self.queues, set()))
         finally:
             self.space.clean()
 

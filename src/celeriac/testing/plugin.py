@@ -52,3 +52,10 @@ def celeriac_eager_app(celeriac_app: Celeriac) -> Celeriac:
     celeriac_app.conf.task_always_eager = True
     celeriac_app.conf.task_eager_propagates = True
     return celeriac_app
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the ``chaos`` marker of ``celeriac.testing.contract`` (for ``--strict-markers``)."""
+    config.addinivalue_line(
+        "markers", "chaos: long runs of celeriac's contract suites (leave out: -m 'not chaos')"
+    )
