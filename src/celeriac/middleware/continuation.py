@@ -28,7 +28,7 @@ from celeriac import states
 from celeriac._exceptions import exception_from_dict, exception_to_dict
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import ChordError
-from celeriac.middleware.base import Middleware, WorkItem
+from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker._batch import Batcher
 from celeriac.worker.pools.base import Outcome
 
@@ -45,8 +45,8 @@ CHORD_LEASE = 60.0
 
 class Continuation(Middleware):
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        if item.extra.get("requeue"):
-            return
+        if item.fate is Fate.REQUEUE:
+            return  # the message goes back to the queue: the next run continues the workflow
         if outcome.status == states.SUCCESS:
             await succeeded(worker, item.call, outcome.value)
         elif outcome.status in (states.FAILURE, states.REVOKED):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac.exceptions import Retry
-from celeriac.middleware.base import Middleware, WorkItem
+from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker.pools.base import Outcome
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Results(Middleware):
         await worker.store_state(item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname})
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        if item.extra.get("requeue"):
+        if item.fate is Fate.REQUEUE:
             return  # the message goes back to the queue; its run did not count
         status = outcome.status
         if status in (states.IGNORED, states.REJECTED):

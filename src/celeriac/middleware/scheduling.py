@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac.exceptions import ConfigurationError, TaskRevokedError
-from celeriac.middleware.base import Middleware, Skip, WorkItem
+from celeriac.middleware.base import Fate, Middleware, Skip, WorkItem
 from celeriac.worker._backoff import Backoff, describe
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Expiry(Middleware):
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")
             await worker.store_state(item, states.REVOKED, error)
-            raise Skip("ack", f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
+            raise Skip(Fate.ACK, f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
 
 
 class Revocation(Middleware):
@@ -91,7 +91,7 @@ class Revocation(Middleware):
             found = await worker.backend.get_many([item.call.id for item in items])
             revoked = [item for item in items if _revoked(found.get(item.call.id))]
         for item in revoked:
-            worker.skip(item, "ack", "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
+            item.settle(Fate.ACK, "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
 
 
 def _revoked(meta: ResultMeta | None) -> bool:
@@ -114,7 +114,7 @@ class Eta(Middleware):
             message = item.delivery.message
             assert message is not None
             await worker.app.publish(item.delivery.queue, message, not_before=eta.timestamp())
-            raise Skip("ack", f"due at {eta.isoformat()}: handed to the broker's delayed store")
+            raise Skip(Fate.ACK, f"due at {eta.isoformat()}: handed to the broker's delayed store")
         if delay > 0:
             await asyncio.sleep(delay)
 

@@ -1,8 +1,8 @@
 """The worker: one asyncio loop that fetches, decodes, hands tasks to a pool and acks (D4).
 
 Everything else a worker does — expiry, revocation, ETA, rate limits, retries, results, workflows —
-is middleware (``celeriac.middleware``); this module is the loop and its shutdown, and ``_writes`` its
-writes to the broker and backend.
+is middleware (``celeriac.middleware``), which says what becomes of a message through its ``Fate``;
+this module is the loop and its shutdown, and ``_writes`` its writes to the broker and backend.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.backends.base import Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
 from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
-from celeriac.middleware import Middleware, Skip, WorkItem, default_middleware
+from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
 from celeriac.protocol import decode_task
 from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
 from celeriac.worker._batch import Batcher
@@ -308,9 +308,8 @@ class Worker(Writes):
                 )
                 backoff.reset()
             for item in items:
-                skip = item.extra.get("skip")
-                if skip is not None:
-                    await self._dispose(item, *skip)
+                if item.fate is not Fate.RUN:
+                    await self._not_run(item)
                     continue
                 task = asyncio.create_task(self._process(item))
                 self._waiting[task] = item
@@ -342,7 +341,7 @@ class Worker(Writes):
         items = [item for item in [await self._accept(d, *limits) for d in deliveries] if item is not None]
         try:
             for mw in self.middleware:
-                await mw.after_fetch(self, [i for i in items if "skip" not in i.extra])
+                await mw.after_fetch(self, [i for i in items if i.fate is Fate.RUN])
         except Exception:
             # e.g. the backend is down while revocations are looked up: start none of them for now.
             # Given back for sure (waiting out an outage): a live worker's lease never runs out, so a
@@ -373,17 +372,6 @@ class Worker(Writes):
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def skip(
-        self,
-        item: WorkItem,
-        action: Literal["ack", "release", "reject"],
-        reason: str = "",
-        *,
-        abandon: tuple[str, BaseException] | None = None,
-    ) -> None:
-        """Drop an item from the batch being started (for ``after_fetch`` hooks); see ``Skip``."""
-        item.extra["skip"] = (action, reason, abandon)
 
     async def _accept(
         self, delivery: Delivery, limit: int | None, accept: Sequence[str], max_bytes: int | None
@@ -439,7 +427,8 @@ class Worker(Writes):
             # Until a pool slot is free the item is only waiting: a warm shutdown hands it back.
             await self._slots.acquire()
         except Skip as skip:
-            await self._dispose(item, skip.action, skip.reason, skip.abandon)
+            item.settle(skip.fate, skip.reason, abandon=skip.abandon)
+            await self._not_run(item)
             return
         except asyncio.CancelledError:
             await self._give_back([item.delivery])
@@ -476,7 +465,7 @@ class Worker(Writes):
         # A child killed at its hard time limit failed for good; only an unexplained death requeues.
         lost = outcome.worker_lost and isinstance(outcome.exc, WorkerLostError)
         if lost and reject_lost is not False and not item.acked:
-            item.extra["requeue"] = True
+            item.settle(Fate.REQUEUE, "worker lost")
         try:
             for mw in self._hooked("after_outcome"):
                 await mw.after_outcome(self, item, outcome)
@@ -486,20 +475,41 @@ class Worker(Writes):
                 item.task.name,
                 item.call.id,
             )
-            item.extra["requeue"] = True
-        if item.extra.get("requeue"):
+            item.settle(Fate.REQUEUE, "worker lost")
+        if item.fate is not Fate.RUN:
+            await self._settle(item)
+        elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
+            await self._rejected(item, outcome.exc)
+        elif not item.acked:
+            await self.ack(item.delivery)
+
+    async def _not_run(self, item: WorkItem) -> None:
+        """Settle the message of an item a middleware kept from running, telling what waits on its task
+        when it will never run."""
+        self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, item.reason)
+        if item.abandon is not None:
+            await self.abandoned(item.call, *item.abandon)
+        await self._settle(item)
+
+    async def _settle(self, item: WorkItem) -> None:
+        """Do with an item's message what its fate says (``ACK`` for ``RUN``, which has no outcome here)."""
+        fate = item.fate
+        if fate is Fate.REQUEUE:
             self.stats["requeued"] += 1
-            if item.acked:
-                pass
-            elif self._stop_level:
+        if item.acked:
+            return
+        if fate is Fate.REQUEUE:
+            if self._stop_level:
                 # Stopped by this worker's own shutdown, not killed by the task: this delivery must not
                 # count towards broker_max_deliveries, or a long task dies of rolling restarts.
                 await self._give_back([item.delivery])
             else:
-                await self.requeue(item.delivery, "worker lost")
-        elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
-            await self._rejected(item, outcome.exc)
-        elif not item.acked:
+                await self.requeue(item.delivery, item.reason)
+        elif fate is Fate.RELEASE:
+            await self.release([item.delivery])
+        elif fate is Fate.DEAD_LETTER:
+            await self.dead_letter(item.delivery, item.reason)
+        else:
             await self.ack(item.delivery)
 
     async def _rejected(self, item: WorkItem, reject: Reject) -> None:
@@ -594,19 +604,6 @@ class Worker(Writes):
                     outcome.exc,
                     outcome.traceback or "",
                 )
-
-    async def _dispose(
-        self, item: WorkItem, action: str, reason: str, abandon: tuple[str, BaseException] | None = None
-    ) -> None:
-        self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, reason)
-        if abandon is not None:
-            await self.abandoned(item.call, *abandon)
-        if action == "ack":
-            await self.ack(item.delivery)
-        elif action == "release":
-            await self.release([item.delivery])
-        else:
-            await self.dead_letter(item.delivery, reason)
 
 
 class _Wedged(Exception):
