@@ -158,7 +158,7 @@ async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException,
         options = task["options"]
         task_id = options.get("task_id")
         if task_id and worker.backend is not None:
-            await worker._store([not_run(task_id, status, exc, options.get("group_id"))])
+            await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
         if run_errbacks and task_id:
             for data in options.get("link_error") or ():
                 await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)

@@ -50,7 +50,9 @@ class Results(Middleware):
         return bool(worker.app.conf.task_track_started if track is None else track) and not item.ignore_result
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
-        await worker.store_state(item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname})
+        await worker.writer.store_state(
+            item, states.STARTED, {"pid": worker.pid, "hostname": worker.hostname}
+        )
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
         if item.fate is Fate.REQUEUE:
@@ -61,7 +63,7 @@ class Results(Middleware):
         ignored = item.ignore_result
         if status == states.SUCCESS:
             if not ignored:
-                await worker.store_state(item, status, outcome.value, children=outcome.children)
+                await worker.writer.store_state(item, status, outcome.value, children=outcome.children)
             return
         conf = worker.app.conf
         keep_errors = item.task.store_errors_even_if_ignored
@@ -70,4 +72,6 @@ class Results(Middleware):
         exc = outcome.exc
         if status == states.RETRY and isinstance(exc, Retry):
             exc = exc.exc  # as Celery: the cause, or None for a retry() without exc
-        await worker.store_state(item, status, exc, traceback=outcome.traceback, children=outcome.children)
+        await worker.writer.store_state(
+            item, status, exc, traceback=outcome.traceback, children=outcome.children
+        )

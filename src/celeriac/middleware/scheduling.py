@@ -27,7 +27,7 @@ class Expiry(Middleware):
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")
-            await worker.store_state(item, states.REVOKED, error)
+            await worker.writer.store_state(item, states.REVOKED, error)
             raise Skip(Fate.ACK, f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
 
 
