@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac.backends.base import Backend
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
+from celeriac.exceptions import Reject, WorkerLostError
 from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
-from celeriac.protocol import decode_task
 from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
+from celeriac.worker._intake import Refused, accept, job_of
 from celeriac.worker.pools import pool_class
-from celeriac.worker.pools.base import Job, Outcome, Pool
+from celeriac.worker.pools.base import Outcome, Pool
 from celeriac.worker.writer import Writer
 
 if TYPE_CHECKING:
@@ -364,8 +364,22 @@ class Worker:
             await self.writer.give_back(deliveries)
             return []
         conf = self.app.conf
-        limits = (conf.broker_max_deliveries, conf.accept_content, conf.task_message_max_bytes)
-        items = [item for item in [await self._accept(d, *limits) for d in deliveries] if item is not None]
+        limit, content, max_bytes = (
+            conf.broker_max_deliveries,
+            conf.accept_content,
+            conf.task_message_max_bytes,
+        )
+        items: list[WorkItem] = []
+        for delivery in deliveries:
+            self.stats["received"] += 1
+            found = accept(
+                self.app, delivery, hostname=self.hostname, limit=limit, content=content, max_bytes=max_bytes
+            )
+            if isinstance(found, Refused):
+                await self._dead_letter(delivery, found.reason, found.exc, call=found.call)
+            else:
+                self.log.info("Task %s[%s] received", found.call.name, found.call.id)
+                items.append(found)
         try:
             for mw in self.middleware:
                 await mw.after_fetch(self, [i for i in items if i.fate is Fate.RUN])
@@ -398,53 +412,6 @@ class Worker:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _accept(
-        self, delivery: Delivery, limit: int | None, accept: Sequence[str], max_bytes: int | None
-    ) -> WorkItem | None:
-        """Decode and validate; bad messages are dead-lettered here with their reason. The settings
-        (``broker_max_deliveries``, ``accept_content``, ``task_message_max_bytes``) are read per batch."""
-        self.stats["received"] += 1
-        message = delivery.message
-        if message is None:
-            await self._dead_letter(delivery, f"unreadable message: {delivery.error}")
-            return None
-        if limit and delivery.deliveries > limit:
-            try:
-                lost: TaskCall | None = decode_task(message, accept=accept)
-            except DecodeError:
-                lost = None
-            await self._dead_letter(
-                delivery,
-                f"delivered {delivery.deliveries} times without finishing: the process running it "
-                f"died each time (broker_max_deliveries={limit})",
-                WorkerLostError("task killed its worker too many times"),
-                call=lost,
-            )
-            return None
-        try:
-            call = decode_task(message, accept=accept, max_bytes=max_bytes)
-        except DecodeError as exc:
-            await self._dead_letter(delivery, f"undecodable message: {exc.reason}", exc)
-            return None
-        task = self.app.tasks.get(call.name)
-        if task is None:
-            known = ", ".join(sorted(n for n in self.app.tasks if not n.startswith("celery."))[:20])
-            await self._dead_letter(
-                delivery,
-                f"unknown task {call.name!r}: not registered on this worker (registered: {known}); "
-                "is the module that defines it in -A or include?",
-                NotRegistered(f"task {call.name!r} is not registered on {self.hostname}"),
-                call=call,
-            )
-            return None
-        try:
-            task.check_arguments(call.args, call.kwargs)
-        except TypeError as exc:
-            await self._dead_letter(delivery, f"wrong arguments for {call.name}: {exc}", exc, call=call)
-            return None
-        self.log.info("Task %s[%s] received", call.name, call.id)
-        return WorkItem(delivery=delivery, call=call, task=task)
 
     async def _process(self, item: WorkItem) -> None:
         """Run one item through its ``before_start`` hooks, a pool slot, the pool and its
@@ -481,7 +448,7 @@ class Worker:
             if not item.acks_late:
                 await writer.ack(item.delivery)
                 item.acked = True
-            outcome = await self.pool.run(self._job(item), lambda: self._started(item))
+            outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
         finally:
             self._slots.release()
             self._finishing.add(current)
@@ -591,49 +558,6 @@ class Worker:
             base = getattr(Middleware, hook)
             found = self._hooks[hook] = [mw for mw in self.middleware if getattr(type(mw), hook) is not base]
         return found
-
-    def _job(self, item: WorkItem) -> Job:
-        call = item.call
-        return Job(
-            id=call.id,
-            name=call.name,
-            args=call.args,
-            kwargs=call.kwargs,
-            time_limit=call.time_limit if call.time_limit is not None else item.task.time_limit,
-            soft_time_limit=call.soft_time_limit
-            if call.soft_time_limit is not None
-            else item.task.soft_time_limit,
-            request={
-                "id": call.id,
-                "task": call.name,
-                "args": call.args,
-                "kwargs": call.kwargs,
-                "retries": call.retries,
-                "eta": call.eta,
-                "expires": call.expires,
-                "hostname": self.hostname,
-                "delivery_info": {
-                    "exchange": "",
-                    "routing_key": item.delivery.queue,
-                    "priority": call.priority,
-                    "redelivered": item.delivery.redelivered,
-                },
-                "root_id": call.root_id,
-                "parent_id": call.parent_id,
-                "group": call.group_id,
-                "group_index": call.group_index,
-                "chain": call.chain,
-                "chord": call.chord,
-                "callbacks": call.callbacks,
-                "errbacks": call.errbacks,
-                "origin": call.origin,
-                "reply_to": call.reply_to,
-                "correlation_id": call.id,
-                "timelimit": (call.time_limit, call.soft_time_limit),
-                "ignore_result": item.ignore_result,
-                "headers": call.headers,
-            },
-        )
 
     def _log_outcome(self, item: WorkItem, outcome: Outcome) -> None:
         name, tid = item.task.name, item.call.id
