@@ -44,7 +44,11 @@ CHORD_LEASE = 60.0
 
 
 class Continuation(Middleware):
+    """Continues workflows: what follows a task is sent when it succeeds and settled when it fails, is
+    revoked, or will never run (the error model above)."""
+
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
+        """Send what follows a success; settle what depended on a failure or a revocation."""
         if item.fate is Fate.REQUEUE:
             return  # the message goes back to the queue: the next run continues the workflow
         if outcome.status == states.SUCCESS:
@@ -53,6 +57,7 @@ class Continuation(Middleware):
             await failed(worker, item.call, outcome.status, outcome.exc or Exception("failed"))
 
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
+        """Settle what depended on a task that will never run, as for one that failed."""
         await failed(worker, call, status, exc)
 
 

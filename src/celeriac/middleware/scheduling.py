@@ -24,6 +24,7 @@ class Expiry(Middleware):
     """A task past its ``expires`` is not run: its state becomes REVOKED (expired) and it is acked."""
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Skip an expired task, recording it REVOKED and telling what waits on it."""
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")
@@ -46,10 +47,12 @@ class Revocation(Middleware):
         self._pruned_at = 0
 
     async def worker_start(self, worker: Worker) -> None:
+        """Follow the backend's feed of revocations, where it pushes them."""
         if worker.backend is not None and worker.backend.pushes_revocations:
             self._feed = asyncio.create_task(self._follow(worker))
 
     async def worker_stop(self, worker: Worker) -> None:
+        """Stop following the feed."""
         if self._feed is not None:
             self._feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -83,6 +86,7 @@ class Revocation(Middleware):
             self._pruned_at = len(self._revoked)
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
+        """Settle the revoked items of a batch as acked, not run, telling what waits on them."""
         if not items or worker.backend is None:
             return
         if self._live:
@@ -106,6 +110,8 @@ class Eta(Middleware):
     """
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Hand a task due beyond the horizon back to the broker's delayed store and skip it; wait out the
+        rest of a nearer one."""
         eta = item.call.eta
         if eta is None:
             return
@@ -167,6 +173,7 @@ class RateLimits(Middleware):
         self._buckets: dict[str, _Bucket | None] = {}
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Wait for the task's bucket to hold a token (no wait without a rate limit)."""
         conf = worker.app.conf
         if conf.worker_disable_rate_limits:
             return
