@@ -1,8 +1,9 @@
 """The worker: one asyncio loop that fetches, decodes, hands tasks to a pool and acks (D4).
 
 Everything else a worker does — expiry, revocation, ETA, rate limits, retries, results, workflows —
-is middleware (``celeriac.middleware``), which says what becomes of a message through its ``Fate``;
-this module is the loop and its shutdown, and ``writer`` its writes to the broker and backend.
+is middleware (``celeriac.middleware``), which says what becomes of a message through its ``Fate``.
+This module is the loop and its shutdown; ``_intake`` makes deliveries into work, and the worker's
+``Writer`` (``writer``) makes its writes to the broker and backend.
 """
 
 from __future__ import annotations
