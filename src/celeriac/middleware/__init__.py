@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from celeriac.middleware.base import Middleware, Skip, WorkItem
+from celeriac.middleware.base import Fate, Middleware, Skip, WorkItem
 
 
 def default_middleware() -> list[Middleware]:
+    """A new instance of each middleware a worker runs by default, in the order their hooks run."""
     from celeriac.middleware.continuation import Continuation
     from celeriac.middleware.results import Results
     from celeriac.middleware.retries import Retries
@@ -14,4 +15,4 @@ def default_middleware() -> list[Middleware]:
     return [Expiry(), Revocation(), Eta(), RateLimits(), Retries(), Results(), Continuation()]
 
 
-__all__ = ["Middleware", "Skip", "WorkItem", "default_middleware"]
+__all__ = ["Fate", "Middleware", "Skip", "WorkItem", "default_middleware"]

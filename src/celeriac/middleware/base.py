@@ -1,15 +1,18 @@
 """The Middleware contract: named hooks around a message's life in the worker (D11).
 
-Hooks run in the order the middleware are listed. A hook ends a job early by raising ``Skip`` with
-what to do with the message; the worker loop itself knows nothing of expiry, revocation, ETA, rate
-limits, results or workflows: each is a middleware.
+Hooks run in the order the middleware are listed. What becomes of a message is its ``Fate``: a hook
+that decides it is not to run sets one on the item (``WorkItem.settle``, from ``after_fetch``), or
+raises ``Skip`` with one (from ``before_start``), and the worker does what it says. The worker loop
+itself knows nothing of expiry, revocation, ETA, rate limits, results or workflows: each is a
+middleware.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Delivery
 from celeriac.protocol.message import TaskCall
@@ -20,15 +23,51 @@ if TYPE_CHECKING:
     from celeriac.worker.worker import Worker
 
 
+class Fate(enum.Enum):
+    """What the worker does with a message: the one word middleware and worker settle it by."""
+
+    #: Nothing decided: the task runs, and the worker settles its message by how it ended.
+    RUN = "run"
+    #: Done with: the message is acked (expired, revoked, handed to the broker's delayed store).
+    ACK = "ack"
+    #: Given back uncounted: it never started, and runs later here or on another worker.
+    RELEASE = "release"
+    #: Given back counted towards ``broker_max_deliveries``: its run did not count (the process running
+    #: it died, or finishing it failed), so its result and its workflow are left to the next run.
+    REQUEUE = "requeue"
+    #: Set aside with its reason, never to run.
+    DEAD_LETTER = "dead_letter"
+
+
 @dataclass(slots=True)
 class WorkItem:
-    """A decoded message on its way through the worker."""
+    """A decoded message on its way through the worker.
+
+    ``fate`` stays ``RUN`` unless a middleware (or the worker, when it loses the run) settles the
+    message otherwise; ``reason`` then says why, for the logs and the dead-letter place, and
+    ``abandon`` is ``(state, error)`` when a task that will never run leaves a state to report to what
+    waits on it (a chain's rest, a chord).
+    """
 
     delivery: Delivery
     call: TaskCall
     task: Task[Any, Any]
     acked: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    fate: Fate = Fate.RUN
+    reason: str = ""
+    abandon: tuple[str, BaseException] | None = None
+
+    def settle(
+        self, fate: Fate, reason: str = "", *, abandon: tuple[str, BaseException] | None = None
+    ) -> None:
+        """Have the worker settle the message with ``fate`` instead of by the task's outcome.
+
+        From ``after_fetch`` the item is then not run; from ``after_outcome`` its run is settled this
+        way (``REQUEUE``: the run does not count). ``abandon`` is only told for an item that is not run.
+        """
+        self.fate = fate
+        self.reason = reason
+        self.abandon = abandon
 
     @property
     def ignore_result(self) -> bool:
@@ -40,24 +79,26 @@ class WorkItem:
 
     @property
     def acks_late(self) -> bool:
+        """Whether the message is acked after its task ran (the default) rather than before."""
         late = self.task.acks_late
         return bool(self.task.app.conf.task_acks_late if late is None else late)
 
 
 class Skip(Exception):
-    """End a job before it runs: ``ack`` the message, ``release`` it (never started), or ``reject`` it."""
+    """Raised by ``before_start``: do not run the task; settle its message with ``fate`` instead.
+
+    ``abandon`` is ``(state, error)`` when the task will never run (expired, revoked): what waits on
+    it is told.
+    """
 
     def __init__(
-        self,
-        action: Literal["ack", "release", "reject"],
-        reason: str = "",
-        *,
-        abandon: tuple[str, BaseException] | None = None,
+        self, fate: Fate, reason: str = "", *, abandon: tuple[str, BaseException] | None = None
     ) -> None:
-        super().__init__(action, reason)
-        self.action = action
+        if fate is Fate.RUN:
+            raise ValueError("Skip settles a message that does not run: give it a fate other than RUN")
+        super().__init__(fate, reason)
+        self.fate = fate
         self.reason = reason
-        #: ``(state, error)`` when the task will never run (expired, revoked): what waits on it is told.
         self.abandon = abandon
 
 
@@ -71,10 +112,12 @@ class Middleware:
         """The worker is stopping; flush whatever is buffered."""
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
-        """A batch was fetched and decoded; drop items from it with ``worker.skip(item, ...)``."""
+        """A batch was fetched and decoded; keep an item from running with ``item.settle(fate, ...)``.
+
+        Each hook sees the items no hook before it settled."""
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
-        """The item is about to go to the pool; raise ``Skip`` to stop it."""
+        """The item is about to go to the pool; raise ``Skip`` to settle it otherwise."""
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
         """The task began running in the pool (only for items ``wants_start`` accepts)."""
@@ -85,7 +128,12 @@ class Middleware:
         return True
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        """The task ended (any status); runs before the message is acked."""
+        """The task ended (any status); runs before its message is settled.
+
+        ``item.fate`` is ``REQUEUE`` when the run does not count (its process died): a hook then leaves
+        the result and the workflow to the next run. A hook may settle the message itself with
+        ``item.settle``; otherwise the worker acks it (or, for ``Reject``, requeues or dead-letters it).
+        """
 
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
         """The task will never run (dead-lettered, expired, revoked before it started); its result was set

@@ -28,7 +28,7 @@ from celeriac import states
 from celeriac._exceptions import exception_from_dict, exception_to_dict
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.exceptions import ChordError
-from celeriac.middleware.base import Middleware, WorkItem
+from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker._batch import Batcher
 from celeriac.worker.pools.base import Outcome
 
@@ -44,15 +44,20 @@ CHORD_LEASE = 60.0
 
 
 class Continuation(Middleware):
+    """Continues workflows: what follows a task is sent when it succeeds and settled when it fails, is
+    revoked, or will never run (the error model above)."""
+
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        if item.extra.get("requeue"):
-            return
+        """Send what follows a success; settle what depended on a failure or a revocation."""
+        if item.fate is Fate.REQUEUE:
+            return  # the message goes back to the queue: the next run continues the workflow
         if outcome.status == states.SUCCESS:
             await succeeded(worker, item.call, outcome.value)
         elif outcome.status in (states.FAILURE, states.REVOKED):
             await failed(worker, item.call, outcome.status, outcome.exc or Exception("failed"))
 
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
+        """Settle what depended on a task that will never run, as for one that failed."""
         await failed(worker, call, status, exc)
 
 
@@ -158,7 +163,7 @@ async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException,
         options = task["options"]
         task_id = options.get("task_id")
         if task_id and worker.backend is not None:
-            await worker._store([not_run(task_id, status, exc, options.get("group_id"))])
+            await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
         if run_errbacks and task_id:
             for data in options.get("link_error") or ():
                 await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)

@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 
 
 class Retries(Middleware):
+    """Sends a task that raised ``Retry`` again, as Celery does: same id, ``retries + 1``, its eta."""
+
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
+        """Publish the retry before the message is acked: a worker dying in between runs it twice rather
+        than never (a retry due beyond ``worker_eta_horizon`` goes to the broker's delayed store)."""
         if outcome.status != states.RETRY or not isinstance(outcome.exc, Retry):
             return
         retry = outcome.exc

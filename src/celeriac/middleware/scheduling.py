@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac.exceptions import ConfigurationError, TaskRevokedError
-from celeriac.middleware.base import Middleware, Skip, WorkItem
+from celeriac.middleware.base import Fate, Middleware, Skip, WorkItem
 from celeriac.worker._backoff import Backoff, describe
 
 if TYPE_CHECKING:
@@ -24,11 +24,12 @@ class Expiry(Middleware):
     """A task past its ``expires`` is not run: its state becomes REVOKED (expired) and it is acked."""
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Skip an expired task, recording it REVOKED and telling what waits on it."""
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")
-            await worker.store_state(item, states.REVOKED, error)
-            raise Skip("ack", f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
+            await worker.writer.store_state(item, states.REVOKED, error)
+            raise Skip(Fate.ACK, f"expired at {expires.isoformat()}", abandon=(states.REVOKED, error))
 
 
 class Revocation(Middleware):
@@ -46,10 +47,12 @@ class Revocation(Middleware):
         self._pruned_at = 0
 
     async def worker_start(self, worker: Worker) -> None:
+        """Follow the backend's feed of revocations, where it pushes them."""
         if worker.backend is not None and worker.backend.pushes_revocations:
             self._feed = asyncio.create_task(self._follow(worker))
 
     async def worker_stop(self, worker: Worker) -> None:
+        """Stop following the feed."""
         if self._feed is not None:
             self._feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -83,6 +86,7 @@ class Revocation(Middleware):
             self._pruned_at = len(self._revoked)
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
+        """Settle the revoked items of a batch as acked, not run, telling what waits on them."""
         if not items or worker.backend is None:
             return
         if self._live:
@@ -91,7 +95,7 @@ class Revocation(Middleware):
             found = await worker.backend.get_many([item.call.id for item in items])
             revoked = [item for item in items if _revoked(found.get(item.call.id))]
         for item in revoked:
-            worker.skip(item, "ack", "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
+            item.settle(Fate.ACK, "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
 
 
 def _revoked(meta: ResultMeta | None) -> bool:
@@ -106,6 +110,8 @@ class Eta(Middleware):
     """
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Hand a task due beyond the horizon back to the broker's delayed store and skip it; wait out the
+        rest of a nearer one."""
         eta = item.call.eta
         if eta is None:
             return
@@ -114,7 +120,7 @@ class Eta(Middleware):
             message = item.delivery.message
             assert message is not None
             await worker.app.publish(item.delivery.queue, message, not_before=eta.timestamp())
-            raise Skip("ack", f"due at {eta.isoformat()}: handed to the broker's delayed store")
+            raise Skip(Fate.ACK, f"due at {eta.isoformat()}: handed to the broker's delayed store")
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -167,6 +173,7 @@ class RateLimits(Middleware):
         self._buckets: dict[str, _Bucket | None] = {}
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
+        """Wait for the task's bucket to hold a token (no wait without a rate limit)."""
         conf = worker.app.conf
         if conf.worker_disable_rate_limits:
             return

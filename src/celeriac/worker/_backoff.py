@@ -1,4 +1,5 @@
-"""Waiting out an outage of the broker or the result backend: backoff, and writes that are retried.
+"""Waiting out an outage of the broker or the result backend: backoff, writes that are retried, and
+how an outage is named in the logs.
 
 A worker cut off from Redis or a database keeps running. Its fetches back off (the loop in
 ``worker.py``), and what it must write — acks, requeues, dead letters, results — is written again until
@@ -36,11 +37,13 @@ class Backoff:
         return min(self.cap, self.base * 2.0 ** min(self.failures, 64))
 
     def next(self) -> float:
+        """The delay before the next attempt, counting one more failure."""
         delay = self._rng() * self.bound()
         self.failures += 1
         return delay
 
     def reset(self) -> None:
+        """Start again at ``base``, after a success."""
         self.failures = 0
 
 
@@ -100,3 +103,13 @@ def describe(exc: BaseException, timed_out_after: float | None = None) -> str:
     if timed_out_after is not None:
         return f"no answer within {timed_out_after:g}s: wedged, cancelled"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,8 +1,9 @@
 """The worker: one asyncio loop that fetches, decodes, hands tasks to a pool and acks (D4).
 
 Everything else a worker does — expiry, revocation, ETA, rate limits, retries, results, workflows —
-is middleware (``celeriac.middleware``); this module is the loop and its shutdown, and ``_writes`` its
-writes to the broker and backend.
+is middleware (``celeriac.middleware``), which says what becomes of a message through its ``Fate``.
+This module is the loop and its shutdown; ``_intake`` makes deliveries into work, and the worker's
+``Writer`` (``writer``) makes its writes to the broker and backend.
 """
 
 from __future__ import annotations
@@ -15,26 +16,25 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.backends.base import Backend, ResultMeta
+from celeriac.backends.base import Backend
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
-from celeriac.middleware import Middleware, Skip, WorkItem, default_middleware
-from celeriac.protocol import decode_task
-from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
-from celeriac.worker._batch import Batcher
-from celeriac.worker._writes import Writes
+from celeriac.exceptions import Reject, WorkerLostError
+from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
+from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
+from celeriac.worker._intake import Refused, accept, job_of
 from celeriac.worker.pools import pool_class
-from celeriac.worker.pools.base import Job, Outcome, Pool
+from celeriac.worker.pools.base import Outcome, Pool
+from celeriac.worker.writer import Writer
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.protocol.message import TaskCall
 
 
-class Worker(Writes):
+class Worker:
     """A worker serving ``queues`` with a pool of ``concurrency`` slots.
 
     ``run()`` blocks until SIGTERM/SIGINT (warm shutdown: running tasks finish, waiting ones go back to
@@ -45,6 +45,10 @@ class Worker(Writes):
     jitter) and resume when the broker answers; acks and result writes are retried until they go
     through or a cold shutdown gives up on them. A call that hangs ``wedge_timeout`` seconds (beyond a
     fetch's own wait) is cancelled, logged as wedged, and made again.
+
+    ``broker`` and ``backend`` are the connections of the running worker: None until ``arun`` makes
+    them (``backend`` stays None when results are disabled). ``stats`` counts messages by how they
+    ended.
     """
 
     def __init__(
@@ -85,9 +89,16 @@ class Worker(Writes):
         self.wedge_timeout = wedge_timeout or conf.worker_wedge_timeout or 30.0
         self.pid = os.getpid()
         self.log = logging.getLogger("celeriac.worker")
-        self.broker: Broker
+        self.broker: Broker | None = None
         self.backend: Backend | None = None
-        self.pool: Pool
+        self.pool: Pool = pool_class(self.pool_name)(
+            app,
+            self.concurrency,
+            app_path=self.app_path,
+            max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
+            hostname=self.hostname,
+        )
         self.stats: dict[str, int] = {
             "received": 0,
             "succeeded": 0,
@@ -101,18 +112,29 @@ class Worker(Writes):
         self._cold = asyncio.Event()
         self._fetching: asyncio.Timeout | None = None
         self._persistent = Persistent(self.log, self.wedge_timeout, self._cold)
-        self._slot_freed: asyncio.Event | None = None
+        self._writer: Writer | None = None
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._slot_freed = asyncio.Event()
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
         #: Jobs of ``_running`` whose task has ended and that only store results, report and ack.
         self._finishing: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
-        self._acks: Batcher[Delivery]
-        self._slots: asyncio.Semaphore
-        self._stores: Batcher[ResultMeta]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self.ready = asyncio.Event()
+
+    @property
+    def writer(self) -> Writer:
+        """The running worker's writes (acks, requeues, dead letters, results), which middleware share.
+
+        Raises:
+            RuntimeError: the worker is not running (``arun`` has not made its connections yet).
+        """
+        writer = self._writer
+        if writer is None:
+            raise RuntimeError(f"worker {self.hostname} is not running: it has nothing to write to")
+        return writer
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -120,33 +142,33 @@ class Worker(Writes):
         return asyncio.run(self.arun())
 
     async def arun(self, install_signals: bool = True) -> int:
+        """Serve on the running loop until stopped, as ``run`` does; with ``install_signals``, SIGTERM and
+        SIGINT ask for a shutdown (``request_stop``) meanwhile."""
         loop = self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._slot_freed = asyncio.Event()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         self.app.import_includes()
-        self.broker = self.app.broker()
-        self.broker.capacity = self.concurrency * self.prefetch_multiplier
-        self.broker.slots = self.concurrency
-        self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
-        if not await self._declare_queues():
-            await self._close("the broker", self._where_broker, self.broker.close)
+        broker = self.broker = self.app.broker()
+        broker.capacity = self.concurrency * self.prefetch_multiplier
+        broker.slots = self.concurrency
+        backend = self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
+        self._writer = Writer(
+            self.app,
+            broker,
+            backend,
+            hostname=self.hostname,
+            log=self.log,
+            stats=self.stats,
+            persistent=self._persistent,
+            wedge_timeout=self.wedge_timeout,
+        )
+        if not await self._declare_queues(broker):
+            await self._close("the broker", self._where_broker, broker.close)
             self.log.info("%s stopped before it could reach %s", self.hostname, self._where_broker)
             return 0
-        self.pool = pool_class(self.pool_name)(
-            self.app,
-            self.concurrency,
-            app_path=self.app_path,
-            max_tasks_per_child=self.max_tasks_per_child,
-            max_memory_per_child=self.max_memory_per_child,
-            hostname=self.hostname,
-        )
         await self.pool.start()
-        self._slots = asyncio.Semaphore(self.concurrency)
-        self._acks = Batcher(self._ack_batch)
-        self._stores = Batcher(self._store_batch)
         for mw in self.middleware:
             await mw.worker_start(self)
         self.log.info(
@@ -159,15 +181,15 @@ class Worker(Writes):
         )
         self.ready.set()
         try:
-            await self._consume()
+            await self._consume(broker)
         finally:
-            await self._shutdown()
+            await self._shutdown(broker)
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         return 0
 
-    async def _declare_queues(self) -> bool:
+    async def _declare_queues(self, broker: Broker) -> bool:
         """Declare the queues served, waiting out a broker that cannot be reached yet (one started
         before its broker, say); False if a stop came first.
 
@@ -184,7 +206,7 @@ class Worker(Writes):
         while True:
             try:
                 for queue in self.queues:
-                    await self.broker.declare(queue)
+                    await broker.declare(queue)
                 return True
             except OSError as exc:  # OperationalError, ConnectionError and TimeoutError among them
                 if not retry or (attempts and backoff.failures >= attempts):
@@ -224,10 +246,17 @@ class Worker(Writes):
             self._cold.set()  # writes still waiting out an outage give up
             self._spawn(self.pool.stop(cold=True))
         self._stopped.set()
-        if self._slot_freed is not None:
-            self._slot_freed.set()
+        self._slot_freed.set()
 
-    async def _shutdown(self) -> None:
+    @property
+    def _where_broker(self) -> str:
+        return safe_url(self.app.broker_url)
+
+    @property
+    def _where_backend(self) -> str:
+        return safe_url(self.app.backend_url)
+
+    async def _shutdown(self, broker: Broker) -> None:
         for task in list(self._waiting):
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
@@ -243,7 +272,7 @@ class Worker(Writes):
         await self.pool.stop(cold=self._stop_level > 1)
         for mw in self.middleware:
             await mw.worker_stop(self)
-        await self._close("the broker", self._where_broker, self.broker.close)
+        await self._close("the broker", self._where_broker, broker.close)
         if self.backend is not None:
             await self._close("the result backend", self._where_backend, self.backend.close)
         self.log.info("%s stopped: %s", self.hostname, ", ".join(f"{k}={v}" for k, v in self.stats.items()))
@@ -263,9 +292,8 @@ class Worker(Writes):
             )
 
     # -- the loop -----------------------------------------------------------------------------------
-    async def _consume(self) -> None:
+    async def _consume(self, broker: Broker) -> None:
         """Fetch and start work until stopped; an unreachable or wedged broker is waited out."""
-        assert self._slot_freed is not None
         backoff = Backoff()
         down_since = 0.0
         while not self._stop_level:
@@ -275,7 +303,7 @@ class Worker(Writes):
                 await self._slot_freed.wait()
                 continue
             try:
-                items = await self._take(room)
+                items = await self._take(broker, room)
             except Exception as exc:
                 if self._stop_level:
                     break
@@ -308,15 +336,14 @@ class Worker(Writes):
                 )
                 backoff.reset()
             for item in items:
-                skip = item.extra.get("skip")
-                if skip is not None:
-                    await self._dispose(item, *skip)
+                if item.fate is not Fate.RUN:
+                    await self._not_run(item)
                     continue
                 task = asyncio.create_task(self._process(item))
                 self._waiting[task] = item
                 task.add_done_callback(self._done)
 
-    async def _take(self, room: int) -> list[WorkItem]:
+    async def _take(self, broker: Broker, room: int) -> list[WorkItem]:
         """Fetch up to ``room`` messages, decode them and run the ``after_fetch`` hooks.
 
         Raises ``_Wedged`` when the fetch hung past its own timeout plus ``wedge_timeout`` (or, once a
@@ -325,7 +352,7 @@ class Worker(Writes):
         deadline = self._fetching = asyncio.timeout(self.fetch_timeout + self.wedge_timeout)
         try:
             async with deadline:
-                deliveries = await self.broker.fetch(self.queues, room, self.fetch_timeout)
+                deliveries = await broker.fetch(self.queues, room, self.fetch_timeout)
         except TimeoutError:
             if deadline.expired():
                 raise _Wedged(self.fetch_timeout + self.wedge_timeout) from None
@@ -335,19 +362,33 @@ class Worker(Writes):
         if not deliveries:
             return []
         if self._stop_level:
-            await self._give_back(deliveries)
+            await self.writer.give_back(deliveries)
             return []
         conf = self.app.conf
-        limits = (conf.broker_max_deliveries, conf.accept_content, conf.task_message_max_bytes)
-        items = [item for item in [await self._accept(d, *limits) for d in deliveries] if item is not None]
+        limit, content, max_bytes = (
+            conf.broker_max_deliveries,
+            conf.accept_content,
+            conf.task_message_max_bytes,
+        )
+        items: list[WorkItem] = []
+        for delivery in deliveries:
+            self.stats["received"] += 1
+            found = accept(
+                self.app, delivery, hostname=self.hostname, limit=limit, content=content, max_bytes=max_bytes
+            )
+            if isinstance(found, Refused):
+                await self._dead_letter(delivery, found.reason, found.exc, call=found.call)
+            else:
+                self.log.info("Task %s[%s] received", found.call.name, found.call.id)
+                items.append(found)
         try:
             for mw in self.middleware:
-                await mw.after_fetch(self, [i for i in items if "skip" not in i.extra])
+                await mw.after_fetch(self, [i for i in items if i.fate is Fate.RUN])
         except Exception:
             # e.g. the backend is down while revocations are looked up: start none of them for now.
             # Given back for sure (waiting out an outage): a live worker's lease never runs out, so a
             # message it failed to give back would wait, unseen, until the worker stops.
-            await self.release([d.delivery for d in items])
+            await self.writer.release([d.delivery for d in items])
             raise
         return items
 
@@ -363,8 +404,7 @@ class Worker(Writes):
         self._waiting.pop(task, None)
         self._running.discard(task)
         self._finishing.discard(task)
-        if self._slot_freed is not None:
-            self._slot_freed.set()
+        self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             self.log.error("internal error handling a task", exc_info=task.exception())
 
@@ -374,75 +414,21 @@ class Worker(Writes):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def skip(
-        self,
-        item: WorkItem,
-        action: Literal["ack", "release", "reject"],
-        reason: str = "",
-        *,
-        abandon: tuple[str, BaseException] | None = None,
-    ) -> None:
-        """Drop an item from the batch being started (for ``after_fetch`` hooks); see ``Skip``."""
-        item.extra["skip"] = (action, reason, abandon)
-
-    async def _accept(
-        self, delivery: Delivery, limit: int | None, accept: Sequence[str], max_bytes: int | None
-    ) -> WorkItem | None:
-        """Decode and validate; bad messages are dead-lettered here with their reason. The settings
-        (``broker_max_deliveries``, ``accept_content``, ``task_message_max_bytes``) are read per batch."""
-        self.stats["received"] += 1
-        message = delivery.message
-        if message is None:
-            await self.dead_letter(delivery, f"unreadable message: {delivery.error}")
-            return None
-        if limit and delivery.deliveries > limit:
-            try:
-                lost: TaskCall | None = decode_task(message, accept=accept)
-            except DecodeError:
-                lost = None
-            await self.dead_letter(
-                delivery,
-                f"delivered {delivery.deliveries} times without finishing: the process running it "
-                f"died each time (broker_max_deliveries={limit})",
-                WorkerLostError("task killed its worker too many times"),
-                call=lost,
-            )
-            return None
-        try:
-            call = decode_task(message, accept=accept, max_bytes=max_bytes)
-        except DecodeError as exc:
-            await self.dead_letter(delivery, f"undecodable message: {exc.reason}", exc)
-            return None
-        task = self.app.tasks.get(call.name)
-        if task is None:
-            known = ", ".join(sorted(n for n in self.app.tasks if not n.startswith("celery."))[:20])
-            await self.dead_letter(
-                delivery,
-                f"unknown task {call.name!r}: not registered on this worker (registered: {known}); "
-                "is the module that defines it in -A or include?",
-                NotRegistered(f"task {call.name!r} is not registered on {self.hostname}"),
-                call=call,
-            )
-            return None
-        try:
-            task.check_arguments(call.args, call.kwargs)
-        except TypeError as exc:
-            await self.dead_letter(delivery, f"wrong arguments for {call.name}: {exc}", exc, call=call)
-            return None
-        self.log.info("Task %s[%s] received", call.name, call.id)
-        return WorkItem(delivery=delivery, call=call, task=task)
-
     async def _process(self, item: WorkItem) -> None:
+        """Run one item through its ``before_start`` hooks, a pool slot, the pool and its
+        ``after_outcome`` hooks, then settle its message."""
+        writer = self.writer
         try:
             for mw in self._hooked("before_start"):
                 await mw.before_start(self, item)
             # Until a pool slot is free the item is only waiting: a warm shutdown hands it back.
             await self._slots.acquire()
         except Skip as skip:
-            await self._dispose(item, skip.action, skip.reason, skip.abandon)
+            item.settle(skip.fate, skip.reason, abandon=skip.abandon)
+            await self._not_run(item)
             return
         except asyncio.CancelledError:
-            await self._give_back([item.delivery])
+            await writer.give_back([item.delivery])
             raise
         except Exception as exc:
             # Not the task's doing (e.g. the ETA middleware could not reach the broker): give the
@@ -453,7 +439,7 @@ class Worker(Writes):
                 item.call.id,
                 describe(exc),
             )
-            await self.release([item.delivery])
+            await writer.release([item.delivery])
             return
         current = asyncio.current_task()
         assert current is not None
@@ -461,14 +447,13 @@ class Worker(Writes):
         self._running.add(current)
         try:
             if not item.acks_late:
-                await self.ack(item.delivery)
+                await writer.ack(item.delivery)
                 item.acked = True
-            outcome = await self.pool.run(self._job(item), lambda: self._started(item))
+            outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
         finally:
             self._slots.release()
             self._finishing.add(current)
-            if self._slot_freed is not None:
-                self._slot_freed.set()
+            self._slot_freed.set()
         self._log_outcome(item, outcome)
         reject_lost = item.task.reject_on_worker_lost
         if reject_lost is None:
@@ -476,7 +461,7 @@ class Worker(Writes):
         # A child killed at its hard time limit failed for good; only an unexplained death requeues.
         lost = outcome.worker_lost and isinstance(outcome.exc, WorkerLostError)
         if lost and reject_lost is not False and not item.acked:
-            item.extra["requeue"] = True
+            item.settle(Fate.REQUEUE, "worker lost")
         try:
             for mw in self._hooked("after_outcome"):
                 await mw.after_outcome(self, item, outcome)
@@ -486,36 +471,80 @@ class Worker(Writes):
                 item.task.name,
                 item.call.id,
             )
-            item.extra["requeue"] = True
-        if item.extra.get("requeue"):
-            self.stats["requeued"] += 1
-            if item.acked:
-                pass
-            elif self._stop_level:
-                # Stopped by this worker's own shutdown, not killed by the task: this delivery must not
-                # count towards broker_max_deliveries, or a long task dies of rolling restarts.
-                await self._give_back([item.delivery])
-            else:
-                await self.requeue(item.delivery, "worker lost")
+            item.settle(Fate.REQUEUE, "worker lost")
+        if item.fate is not Fate.RUN:
+            await self._settle(item)
         elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
             await self._rejected(item, outcome.exc)
         elif not item.acked:
-            await self.ack(item.delivery)
+            await writer.ack(item.delivery)
+
+    async def _not_run(self, item: WorkItem) -> None:
+        """Settle the message of an item a middleware kept from running, telling what waits on its task
+        when it will never run."""
+        self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, item.reason)
+        if item.abandon is not None:
+            await self.abandoned(item.call, *item.abandon)
+        await self._settle(item)
+
+    async def _settle(self, item: WorkItem) -> None:
+        """Do with an item's message what its fate says (``ACK`` for ``RUN``, which has no outcome here)."""
+        fate = item.fate
+        if fate is Fate.REQUEUE:
+            self.stats["requeued"] += 1
+        if item.acked:
+            return
+        writer = self.writer
+        if fate is Fate.REQUEUE:
+            if self._stop_level:
+                # Stopped by this worker's own shutdown, not killed by the task: this delivery must not
+                # count towards broker_max_deliveries, or a long task dies of rolling restarts.
+                await writer.give_back([item.delivery])
+            else:
+                await writer.requeue(item.delivery, item.reason)
+        elif fate is Fate.RELEASE:
+            await writer.release([item.delivery])
+        elif fate is Fate.DEAD_LETTER:
+            await self._dead_letter(item.delivery, item.reason)
+        else:
+            await writer.ack(item.delivery)
 
     async def _rejected(self, item: WorkItem, reject: Reject) -> None:
         """A task raised ``Reject``: requeue its message, or dead-letter it and fail its result."""
         if reject.requeue and not item.acked:
             self.stats["requeued"] += 1
-            await self.requeue(item.delivery, "requeued by the task")
+            await self.writer.requeue(item.delivery, "requeued by the task")
             return
         reason = f"rejected by the task {item.task.name}: {reject.reason or 'no reason given'}"
         if not item.acked:
-            await self.dead_letter(item.delivery, reason, reject, call=item.call)
+            await self._dead_letter(item.delivery, reason, reject, call=item.call)
         else:
             self.log.error(
                 "Task %s[%s] %s (already acked: acks_late is off)", item.task.name, item.call.id, reason
             )
-            await self.store_state(item, states.FAILURE, reject, traceback=reason)
+            await self.writer.store_state(item, states.FAILURE, reject, traceback=reason)
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        reason: str,
+        exc: BaseException | None = None,
+        *,
+        call: TaskCall | None = None,
+    ) -> None:
+        """Set a message aside and fail its result (``Writer.dead_letter``); with the decoded ``call``,
+        the workflows waiting on it (a chain's rest, a chord) are told as well."""
+        await self.writer.dead_letter(delivery, reason, exc, call=call)
+        if exc is not None and call is not None:
+            await self.abandoned(call, states.FAILURE, exc)
+
+    async def abandoned(self, call: TaskCall, status: str, exc: BaseException) -> None:
+        """Tell the middleware that ``call`` will never run (so workflows waiting on it end)."""
+        for mw in self._hooked("on_abandoned"):
+            try:
+                await mw.on_abandoned(self, call, status, exc)
+            except Exception:
+                self.log.exception("Task %s[%s]: settling what waits on it failed", call.name, call.id)
 
     def _started(self, item: WorkItem) -> None:
         for mw in self._hooked("on_start"):
@@ -530,49 +559,6 @@ class Worker(Writes):
             base = getattr(Middleware, hook)
             found = self._hooks[hook] = [mw for mw in self.middleware if getattr(type(mw), hook) is not base]
         return found
-
-    def _job(self, item: WorkItem) -> Job:
-        call = item.call
-        return Job(
-            id=call.id,
-            name=call.name,
-            args=call.args,
-            kwargs=call.kwargs,
-            time_limit=call.time_limit if call.time_limit is not None else item.task.time_limit,
-            soft_time_limit=call.soft_time_limit
-            if call.soft_time_limit is not None
-            else item.task.soft_time_limit,
-            request={
-                "id": call.id,
-                "task": call.name,
-                "args": call.args,
-                "kwargs": call.kwargs,
-                "retries": call.retries,
-                "eta": call.eta,
-                "expires": call.expires,
-                "hostname": self.hostname,
-                "delivery_info": {
-                    "exchange": "",
-                    "routing_key": item.delivery.queue,
-                    "priority": call.priority,
-                    "redelivered": item.delivery.redelivered,
-                },
-                "root_id": call.root_id,
-                "parent_id": call.parent_id,
-                "group": call.group_id,
-                "group_index": call.group_index,
-                "chain": call.chain,
-                "chord": call.chord,
-                "callbacks": call.callbacks,
-                "errbacks": call.errbacks,
-                "origin": call.origin,
-                "reply_to": call.reply_to,
-                "correlation_id": call.id,
-                "timelimit": (call.time_limit, call.soft_time_limit),
-                "ignore_result": item.ignore_result,
-                "headers": call.headers,
-            },
-        )
 
     def _log_outcome(self, item: WorkItem, outcome: Outcome) -> None:
         name, tid = item.task.name, item.call.id
@@ -594,19 +580,6 @@ class Worker(Writes):
                     outcome.exc,
                     outcome.traceback or "",
                 )
-
-    async def _dispose(
-        self, item: WorkItem, action: str, reason: str, abandon: tuple[str, BaseException] | None = None
-    ) -> None:
-        self.log.info("Task %s[%s] not run: %s", item.task.name, item.call.id, reason)
-        if abandon is not None:
-            await self.abandoned(item.call, *abandon)
-        if action == "ack":
-            await self.ack(item.delivery)
-        elif action == "release":
-            await self.release([item.delivery])
-        else:
-            await self.dead_letter(item.delivery, reason)
 
 
 class _Wedged(Exception):

@@ -2,8 +2,8 @@
 
 Every write waits out an outage of its store (``Persistent``: retried with backoff, each attempt
 bounded by the wedge timeout) and gives up only on a cold shutdown, logging what is left undone. Acks
-and result records made in the same moment travel together (``Batcher``). Middleware writes through
-these methods of the worker.
+and result records made in the same moment travel together (``Batcher``). The worker holds one
+``Writer`` while it runs (``Worker.writer``); middleware writes through it too.
 """
 
 from __future__ import annotations
@@ -19,39 +19,49 @@ from celeriac import states
 from celeriac._exceptions import exception_to_dict
 from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.worker._backoff import Persistent, describe
+from celeriac.worker._backoff import Persistent, describe, safe_url
 from celeriac.worker._batch import Batcher
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.middleware import Middleware, WorkItem
+    from celeriac.middleware import WorkItem
     from celeriac.protocol.message import TaskCall
 
-__all__ = ["Writes"]
+__all__ = ["Writer"]
 
 
-class Writes:
-    """The write side of ``Worker`` (a base class of it): what it needs, the worker provides."""
+class Writer:
+    """Writes one worker's acks, requeues, dead letters and result records, outages waited out.
 
-    app: Celeriac
-    broker: Broker
-    backend: Backend | None
-    hostname: str
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
-    stats: dict[str, int]
-    wedge_timeout: float
-    middleware: list[Middleware]
-    _persistent: Persistent
-    _acks: Batcher[Delivery]
-    _stores: Batcher[ResultMeta]
+    ``backend`` is None when results are disabled: result writes are then no-ops. ``stats`` is the
+    worker's counters (``dead_lettered`` is counted here). ``wedge_timeout`` bounds the one attempt a
+    message gets to be given back on the way out (``give_back``).
+    """
 
-    @property
-    def _where_broker(self) -> str:
-        return _safe_url(self.app.broker_url)
-
-    @property
-    def _where_backend(self) -> str:
-        return _safe_url(self.app.backend_url)
+    def __init__(
+        self,
+        app: Celeriac,
+        broker: Broker,
+        backend: Backend | None,
+        *,
+        hostname: str,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        stats: dict[str, int],
+        persistent: Persistent,
+        wedge_timeout: float,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.backend = backend
+        self.hostname = hostname
+        self.log = log
+        self.stats = stats
+        self.wedge_timeout = wedge_timeout
+        self._persistent = persistent
+        self._where_broker = safe_url(app.broker_url)
+        self._where_backend = safe_url(app.backend_url)
+        self._acks: Batcher[Delivery] = Batcher(self._ack_batch)
+        self._stores: Batcher[ResultMeta] = Batcher(self._store_batch)
 
     async def ack(self, delivery: Delivery) -> None:
         """Ack one delivery; acks made in the same moment travel to the broker together."""
@@ -75,7 +85,7 @@ class Writes:
             undone="they return to their queues when this worker's lease runs out",
         )
 
-    async def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+    async def give_back(self, deliveries: Sequence[Delivery]) -> None:
         """Release on the way out: tried once, since closing the broker (or, failing that, the end of
         this worker's lease) gives the messages back anyway. While running, use ``release``."""
         try:
@@ -90,43 +100,6 @@ class Writes:
                 describe(exc),
             )
 
-    async def _ack_batch(self, deliveries: Sequence[Delivery]) -> None:
-        await self._persistent.write(
-            lambda: self.broker.ack(deliveries),
-            what=f"ack {len(deliveries)} message(s)",
-            where=self._where_broker,
-            undone="they stay leased to this worker and run again once its lease runs out",
-        )
-
-    async def _store(self, metas: Sequence[ResultMeta]) -> None:
-        """Store result records, waiting out an outage of the backend."""
-        assert self.backend is not None
-        backend = self.backend
-        ids = [meta.task_id for meta in metas]
-        await self._persistent.write(
-            lambda: backend.store(metas),
-            what=f"store {len(metas)} result(s)",
-            where=self._where_backend,
-            undone=f"lost the states of {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}",
-        )
-
-    async def _store_batch(self, metas: Sequence[ResultMeta]) -> list[BaseException | None] | None:
-        try:
-            await self._store(metas)
-            return None
-        except (TypeError, ValueError):
-            if len(metas) == 1:
-                raise
-        # One record could not be serialized: store the others one by one and fail only that one.
-        errors: list[BaseException | None] = []
-        for meta in metas:
-            try:
-                await self._store([meta])
-                errors.append(None)
-            except (TypeError, ValueError) as exc:
-                errors.append(exc)
-        return errors
-
     async def dead_letter(
         self,
         delivery: Delivery,
@@ -135,9 +108,10 @@ class Writes:
         *,
         call: TaskCall | None = None,
     ) -> None:
-        """Set a message aside with ``reason``, log it, and fail its result so no caller waits forever.
+        """Set a message aside with ``reason`` and log it; with ``exc``, fail its result so no caller
+        waits forever (the decoded ``call`` names it, else the message's headers).
 
-        With the decoded ``call``, workflows waiting on it (a chain's rest, a chord) are told as well.
+        Telling the workflows that wait on the task is the worker's part (``Worker.abandoned``).
         """
         self.stats["dead_lettered"] += 1
         self.log.error("message dead-lettered from queue %r: %s", delivery.queue, reason)
@@ -151,7 +125,7 @@ class Writes:
         if exc is not None and task_id and self.backend is not None:
             # A record the serializer refuses is not stored; an outage is waited out.
             with contextlib.suppress(Exception):
-                await self._store(
+                await self.store(
                     [
                         ResultMeta(
                             task_id=task_id,
@@ -163,16 +137,18 @@ class Writes:
                         )
                     ]
                 )
-        if exc is not None and call is not None:
-            await self.abandoned(call, states.FAILURE, exc)
 
-    async def abandoned(self, call: TaskCall, status: str, exc: BaseException) -> None:
-        """Tell the middleware that ``call`` will never run (so workflows waiting on it end)."""
-        for mw in self.middleware:
-            try:
-                await mw.on_abandoned(self, call, status, exc)  # type: ignore[arg-type]
-            except Exception:
-                self.log.exception("Task %s[%s]: settling what waits on it failed", call.name, call.id)
+    async def store(self, metas: Sequence[ResultMeta]) -> None:
+        """Store result records as they are, waiting out an outage of the backend (which must exist)."""
+        assert self.backend is not None
+        backend = self.backend
+        ids = [meta.task_id for meta in metas]
+        await self._persistent.write(
+            lambda: backend.store(metas),
+            what=f"store {len(metas)} result(s)",
+            where=self._where_backend,
+            undone=f"lost the states of {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}",
+        )
 
     async def store_state(
         self,
@@ -183,7 +159,9 @@ class Writes:
         traceback: str | None = None,
         children: Sequence[str] = (),
     ) -> None:
-        """Write a task's state to the backend (no-op without one)."""
+        """Write a task's state to the backend (no-op without one); records written in the same moment
+        travel together. A successful result the serializer refuses is stored as a FAILURE that says so.
+        """
         if self.backend is None:
             return
         call = item.call
@@ -211,20 +189,35 @@ class Writes:
                 f"{self.backend.serializer!r} serializer: {exc}"
             )
             meta.status, meta.result = states.FAILURE, exception_to_dict(error)
-            await self._store([meta])
+            await self.store([meta])
+
+    async def _ack_batch(self, deliveries: Sequence[Delivery]) -> None:
+        await self._persistent.write(
+            lambda: self.broker.ack(deliveries),
+            what=f"ack {len(deliveries)} message(s)",
+            where=self._where_broker,
+            undone="they stay leased to this worker and run again once its lease runs out",
+        )
+
+    async def _store_batch(self, metas: Sequence[ResultMeta]) -> list[BaseException | None] | None:
+        try:
+            await self.store(metas)
+            return None
+        except (TypeError, ValueError):
+            if len(metas) == 1:
+                raise
+        # One record could not be serialized: store the others one by one and fail only that one.
+        errors: list[BaseException | None] = []
+        for meta in metas:
+            try:
+                await self.store([meta])
+                errors.append(None)
+            except (TypeError, ValueError) as exc:
+                errors.append(exc)
+        return errors
 
 
 def _reply_to(delivery: Delivery) -> str:
     """The reply queue a delivered message names ("" when none), for backends that answer the caller."""
     value = delivery.message.properties.get("reply_to") if delivery.message else None
     return value if isinstance(value, str) else ""
-
-
-def _safe_url(url: str) -> str:
-    """The URL with its password hidden, for logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,123 @@
+"""From a delivered message to work a pool can run: a delivery is accepted as a ``WorkItem`` or
+refused (and then dead-lettered, with the reason), and an item becomes the ``Job`` a pool runs.
+
+Nothing here writes: the worker settles what is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from celeriac.exceptions import DecodeError, NotRegistered, WorkerLostError
+from celeriac.middleware import WorkItem
+from celeriac.protocol import decode_task
+from celeriac.worker.pools.base import Job
+
+if TYPE_CHECKING:
+    from celeriac.app import Celeriac
+    from celeriac.brokers.base import Delivery
+    from celeriac.protocol.message import TaskCall
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A delivery that cannot run: set aside with ``reason``; ``exc`` fails its result, and the decoded
+    ``call`` (when there is one) names the workflows waiting on it."""
+
+    reason: str
+    exc: BaseException | None = None
+    call: TaskCall | None = None
+
+
+def accept(
+    app: Celeriac,
+    delivery: Delivery,
+    *,
+    hostname: str,
+    limit: int | None,
+    content: Sequence[str],
+    max_bytes: int | None,
+) -> WorkItem | Refused:
+    """Decode and validate a delivery against the settings ``broker_max_deliveries`` (``limit``),
+    ``accept_content`` (``content``) and ``task_message_max_bytes``, read once per batch by the caller.
+    """
+    message = delivery.message
+    if message is None:
+        return Refused(f"unreadable message: {delivery.error}")
+    if limit and delivery.deliveries > limit:
+        try:
+            lost: TaskCall | None = decode_task(message, accept=content)
+        except DecodeError:
+            lost = None
+        return Refused(
+            f"delivered {delivery.deliveries} times without finishing: the process running it "
+            f"died each time (broker_max_deliveries={limit})",
+            WorkerLostError("task killed its worker too many times"),
+            lost,
+        )
+    try:
+        call = decode_task(message, accept=content, max_bytes=max_bytes)
+    except DecodeError as exc:
+        return Refused(f"undecodable message: {exc.reason}", exc)
+    task = app.tasks.get(call.name)
+    if task is None:
+        known = ", ".join(sorted(n for n in app.tasks if not n.startswith("celery."))[:20])
+        return Refused(
+            f"unknown task {call.name!r}: not registered on this worker (registered: {known}); "
+            "is the module that defines it in -A or include?",
+            NotRegistered(f"task {call.name!r} is not registered on {hostname}"),
+            call,
+        )
+    try:
+        task.check_arguments(call.args, call.kwargs)
+    except TypeError as exc:
+        return Refused(f"wrong arguments for {call.name}: {exc}", exc, call)
+    return WorkItem(delivery=delivery, call=call, task=task)
+
+
+def job_of(item: WorkItem, hostname: str) -> Job:
+    """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's) and
+    the request the task sees as ``self.request``."""
+    call = item.call
+    return Job(
+        id=call.id,
+        name=call.name,
+        args=call.args,
+        kwargs=call.kwargs,
+        time_limit=call.time_limit if call.time_limit is not None else item.task.time_limit,
+        soft_time_limit=call.soft_time_limit
+        if call.soft_time_limit is not None
+        else item.task.soft_time_limit,
+        request={
+            "id": call.id,
+            "task": call.name,
+            "args": call.args,
+            "kwargs": call.kwargs,
+            "retries": call.retries,
+            "eta": call.eta,
+            "expires": call.expires,
+            "hostname": hostname,
+            "delivery_info": {
+                "exchange": "",
+                "routing_key": item.delivery.queue,
+                "priority": call.priority,
+                "redelivered": item.delivery.redelivered,
+            },
+            "root_id": call.root_id,
+            "parent_id": call.parent_id,
+            "group": call.group_id,
+            "group_index": call.group_index,
+            "chain": call.chain,
+            "chord": call.chord,
+            "callbacks": call.callbacks,
+            "errbacks": call.errbacks,
+            "origin": call.origin,
+            "reply_to": call.reply_to,
+            "correlation_id": call.id,
+            "timelimit": (call.time_limit, call.soft_time_limit),
+            "ignore_result": item.ignore_result,
+            "headers": call.headers,
+        },
+    )
