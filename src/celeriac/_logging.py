@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from celeriac.task import current_request
+from celeriac._request import current_request
 
 
 class TaskFormatter(logging.Formatter):

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from celeriac._request import current_request
 from celeriac._routing import exchange_name
 from celeriac.config import closest_of
 from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import TaskCall
-from celeriac.task import current_request
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

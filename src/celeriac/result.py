@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict
+from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._request import current_request
 from celeriac.backends.base import ResultMeta
-from celeriac.exceptions import CeleriacError
+from celeriac.exceptions import CeleriacError, TaskRevokedError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
@@ -168,11 +169,6 @@ class AsyncResult(Generic[R]):
 
 
 async def revoke(app: Celeriac, task_ids: list[str]) -> None:
-    from datetime import UTC
-
-    from celeriac._exceptions import exception_to_dict
-    from celeriac.exceptions import TaskRevokedError
-
     backend = app.backend()
     existing = await backend.get_many(task_ids)
     now = datetime.now(UTC)
@@ -198,8 +194,6 @@ def _child_id(entry: Any) -> str | None:
 
 
 def _refuse_inside_task() -> None:
-    from celeriac.task import current_request
-
     request = current_request()
     if request is not None and request.id and not request.is_eager:
         raise CeleriacError(

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import random
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import states
+from celeriac._request import Context, current_request
 from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
@@ -48,49 +45,6 @@ TASK_OPTIONS: dict[str, Any] = {
     "rate_limit": None,
     "store_errors_even_if_ignored": None,
 }
-
-
-@dataclass(slots=True)
-class Context:
-    """What a running task knows about its call: ``self.request`` (Celery's names)."""
-
-    id: str | None = None
-    task: str | None = None
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
-    hostname: str | None = None
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    chain: list[dict[str, Any]] | None = None
-    chord: dict[str, Any] | None = None
-    callbacks: list[dict[str, Any]] | None = None
-    errbacks: list[dict[str, Any]] | None = None
-    origin: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
-    ignore_result: bool = False
-    headers: dict[str, Any] = field(default_factory=dict)
-    is_eager: bool = False
-    called_directly: bool = True
-    children: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-_current: ContextVar[Context | None] = ContextVar("celeriac_current_request", default=None)
-
-
-def current_request() -> Context | None:
-    """The request of the task running in this thread or coroutine, if any."""
-    return _current.get()
 
 
 class Task(Generic[P, R]):
@@ -170,7 +124,7 @@ class Task(Generic[P, R]):
     @property
     def request(self) -> Context:
         """The current call's context; an empty one outside a worker."""
-        return _current.get() or Context()
+        return current_request() or Context()
 
     def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if ``args``/``kwargs`` do not fit the function's signature."""
@@ -369,15 +323,5 @@ def _plain_arity(signature: inspect.Signature, bind: bool) -> tuple[int, int] | 
     params = params[1:] if bind else params
     return sum(1 for p in params if p.default is inspect.Parameter.empty), len(params)
 
-
-def run_coroutine_here(coro: Any) -> Any:
-    """Run a coroutine to its end from synchronous code; each thread keeps one loop for this."""
-    runner: asyncio.Runner | None = getattr(_threads, "runner", None)
-    if runner is None:
-        runner = _threads.runner = asyncio.Runner()
-    return runner.run(coro)
-
-
-_threads = threading.local()
 
 __all__ = ["TASK_OPTIONS", "Context", "Task", "current_request", "states"]
