@@ -214,7 +214,8 @@ class Task(Generic[P, R]):
         chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
         This run stores no result of its own. A group is replaced by a chord that gathers its results.
         """
-        from celeriac.canvas import _gathered, chain, group, maybe_signature
+        from celeriac.canvas import chain, group, maybe_signature
+        from celeriac.canvas.primitives import _gathered
 
         request = self.request
         if request.id is None or request.called_directly:
