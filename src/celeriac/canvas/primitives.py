@@ -1,14 +1,4 @@
-"""Signatures and the workflows built from them: chain, group, chord, chunks, map and starmap.
-
-Every primitive is a dict in Celery's embedded form, ``{"task", "args", "kwargs", "options", "subtask_type",
-"immutable"}``, so it travels inside a message (``link``, ``link_error``, ``chain``, ``chord``) and Celery's
-workers and ours read each other's workflows.
-
-Sending a workflow takes two steps. ``freeze`` gives every task in it its id, so the result handles exist
-before anything is sent; ``_plan`` then lists every message to send and every chord to announce, and the app
-sends them in one batch (``celeriac._plan``). Workers carry the workflow on from there
-(``middleware/continuation.py``): the next step of a chain, callbacks, errbacks, and a chord's body once the
-backend's counter says its header is complete.
+"""The primitives made of other signatures: chain, group and chord.
 
 Membership of a chord travels on the task whose result is the member's result: the last task of a chain, the
 body of a nested chord. Groups nested in a chord's header are flattened into it.
@@ -17,273 +7,19 @@ body of a nested chord. Groups nested in a chord's header are flattened into it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from celeriac._plan import Plan, asend_plan, send_plan
+from celeriac.canvas.signature import Signature, _Composite, _copy, listed, maybe_signature
+from celeriac.result import GroupResult
 
 if TYPE_CHECKING:
+    from celeriac._plan import Plan
     from celeriac.app import Celeriac
-    from celeriac.result import GroupResult, ResultNode
-
-#: Options that make a task a member of a chord's header; they go to the task that produces the result.
-MEMBERSHIP = ("group_id", "group_index", "chord")
+    from celeriac.result import ResultNode
 
 
-class Signature(dict[str, Any]):
-    """A task call as data: a task name with (partial) arguments and send options.
-
-    A dict, as in Celery, so it embeds in a message as it is. ``clone`` and the ``|`` operator make new
-    signatures; ``set``, ``link`` and ``link_error`` change this one.
-    """
-
-    def __init__(
-        self,
-        task: str,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        *,
-        options: dict[str, Any] | None = None,
-        immutable: bool = False,
-        subtask_type: str | None = None,
-        app: Celeriac | None = None,
-    ) -> None:
-        super().__init__(
-            task=task,
-            args=list(args),
-            kwargs=dict(kwargs or {}),
-            options=dict(options or {}),
-            subtask_type=subtask_type,
-            immutable=immutable,
-        )
-        self.app = app
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, app: Celeriac | None = None) -> Signature:
-        """The signature a dict describes, as its primitive (a ``chain`` for ``subtask_type`` "chain"...)."""
-        if app is None and isinstance(data, Signature):
-            app = data.app
-        kind = _KINDS.get(data.get("subtask_type") or "")
-        if kind is not None:
-            return kind._rebuild(data, app)
-        if not isinstance(data.get("task"), str):
-            raise ValueError(f"not a signature (no task name): {data!r}")
-        sig = Signature(
-            data["task"],
-            data.get("args") or (),
-            data.get("kwargs") or {},
-            options=data.get("options") or {},
-            immutable=bool(data.get("immutable")),
-            subtask_type=data.get("subtask_type"),
-            app=app,
-        )
-        for key, value in data.items():  # e.g. Celery's chord_size
-            sig.setdefault(key, value)
-        return sig
-
-    # -- reading ----------------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return str(self["task"])
-
-    @property
-    def task(self) -> str:
-        return str(self["task"])
-
-    @property
-    def args(self) -> list[Any]:
-        return list(self["args"])
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self["kwargs"])
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self["options"])
-
-    @property
-    def immutable(self) -> bool:
-        return bool(self["immutable"])
-
-    @property
-    def subtask_type(self) -> str | None:
-        return self.get("subtask_type")
-
-    @property
-    def id(self) -> str | None:
-        """The task id, once ``freeze`` (or ``set(task_id=...)``) gave it one."""
-        task_id = self["options"].get("task_id")
-        return str(task_id) if task_id is not None else None
-
-    def __repr__(self) -> str:
-        args = ", ".join([*map(repr, self["args"]), *(f"{k}={v!r}" for k, v in self["kwargs"].items())])
-        return f"{self.name}({args})"
-
-    # -- making new ones --------------------------------------------------------------------------------
-    def clone(
-        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> Signature:
-        """A deep copy with more arguments (in front of the ones it has) and options.
-
-        An immutable signature ignores the new arguments; its options still change.
-        """
-        new = Signature.from_dict(_copy(self), app=self.app)
-        if not new.immutable:
-            new["args"] = [*args, *new["args"]]
-            new["kwargs"] = {**new["kwargs"], **(kwargs or {})}
-        new["options"].update(options)
-        return new
-
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Change send options (and immutability) in place; returns this signature."""
-        if immutable is not None:
-            self["immutable"] = immutable
-        self["options"].update(options)
-        return self
-
-    def set_immutable(self, immutable: bool) -> None:
-        self["immutable"] = immutable
-
-    def link(self, callback: Signature) -> Signature:
-        """Run ``callback`` with this task's result when it succeeds; returns ``callback``."""
-        self["options"].setdefault("link", []).append(callback)
-        return callback
-
-    def link_error(self, errback: Signature) -> Signature:
-        """Run ``errback`` with this task's id when it fails; returns ``errback``."""
-        self["options"].setdefault("link_error", []).append(errback)
-        return errback
-
-    on_error = link_error
-
-    def __or__(self, other: Signature) -> Signature:  # type: ignore[override]
-        if not isinstance(other, Signature):
-            return NotImplemented
-        return chain(self, other, app=self.app or other.app)
-
-    # -- ids and results --------------------------------------------------------------------------------
-    def freeze(self, _id: str | None = None) -> ResultNode:
-        """Give this signature its task id now (``_id``, or the one it has, or a new one); its result."""
-        from celeriac.result import AsyncResult
-
-        options = self["options"]
-        if _id is not None:
-            options["task_id"] = _id
-        task_id = options.setdefault("task_id", str(uuid.uuid4()))
-        # Results of later steps, sent by workers, still go to this client (the rpc:// backend's queue).
-        options.setdefault("reply_to", self._app().oid)
-        return AsyncResult(task_id, app=self._app(), task_name=self.name)
-
-    def _attach(self, membership: dict[str, Any]) -> None:
-        """Make this signature's result a chord member (see ``MEMBERSHIP``)."""
-        self["options"].update(membership)
-
-    # -- sending ----------------------------------------------------------------------------------------
-    def apply_async(
-        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> Any:
-        """Send it (with these arguments added in front); returns its result handle.
-
-        A task gives an ``AsyncResult``, a group a ``GroupResult``, a chord the body's ``AsyncResult``
-        whose ``parent`` is the header's ``GroupResult``, a chain the last step's result.
-        """
-        plan = Plan()
-        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        send_plan(self._app(), plan, result)
-        return result
-
-    async def aapply_async(
-        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> Any:
-        """``apply_async`` for code running in an event loop."""
-        plan = Plan()
-        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        await asend_plan(self._app(), plan, result)
-        return result
-
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
-
-    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.aapply_async(args, kwargs)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task here, now, with these arguments added."""
-        merged = self.clone(args, kwargs)
-        return self._app().get_task(self.name)(*merged.args, **merged.kwargs)
-
-    def _copy_for_send(self) -> Signature:
-        # Sending freezes ids into the copy: the same signature sent twice makes two sets of tasks, unless
-        # the caller froze it first (then the ids it froze are kept, as in Celery).
-        return Signature.from_dict(_copy(self), app=self.app)
-
-    def _plan(
-        self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> ResultNode:
-        """Add this signature's messages to ``plan``; return its result handle."""
-        from celeriac.result import AsyncResult
-
-        if not self.immutable:
-            self["args"] = [*args, *self["args"]]
-            self["kwargs"] = {**self["kwargs"], **kwargs}
-        opts = {**self["options"], **options}
-        opts.setdefault("task_id", str(uuid.uuid4()))
-        plan.sends.append((self.name, self["args"], self["kwargs"], opts))
-        return AsyncResult(opts["task_id"], app=self._app(), task_name=self.name)
-
-    def _app(self) -> Celeriac:
-        if self.app is None:
-            raise RuntimeError(f"signature {self!r} has no app: make it with task.s() or app.signature()")
-        return self.app
-
-
-signature = Signature
-
-
-def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
-    """``value`` as a Signature (dicts from messages become the right primitive)."""
-    if isinstance(value, Signature):
-        if app is not None and value.app is None:
-            value.app = app
-        return value
-    if isinstance(value, dict):
-        return Signature.from_dict(value, app=app)
-    raise TypeError(f"expected a signature, got {type(value).__name__}: {value!r}")
-
-
-class _Composite(Signature):
-    """A primitive made of other signatures (kept in its kwargs)."""
-
-    #: Celery's task name for the primitive, e.g. "celery.chain".
-    kind = ""
-
-    @classmethod
-    def _rebuild(cls, data: dict[str, Any], app: Celeriac | None) -> Signature:
-        raise NotImplementedError
-
-    def _common(self, data: dict[str, Any]) -> Signature:
-        self["options"].update(data.get("options") or {})
-        self["args"] = list(data.get("args") or [])
-        self["immutable"] = bool(data.get("immutable"))
-        return self
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Send it (as Celery does when a workflow is called)."""
-        return self.apply_async(args, kwargs)
-
-    def _split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-        """This primitive's own options merged with ``options``: (send options, membership, chain rest)."""
-        opts = {**self["options"], **options}
-        self["options"] = {}  # a copy made for sending: what it held is in ``opts`` now
-        membership = {k: opts.pop(k) for k in MEMBERSHIP if opts.get(k) is not None}
-        for key in MEMBERSHIP:
-            opts.pop(key, None)
-        rest = list(opts.pop("chain", None) or [])
-        return opts, membership, rest
-
-
-class chain(_Composite):
+class chain(_Composite, subtask_type="chain"):
     """Tasks run one after another, each getting the previous result as its first argument.
 
     On the wire the first task carries the rest in its ``chain`` option, reversed (the next task last).
@@ -334,7 +70,7 @@ class chain(_Composite):
         """The chain's steps as they will run: chunks as groups, a group and the step after it as a chord."""
         steps: list[Signature] = []
         for task in self["kwargs"]["tasks"]:
-            step = task.group() if isinstance(task, chunks) else task
+            step = task._step()
             if steps and isinstance(steps[-1], group):
                 steps[-1] = chord(steps[-1], step, app=self.app)
             else:
@@ -381,7 +117,7 @@ class chain(_Composite):
         return result
 
 
-class group(_Composite):
+class group(_Composite, subtask_type="group"):
     """Tasks run in parallel; the result is a ``GroupResult`` of theirs, in the order listed."""
 
     kind = "celery.group"
@@ -415,8 +151,6 @@ class group(_Composite):
         return chord(self, other, app=self.app or other.app)
 
     def freeze(self, _id: str | None = None) -> ResultNode:
-        from celeriac.result import GroupResult
-
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
@@ -449,7 +183,7 @@ class group(_Composite):
         return result
 
 
-class chord(_Composite):
+class chord(_Composite, subtask_type="chord"):
     """A header group whose results, in header order, go to a body once every header task ended.
 
     If any header task fails, the body does not run: its result fails with ``ChordError`` naming the
@@ -523,8 +257,6 @@ class chord(_Composite):
         return self._freeze(_id)[1]
 
     def _freeze(self, _id: str | None) -> tuple[GroupResult[Any], ResultNode]:
-        from celeriac.result import GroupResult
-
         header_result = self._flat_header().freeze()
         assert isinstance(header_result, GroupResult)
         result = self._body().freeze(_id or self["options"].get("task_id"))
@@ -576,64 +308,6 @@ class chord(_Composite):
         return result
 
 
-class chunks(_Composite):
-    """``task`` applied to ``it`` in ``n``-sized parts: a group of ``celery.starmap`` tasks."""
-
-    kind = "celery.chunks"
-
-    def __init__(self, task: Signature, it: Iterable[Any], n: int, *, app: Celeriac | None = None) -> None:
-        if n < 1:
-            raise ValueError(f"chunks need a size of at least 1, not {n}")
-        sig = maybe_signature(task, app)
-        super().__init__(
-            self.kind,
-            (),
-            {"task": sig, "it": [list(item) for item in it], "n": n},
-            subtask_type="chunks",
-            app=app or sig.app,
-        )
-
-    @classmethod
-    def _rebuild(cls, data: dict[str, Any], app: Celeriac | None) -> Signature:
-        kwargs = data["kwargs"]
-        return cls(maybe_signature(kwargs["task"], app), kwargs["it"], int(kwargs["n"]), app=app)._common(
-            data
-        )
-
-    def group(self) -> group:
-        """The group of starmap tasks this stands for."""
-        kwargs = self["kwargs"]
-        items, n = list(kwargs["it"]), int(kwargs["n"])
-        parts = [items[i : i + n] for i in range(0, len(items), n)]
-        made = group(*(xstarmap(kwargs["task"], part, app=self.app) for part in parts), app=self.app)
-        made["options"].update(self["options"])
-        return made
-
-    def freeze(self, _id: str | None = None) -> ResultNode:
-        raise TypeError("freeze the group of a chunks signature instead: chunks(...).group().freeze()")
-
-    def _plan(
-        self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> ResultNode:
-        return self.group()._plan(plan, args, kwargs, options)
-
-
-class xmap(Signature):
-    """``task`` called once per item of ``it``, in one worker task (``celery.map``); returns the list."""
-
-    builtin = "celery.map"
-
-    def __init__(self, task: Signature, it: Iterable[Any], *, app: Celeriac | None = None) -> None:
-        sig = maybe_signature(task, app)
-        super().__init__(self.builtin, (), {"task": sig, "it": list(it)}, immutable=True, app=app or sig.app)
-
-
-class xstarmap(xmap):
-    """``task(*item)`` for each item of ``it``, in one worker task (``celery.starmap``)."""
-
-    builtin = "celery.starmap"
-
-
 def unsent_tasks(sig: Signature, *, errbacks: bool) -> Iterator[tuple[Signature, bool]]:
     """The task signatures a workflow that will never be sent stands for, each with whether its errbacks
     run when it is failed (those of a chord's header do not: the chord's own errbacks are the body's)."""
@@ -677,39 +351,3 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [value]
     return list(value)
-
-
-def listed(value: Any) -> list[Any]:
-    """A ``link``/``link_error`` option as a list (it may hold one signature or several)."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _copy(value: Any) -> Any:
-    """A structural copy of a signature's dicts and lists (leaf values shared), as plain dicts."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_copy(v) for v in value)
-    return value
-
-
-_KINDS: dict[str, type[_Composite]] = {"chain": chain, "group": group, "chord": chord, "chunks": chunks}
-
-__all__ = [
-    "MEMBERSHIP",
-    "Signature",
-    "chain",
-    "chord",
-    "chunks",
-    "group",
-    "listed",
-    "maybe_signature",
-    "signature",
-    "unsent_tasks",
-    "xmap",
-    "xstarmap",
-]
