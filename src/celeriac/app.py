@@ -16,6 +16,8 @@ from celeriac._builtins import register_builtins
 from celeriac._portal import portal
 from celeriac._routing import Router
 from celeriac._sending import RetryPolicy, SendOptions, build_call
+from celeriac.canvas._eager import run_eagerly
+from celeriac.canvas._plan import asend_plan, send_plan
 from celeriac.config import Settings, settings_from_object
 from celeriac.exceptions import ConfigurationError, NotRegistered
 from celeriac.task import Task
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker
     from celeriac.canvas import Signature
+    from celeriac.canvas._plan import Plan
     from celeriac.protocol.message import Message, TaskCall
-    from celeriac.result import AsyncResult, GroupResult
+    from celeriac.result import AsyncResult, GroupResult, ResultNode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -328,6 +331,21 @@ class Celeriac:
         queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         await self._publish(queue, call, not_before, opts, task)
         return self.AsyncResult(call.id, task_name=name)
+
+    def _send_plan(self, plan: Plan, result: ResultNode) -> None:
+        """Send a workflow's messages (``Signature.apply_async``); under ``task_always_eager`` run its
+        tasks here, and put their records into ``result``."""
+        if self.conf.task_always_eager:
+            run_eagerly(self, plan, result)
+        else:
+            send_plan(self, plan)
+
+    async def _asend_plan(self, plan: Plan, result: ResultNode) -> None:
+        """``_send_plan`` for code running in an event loop."""
+        if self.conf.task_always_eager:
+            await asyncio.to_thread(run_eagerly, self, plan, result)
+        else:
+            await asend_plan(self, plan)
 
     async def _publish(
         self,

@@ -10,8 +10,8 @@ from celeriac.canvas.primitives import group
 from celeriac.canvas.signature import Signature, _Composite, maybe_signature
 
 if TYPE_CHECKING:
-    from celeriac._plan import Plan
     from celeriac.app import Celeriac
+    from celeriac.canvas._plan import Plan
     from celeriac.result import ResultNode
 
 

@@ -14,8 +14,8 @@ from celeriac.canvas.signature import Signature, _Composite, _copy, listed, mayb
 from celeriac.result import GroupResult
 
 if TYPE_CHECKING:
-    from celeriac._plan import Plan
     from celeriac.app import Celeriac
+    from celeriac.canvas._plan import Plan
     from celeriac.result import ResultNode
 
 

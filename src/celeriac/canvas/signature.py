@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac._plan import Plan, asend_plan, send_plan
+from celeriac.canvas._plan import Plan
 from celeriac.result import AsyncResult
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class Signature(dict[str, Any]):
         """
         plan = Plan()
         result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        send_plan(self._app(), plan, result)
+        self._app()._send_plan(plan, result)
         return result
 
     async def aapply_async(
@@ -203,7 +203,7 @@ class Signature(dict[str, Any]):
         """``apply_async`` for code running in an event loop."""
         plan = Plan()
         result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        await asend_plan(self._app(), plan, result)
+        await self._app()._asend_plan(plan, result)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from celeriac import Celeriac, Signature, chain, chord, chunks, group, maybe_signature, xmap
-from celeriac._plan import Plan
+from celeriac.canvas._plan import Plan
 
 
 def test_signature_is_celerys_embedded_dict():
