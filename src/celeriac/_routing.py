@@ -126,7 +126,8 @@ class Router:
         else direct (as Celery assumes).
         """
         if self._specs is None:
-            from celeriac.brokers._amqp_topology import queue_specs  # parses task_queues, no AMQP client
+            # AMQP's topology code (it needs no AMQP client) loads only for an app that routes to exchanges.
+            from celeriac.brokers._amqp_topology import queue_specs
 
             self._specs = queue_specs(self._queues)
         bound = [spec for spec in self._specs.values() if spec.exchange == exchange]

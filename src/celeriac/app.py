@@ -16,19 +16,23 @@ from celeriac._builtins import register_builtins
 from celeriac._portal import portal
 from celeriac._routing import Router
 from celeriac._sending import RetryPolicy, SendOptions, build_call
+from celeriac.backends import create_backend
+from celeriac.brokers import create_broker
+from celeriac.canvas import Signature
 from celeriac.canvas._eager import run_eagerly
 from celeriac.canvas._plan import asend_plan, send_plan
 from celeriac.config import Settings, settings_from_object
 from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.protocol import encode_task
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.task import Task
 
 if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker
-    from celeriac.canvas import Signature
     from celeriac.canvas._plan import Plan
     from celeriac.protocol.message import Message, TaskCall
-    from celeriac.result import AsyncResult, GroupResult, ResultNode
+    from celeriac.result import ResultNode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -228,8 +232,6 @@ class Celeriac:
     def signature(
         self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
-        from celeriac.canvas import Signature
-
         return Signature(name, tuple(args), dict(kwargs or {}), options=options, app=self)
 
     # -- connections --------------------------------------------------------------------------------
@@ -238,8 +240,6 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         broker = self._brokers.get(loop)
         if broker is None:
-            from celeriac.brokers import create_broker
-
             options = dict(self.conf.broker_transport_options)
             options.setdefault("lease_seconds", self.conf.broker_lease_seconds)
             for option, setting in _BROKER_SETTINGS.items():
@@ -254,8 +254,6 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         backend = self._backends.get(loop)
         if backend is None:
-            from celeriac.backends import create_backend
-
             conf = self.conf
             options = dict(conf.result_backend_transport_options)
             if conf.redis_backend_use_ssl:
@@ -367,8 +365,6 @@ class Celeriac:
         task: Task[Any, Any] | None,
     ) -> tuple[str, Message, float | None]:
         """A call as the broker takes it: (queue, encoded message, not_before)."""
-        from celeriac.protocol import encode_task
-
         conf = self.conf
         message = encode_task(
             call,
@@ -433,15 +429,11 @@ class Celeriac:
 
     # -- results ------------------------------------------------------------------------------------
     def AsyncResult(self, task_id: str, *, task_name: str | None = None) -> AsyncResult[Any]:
-        from celeriac.result import AsyncResult
-
         return AsyncResult(task_id, app=self, task_name=task_name)
 
     def GroupResult(self, group_id: str, results: Sequence[Any] = ()) -> GroupResult[Any]:
         """A group's result handle from its id and its members' results (``GroupResult.restore`` reads a
         saved one)."""
-        from celeriac.result import GroupResult
-
         return GroupResult(group_id, results, app=self)
 
 

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import states
 from celeriac._request import Context, current_request
+from celeriac.canvas import Signature, chain, chunks, group, maybe_signature, xmap, xstarmap
+from celeriac.canvas.primitives import gathered
+from celeriac.config import closest_of
 from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
+from celeriac.result import AsyncResult
+from celeriac.worker.eager import apply_eagerly
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.canvas import Signature
-    from celeriac.result import AsyncResult, EagerResult
+    from celeriac.result import EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,8 +70,6 @@ class Task(Generic[P, R]):
     ) -> None:
         unknown = set(options) - set(TASK_OPTIONS)
         if unknown:
-            from celeriac.config import closest_of
-
             raise TypeError(
                 f"unknown task option(s) {sorted(unknown)} for {name!r}"
                 + closest_of(sorted(unknown)[0], TASK_OPTIONS)
@@ -161,50 +163,34 @@ class Task(Generic[P, R]):
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> EagerResult[R]:
         """Run the task here and now, as a worker would (retries included); return its result."""
-        from celeriac.worker.eager import apply_eagerly
-
         return apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with partial arguments."""
-        from celeriac.canvas import Signature
-
         return Signature(self.name, args, kwargs, app=self.app)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: parent results are not passed to it."""
-        from celeriac.canvas import Signature
-
         return Signature(self.name, args, kwargs, immutable=True, app=self.app)
 
     def signature(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
-        from celeriac.canvas import Signature
-
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
 
     def map(self, it: Iterable[Any]) -> Signature:
         """One message that calls this task for each item of ``it`` (Celery's ``celery.map``)."""
-        from celeriac.canvas import xmap
-
         return xmap(self.s(), it, app=self.app)
 
     def starmap(self, it: Iterable[Sequence[Any]]) -> Signature:
         """One message that calls this task with each item of ``it`` as its arguments."""
-        from celeriac.canvas import xstarmap
-
         return xstarmap(self.s(), it, app=self.app)
 
     def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature:
         """``starmap`` over ``it`` split into messages of ``n`` items, sent as a group."""
-        from celeriac.canvas import chunks
-
         return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
-        from celeriac.result import AsyncResult
-
         return AsyncResult(task_id, app=self.app)
 
     def replace(self, sig: Signature) -> NoReturn:
@@ -214,15 +200,12 @@ class Task(Generic[P, R]):
         chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
         This run stores no result of its own. A group is replaced by a chord that gathers its results.
         """
-        from celeriac.canvas import chain, group, maybe_signature
-        from celeriac.canvas.primitives import _gathered
-
         request = self.request
         if request.id is None or request.called_directly:
             raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
         sig = maybe_signature(sig, self.app).clone()
         if isinstance(sig, group):
-            sig = _gathered(sig)
+            sig = gathered(sig)
         sig.freeze(request.id)
         for callback in request.callbacks or ():
             sig.link(maybe_signature(callback, self.app))

@@ -94,7 +94,7 @@ class chain(_Composite, subtask_type="chain"):
     def _attach(self, membership: dict[str, Any]) -> None:
         steps = self._steps()
         if isinstance(steps[-1], group):
-            steps[-1] = _gathered(steps[-1])
+            steps[-1] = gathered(steps[-1])
         steps[-1]._attach(membership)
 
     def _plan(
@@ -170,7 +170,7 @@ class group(_Composite, subtask_type="group"):
                 plan, args, kwargs, {**membership, "chain": rest or None}
             )
         if "chord" in membership:
-            return _gathered(self)._plan(plan, args, kwargs, {**opts, **membership})
+            return gathered(self)._plan(plan, args, kwargs, {**opts, **membership})
         result = self.freeze(opts.pop("task_id", None))
         group_id = result.id
         for index, task in enumerate(self["kwargs"]["tasks"]):
@@ -266,7 +266,7 @@ class chord(_Composite, subtask_type="chord"):
     def _attach(self, membership: dict[str, Any]) -> None:
         body = self._body()
         if isinstance(body, group):
-            body = self["kwargs"]["body"] = _gathered(body)
+            body = self["kwargs"]["body"] = gathered(body)
         body._attach(membership)
 
     def _flat_header(self) -> group:
@@ -326,8 +326,9 @@ def unsent_tasks(sig: Signature, *, errbacks: bool) -> Iterator[tuple[Signature,
         yield sig, errbacks
 
 
-def _gathered(members: group) -> chord:
-    """A group made to give one result (the list of its results), as a chord with ``celery.accumulate``."""
+def gathered(members: group) -> chord:
+    """``members`` made to give one result, the list of their results: a chord with ``celery.accumulate``
+    as its body (what a group becomes in a chord's header, or in the place of a task it replaces)."""
     app = members.app
     return chord(members, Signature("celery.accumulate", kwargs={"index": 0}, app=app), app=app)
 
