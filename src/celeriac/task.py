@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
-from celeriac import states
+from celeriac import canvas, states
 from celeriac._request import Context, current_request
-from celeriac.canvas import Signature, chain, chunks, group, maybe_signature, xmap, xstarmap
+from celeriac.canvas import Signature
 from celeriac.canvas.primitives import gathered
 from celeriac.config import closest_of
 from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
@@ -178,17 +178,17 @@ class Task(Generic[P, R]):
     ) -> Signature:
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
 
-    def map(self, it: Iterable[Any]) -> Signature:
+    def map(self, it: Iterable[Any]) -> canvas.xmap:
         """One message that calls this task for each item of ``it`` (Celery's ``celery.map``)."""
-        return xmap(self.s(), it, app=self.app)
+        return canvas.xmap(self.s(), it, app=self.app)
 
-    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature:
+    def starmap(self, it: Iterable[Sequence[Any]]) -> canvas.xstarmap:
         """One message that calls this task with each item of ``it`` as its arguments."""
-        return xstarmap(self.s(), it, app=self.app)
+        return canvas.xstarmap(self.s(), it, app=self.app)
 
-    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature:
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> canvas.chunks:
         """``starmap`` over ``it`` split into messages of ``n`` items, sent as a group."""
-        return chunks(self.s(), it, n, app=self.app)
+        return canvas.chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, app=self.app)
@@ -203,17 +203,17 @@ class Task(Generic[P, R]):
         request = self.request
         if request.id is None or request.called_directly:
             raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
-        sig = maybe_signature(sig, self.app).clone()
-        if isinstance(sig, group):
+        sig = canvas.maybe_signature(sig, self.app).clone()
+        if isinstance(sig, canvas.group):
             sig = gathered(sig)
         sig.freeze(request.id)
         for callback in request.callbacks or ():
-            sig.link(maybe_signature(callback, self.app))
+            sig.link(canvas.maybe_signature(callback, self.app))
         for errback in request.errbacks or ():
-            sig.link_error(maybe_signature(errback, self.app))
+            sig.link_error(canvas.maybe_signature(errback, self.app))
         if request.chain:
-            rest = [maybe_signature(step, self.app) for step in reversed(request.chain)]
-            sig = chain(sig, *rest, app=self.app)
+            rest = [canvas.maybe_signature(step, self.app) for step in reversed(request.chain)]
+            sig = canvas.chain(sig, *rest, app=self.app)
         if request.chord and request.group:
             sig._attach(
                 {"group_id": request.group, "group_index": request.group_index, "chord": request.chord}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas.primitives import group
 from celeriac.canvas.signature import Signature, _Composite, maybe_signature
+from celeriac.result import GroupResult
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from celeriac.result import ResultNode
 
 
-class chunks(_Composite, subtask_type="chunks"):
+class chunks(_Composite[GroupResult[Any]], subtask_type="chunks"):
     """``task`` applied to ``it`` in ``n``-sized parts: a group of ``celery.starmap`` tasks."""
 
     kind = "celery.chunks"

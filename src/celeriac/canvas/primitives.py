@@ -11,15 +11,14 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas.signature import Signature, _Composite, _copy, listed, maybe_signature
-from celeriac.result import GroupResult
+from celeriac.result import GroupResult, ResultNode
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.canvas._plan import Plan
-    from celeriac.result import ResultNode
 
 
-class chain(_Composite, subtask_type="chain"):
+class chain(_Composite[ResultNode], subtask_type="chain"):
     """Tasks run one after another, each getting the previous result as its first argument.
 
     On the wire the first task carries the rest in its ``chain`` option, reversed (the next task last).
@@ -51,7 +50,7 @@ class chain(_Composite, subtask_type="chain"):
     def tasks(self) -> list[Signature]:
         return list(self["kwargs"]["tasks"])
 
-    def __or__(self, other: Signature) -> Signature:  # type: ignore[override]
+    def __or__(self, other: Signature) -> chain:  # type: ignore[override]
         if not isinstance(other, Signature):
             return NotImplemented
         return chain(*self.tasks, other, app=self.app or other.app)
@@ -117,7 +116,7 @@ class chain(_Composite, subtask_type="chain"):
         return result
 
 
-class group(_Composite, subtask_type="group"):
+class group(_Composite[GroupResult[Any]], subtask_type="group"):
     """Tasks run in parallel; the result is a ``GroupResult`` of theirs, in the order listed."""
 
     kind = "celery.group"
@@ -145,12 +144,12 @@ class group(_Composite, subtask_type="group"):
     def __len__(self) -> int:
         return len(self["kwargs"]["tasks"])
 
-    def __or__(self, other: Signature) -> Signature:  # type: ignore[override]
+    def __or__(self, other: Signature) -> chord:  # type: ignore[override]
         if not isinstance(other, Signature):
             return NotImplemented
         return chord(self, other, app=self.app or other.app)
 
-    def freeze(self, _id: str | None = None) -> ResultNode:
+    def freeze(self, _id: str | None = None) -> GroupResult[Any]:
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
@@ -183,7 +182,7 @@ class group(_Composite, subtask_type="group"):
         return result
 
 
-class chord(_Composite, subtask_type="chord"):
+class chord(_Composite[ResultNode], subtask_type="chord"):
     """A header group whose results, in header order, go to a body once every header task ended.
 
     If any header task fails, the body does not run: its result fails with ``ChordError`` naming the
@@ -233,7 +232,7 @@ class chord(_Composite, subtask_type="chord"):
             raise TypeError("a chord needs a body: chord(header, body), or chord(header)(body) to send it")
         return self.body
 
-    def __call__(self, body: Signature | None = None, **options: Any) -> Any:
+    def __call__(self, body: Signature | None = None, **options: Any) -> ResultNode:
         """Send the chord; ``chord(header)(body)`` gives it its body first (Celery's spelling)."""
         if body is not None:
             self["kwargs"]["body"] = maybe_signature(body, self.app)
@@ -258,7 +257,6 @@ class chord(_Composite, subtask_type="chord"):
 
     def _freeze(self, _id: str | None) -> tuple[GroupResult[Any], ResultNode]:
         header_result = self._flat_header().freeze()
-        assert isinstance(header_result, GroupResult)
         result = self._body().freeze(_id or self["options"].get("task_id"))
         _root(result).parent = header_result
         return header_result, result

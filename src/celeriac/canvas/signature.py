@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from celeriac.canvas._plan import Plan
-from celeriac.result import AsyncResult
+from celeriac.result import AsyncResult, GroupResult, ResultNode
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.result import ResultNode
+    from celeriac.canvas.primitives import chain
+
+#: The result handle a composite primitive gives when it is sent: a group's ``GroupResult``...
+ResultT = TypeVar("ResultT", bound="AsyncResult[Any] | GroupResult[Any]")
 
 #: The primitive each ``subtask_type`` stands for; a class enters itself with ``subtask_type=`` in its
 #: class statement (the package imports every primitive, so ``from_dict`` knows them all).
@@ -160,12 +163,12 @@ class Signature(dict[str, Any]):
 
     on_error = link_error
 
-    def __or__(self, other: Signature) -> Signature:  # type: ignore[override]
+    def __or__(self, other: Signature) -> chain:  # type: ignore[override]
         if not isinstance(other, Signature):
             return NotImplemented
         # The chain of the two, made from its embedded form: the primitives are built on this module.
         steps = {"task": "celery.chain", "kwargs": {"tasks": [self, other]}, "subtask_type": "chain"}
-        return Signature.from_dict(steps, app=self.app or other.app)
+        return cast("chain", Signature.from_dict(steps, app=self.app or other.app))
 
     # -- ids and results --------------------------------------------------------------------------------
     def freeze(self, _id: str | None = None) -> ResultNode:
@@ -186,36 +189,48 @@ class Signature(dict[str, Any]):
     # -- sending ----------------------------------------------------------------------------------------
     def apply_async(
         self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> Any:
-        """Send it (with these arguments added in front); returns its result handle.
+    ) -> AsyncResult[Any]:
+        """Send the task (with these arguments in front of its own); its result handle.
 
-        A task gives an ``AsyncResult``, a group a ``GroupResult``, a chord the body's ``AsyncResult``
-        whose ``parent`` is the header's ``GroupResult``, a chain the last step's result.
+        A composite primitive gives its own kind of handle: a group its ``GroupResult``, a chord its
+        body's result (whose ``parent`` is the header's ``GroupResult``), a chain its last step's.
         """
-        plan = Plan()
-        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        self._app()._send_plan(plan, result)
-        return result
+        return _one(self._send(args, kwargs, options))
 
     async def aapply_async(
         self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> Any:
+    ) -> AsyncResult[Any]:
         """``apply_async`` for code running in an event loop."""
-        plan = Plan()
-        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
-        await self._app()._asend_plan(plan, result)
-        return result
+        return _one(await self._asend(args, kwargs, options))
 
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+        """Send the task with these arguments in front of its own (``apply_async`` without options)."""
         return self.apply_async(args, kwargs)
 
-    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+        """``delay`` for code running in an event loop."""
         return await self.aapply_async(args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here, now, with these arguments added."""
         merged = self.clone(args, kwargs)
         return self._app().get_task(self.name)(*merged.args, **merged.kwargs)
+
+    def _send(
+        self, args: Sequence[Any], kwargs: dict[str, Any] | None, options: dict[str, Any]
+    ) -> ResultNode:
+        plan = Plan()
+        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
+        self._app()._send_plan(plan, result)
+        return result
+
+    async def _asend(
+        self, args: Sequence[Any], kwargs: dict[str, Any] | None, options: dict[str, Any]
+    ) -> ResultNode:
+        plan = Plan()
+        result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
+        await self._app()._asend_plan(plan, result)
+        return result
 
     def _step(self) -> Signature:
         """What this signature runs as when it is a step of a chain."""
@@ -259,8 +274,13 @@ def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
     raise TypeError(f"expected a signature, got {type(value).__name__}: {value!r}")
 
 
-class _Composite(Signature):
-    """A primitive made of other signatures (kept in its kwargs)."""
+class _Composite(Signature, Generic[ResultT]):
+    """A primitive made of other signatures (kept in its kwargs), typed by the result handle it gives.
+
+    Its sending faces promise that handle rather than a task's ``AsyncResult``: a group is a ``Signature``,
+    as in Celery, but what sending it gives is a ``GroupResult``. (Code that holds a group as a plain
+    ``Signature`` sees the task's type; that is the price of Celery's class tree.)
+    """
 
     #: Celery's task name for the primitive, e.g. "celery.chain".
     kind = ""
@@ -271,7 +291,29 @@ class _Composite(Signature):
         self["immutable"] = bool(data.get("immutable"))
         return self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    # Each primitive's _plan gives the kind of handle its class names for ResultT, for the options a
+    # caller passes (a chain's rest or a chord's membership, which change it, come from the workers).
+    def apply_async(  # type: ignore[override]
+        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> ResultT:
+        """Send every task of the workflow in one batch; the workflow's result handle."""
+        return cast(ResultT, self._send(args, kwargs, options))
+
+    async def aapply_async(  # type: ignore[override]
+        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> ResultT:
+        """``apply_async`` for code running in an event loop."""
+        return cast(ResultT, await self._asend(args, kwargs, options))
+
+    def delay(self, *args: Any, **kwargs: Any) -> ResultT:  # type: ignore[override]
+        """Send the workflow with these arguments for its first tasks (``apply_async`` without options)."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> ResultT:  # type: ignore[override]
+        """``delay`` for code running in an event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ResultT:
         """Send it (as Celery does when a workflow is called)."""
         return self.apply_async(args, kwargs)
 
@@ -284,6 +326,12 @@ class _Composite(Signature):
             opts.pop(key, None)
         rest = list(opts.pop("chain", None) or [])
         return opts, membership, rest
+
+
+def _one(result: ResultNode) -> AsyncResult[Any]:
+    """A task's result handle (a plain signature's ``_plan`` gives nothing else)."""
+    assert isinstance(result, AsyncResult), result
+    return result
 
 
 def listed(value: Any) -> list[Any]:
