@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.canvas.primitives import group
-from celeriac.canvas.signature import Signature, _Composite, maybe_signature
+from celeriac.canvas.signature import Signature, _Composite, _copy, maybe_signature
 from celeriac.result import GroupResult
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class chunks(_Composite[GroupResult[Any]], subtask_type="chunks"):
         items, n = list(kwargs["it"]), int(kwargs["n"])
         parts = [items[i : i + n] for i in range(0, len(items), n)]
         made = group(*(xstarmap(kwargs["task"], part, app=self.app) for part in parts), app=self.app)
-        made["options"].update(self["options"])
+        made["options"].update(_copy(self["options"]))
         return made
 
     def _step(self) -> Signature:

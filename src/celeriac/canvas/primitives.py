@@ -56,17 +56,20 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
         return chain(*self.tasks, other, app=self.app or other.app)
 
     def link(self, callback: Signature) -> Signature:
-        return self._steps()[-1].link(callback)
+        return self._rewrite_steps()[-1].link(callback)
 
     def link_error(self, errback: Signature) -> Signature:
-        for step in self._steps():
+        for step in self._rewrite_steps():
             step.link_error(errback)
         return errback
 
     on_error = link_error
 
     def _steps(self) -> list[Signature]:
-        """The chain's steps as they will run: chunks as groups, a group and the step after it as a chord."""
+        """The chain's steps as they will run: chunks as groups, a group and the step after it as a chord.
+
+        Made of the chain's own signatures, in a new list; the chain is left as it is.
+        """
         steps: list[Signature] = []
         for task in self["kwargs"]["tasks"]:
             step = task._step()
@@ -76,12 +79,17 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
                 steps.append(step)
         if not steps:
             raise ValueError("an empty chain has nothing to run")
-        self["kwargs"]["tasks"] = steps
+        return steps
+
+    def _rewrite_steps(self) -> list[Signature]:
+        """Make the chain's tasks its steps (``_steps``), so that an id or a link given to a step stays in
+        the chain; returns the chain's own list of them."""
+        steps = self["kwargs"]["tasks"] = self._steps()
         return steps
 
     def freeze(self, _id: str | None = None) -> ResultNode:
         """Freeze every step; the result is the last step's, with the earlier ones as its parents."""
-        steps = self._steps()
+        steps = self._rewrite_steps()
         result: ResultNode | None = None
         for index, step in enumerate(steps):
             frozen = step.freeze(_id if index == len(steps) - 1 else None)
@@ -91,7 +99,7 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
         return result
 
     def _attach(self, membership: dict[str, Any]) -> None:
-        steps = self._steps()
+        steps = self._rewrite_steps()
         if isinstance(steps[-1], group):
             steps[-1] = gathered(steps[-1])
         steps[-1]._attach(membership)
@@ -99,11 +107,11 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
     def _plan(
         self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> ResultNode:
-        opts, membership, outer_rest = self._split_options(options)
+        opts, membership, outer_rest = self._take_options(options)
         if membership:
             self._attach(membership)
         result = self.freeze(opts.pop("task_id", None))
-        first, *later = self._steps()
+        first, *later = self.tasks  # the steps freeze made them
         link = opts.pop("link", None)
         if link:
             (later or [first])[-1]["options"].setdefault("link", []).extend(listed(link))
@@ -160,7 +168,7 @@ class group(_Composite[GroupResult[Any]], subtask_type="group"):
     def _plan(
         self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> ResultNode:
-        opts, membership, rest = self._split_options(options)
+        opts, membership, rest = self._take_options(options)
         if rest:
             # A group followed by more steps: the next one becomes its chord's body.
             following = maybe_signature(rest.pop(), self.app)
@@ -256,7 +264,7 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
         return self._freeze(_id)[1]
 
     def _freeze(self, _id: str | None) -> tuple[GroupResult[Any], ResultNode]:
-        header_result = self._flat_header().freeze()
+        header_result = self._flatten_header().freeze()
         result = self._body().freeze(_id or self["options"].get("task_id"))
         _root(result).parent = header_result
         return header_result, result
@@ -267,8 +275,9 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
             body = self["kwargs"]["body"] = gathered(body)
         body._attach(membership)
 
-    def _flat_header(self) -> group:
-        """The header with nested groups spliced in (each of their tasks counts as one part)."""
+    def _flatten_header(self) -> group:
+        """Splice the groups nested in the header into it (each of their tasks counts as one part), so
+        that the ids freezing gives them stay in the chord; returns the header."""
         head = self.header
         if any(isinstance(t, group) for t in head["kwargs"]["tasks"]):
             head["kwargs"]["tasks"] = list(_flatten(head["kwargs"]["tasks"]))
@@ -277,7 +286,7 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
     def _plan(
         self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> ResultNode:
-        opts, membership, rest = self._split_options(options)
+        opts, membership, rest = self._take_options(options)
         if membership:
             self._attach(membership)
         body = self._body()

@@ -317,10 +317,11 @@ class _Composite(Signature, Generic[ResultT]):
         """Send it (as Celery does when a workflow is called)."""
         return self.apply_async(args, kwargs)
 
-    def _split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-        """This primitive's own options merged with ``options``: (send options, membership, chain rest)."""
+    def _take_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        """Take this primitive's own options out of it (it is a copy made for sending), merged with
+        ``options``: (send options, membership, chain rest)."""
         opts = {**self["options"], **options}
-        self["options"] = {}  # a copy made for sending: what it held is in ``opts`` now
+        self["options"] = {}
         membership = {k: opts.pop(k) for k in MEMBERSHIP if opts.get(k) is not None}
         for key in MEMBERSHIP:
             opts.pop(key, None)
