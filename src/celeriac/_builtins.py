@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 
 def register_builtins(app: Celeriac) -> None:
+    """Register Celery's built-in tasks (``celery.map``, ``celery.starmap``, ``celery.chunks``,
+    ``celery.accumulate``, ``celery.chord_unlock``) with ``app``.
+    """
+
     def celery_map(task: dict[str, Any], it: list[Any]) -> list[Any]:
         sig = maybe_signature(task, app)
         return [sig(item) for item in it]

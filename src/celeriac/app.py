@@ -151,16 +151,21 @@ class Celeriac:
 
     @property
     def broker_url(self) -> str:
+        """The broker's URL: ``broker_url``, else the embedded SQLite file."""
         return self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE}"
 
     @property
     def backend_url(self) -> str:
+        """The result backend's URL: ``result_backend``, else the embedded SQLite file when the
+        broker is the default too, else none (``disabled://``).
+        """
         if self.conf.result_backend:
             return str(self.conf.result_backend)
         return f"db+sqlite:///{DEFAULT_SQLITE}" if not self.conf.broker_url else "disabled://"
 
     @property
     def router(self) -> Router:
+        """The router that picks each task's queue from ``task_routes`` and ``task_queues``."""
         if self._router is None:
             self._router = Router(self.conf.task_routes, self.conf.task_queues)
         return self._router
@@ -218,12 +223,14 @@ class Celeriac:
         return task
 
     def gen_task_name(self, fn: Callable[..., Any]) -> str:
+        """The name a task gets when none is given: its module and function name."""
         module = fn.__module__
         if module == "__main__" and self.main:
             module = self.main
         return f"{module}.{fn.__name__}"
 
     def get_task(self, name: str) -> Task[Any, Any]:
+        """The registered task of that name; raises ``NotRegistered`` when there is none."""
         try:
             return self.tasks[name]
         except KeyError:
@@ -232,6 +239,7 @@ class Celeriac:
     def signature(
         self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
+        """A signature of the task called ``name`` (it need not be registered here)."""
         return Signature(name, tuple(args), dict(kwargs or {}), options=options, app=self)
 
     # -- connections --------------------------------------------------------------------------------
@@ -429,6 +437,7 @@ class Celeriac:
 
     # -- results ------------------------------------------------------------------------------------
     def AsyncResult(self, task_id: str, *, task_name: str | None = None) -> AsyncResult[Any]:
+        """The result handle of the task with id ``task_id``."""
         return AsyncResult(task_id, app=self, task_name=task_name)
 
     def GroupResult(self, group_id: str, results: Sequence[Any] = ()) -> GroupResult[Any]:

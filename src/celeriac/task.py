@@ -121,6 +121,7 @@ class Task(Generic[P, R]):
         return result
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function (with the task first when it is bound); what a worker runs."""
         return self.fn(self, *args, **kwargs) if self.bind else self.fn(*args, **kwargs)
 
     @property
@@ -157,6 +158,7 @@ class Task(Generic[P, R]):
     async def aapply_async(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
+        """``apply_async`` for code running in an event loop."""
         return await self.app.asend_task(self.name, args, kwargs, task=self, **options)
 
     def apply(
@@ -176,6 +178,7 @@ class Task(Generic[P, R]):
     def signature(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
+        """A signature of this task with these arguments and send options (Celery's long form of ``s``)."""
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
 
     def map(self, it: Iterable[Any]) -> canvas.xmap:
@@ -191,6 +194,7 @@ class Task(Generic[P, R]):
         return canvas.chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
+        """The result handle of this task's run with id ``task_id``."""
         return AsyncResult(task_id, app=self.app)
 
     def replace(self, sig: Signature) -> NoReturn:

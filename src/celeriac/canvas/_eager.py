@@ -44,6 +44,7 @@ class EagerFlow:
         self.chords: dict[str, dict[int, tuple[str, str, Any]]] = {}
 
     def run(self, plan: Plan) -> None:
+        """Run every task ``plan`` lists, and the callbacks, chain steps and chord bodies they lead to."""
         for name, args, kwargs, options in plan.sends:
             self._run_one(name, list(args), dict(kwargs), options)
 

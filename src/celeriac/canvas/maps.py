@@ -53,6 +53,7 @@ class chunks(_Composite[GroupResult[Any]], subtask_type="chunks"):
         return self.group()
 
     def freeze(self, _id: str | None = None) -> ResultNode:
+        """Refused: a chunks signature has no id of its own, its group has (``group().freeze()``)."""
         raise TypeError("freeze the group of a chunks signature instead: chunks(...).group().freeze()")
 
     def _plan(

@@ -48,6 +48,7 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
 
     @property
     def tasks(self) -> list[Signature]:
+        """A copy of the list of its tasks, in the order they run."""
         return list(self["kwargs"]["tasks"])
 
     def __or__(self, other: Signature) -> chain:  # type: ignore[override]
@@ -56,9 +57,11 @@ class chain(_Composite[ResultNode], subtask_type="chain"):
         return chain(*self.tasks, other, app=self.app or other.app)
 
     def link(self, callback: Signature) -> Signature:
+        """Run ``callback`` with the chain's result (its last step's) when it succeeds; returns it."""
         return self._rewrite_steps()[-1].link(callback)
 
     def link_error(self, errback: Signature) -> Signature:
+        """Run ``errback`` when any step of the chain fails; returns it."""
         for step in self._rewrite_steps():
             step.link_error(errback)
         return errback
@@ -147,6 +150,7 @@ class group(_Composite[GroupResult[Any]], subtask_type="group"):
 
     @property
     def tasks(self) -> list[Signature]:
+        """A copy of the list of its tasks, in the order their results are listed."""
         return list(self["kwargs"]["tasks"])
 
     def __len__(self) -> int:
@@ -158,6 +162,7 @@ class group(_Composite[GroupResult[Any]], subtask_type="group"):
         return chord(self, other, app=self.app or other.app)
 
     def freeze(self, _id: str | None = None) -> GroupResult[Any]:
+        """Give the group its id and each task its id now; the ``GroupResult`` of their results."""
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
@@ -227,11 +232,13 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
 
     @property
     def header(self) -> group:
+        """The group whose results the body gets."""
         head: group = self["kwargs"]["header"]
         return head
 
     @property
     def body(self) -> Signature | None:
+        """The signature that gets the header's results; None until ``chord(header)(body)`` gives it."""
         tail: Signature | None = self["kwargs"]["body"]
         return tail
 
@@ -249,12 +256,15 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
 
     @property
     def tasks(self) -> list[Signature]:
+        """A copy of the list of the header's tasks."""
         return self.header.tasks
 
     def link(self, callback: Signature) -> Signature:
+        """Run ``callback`` with the body's result when it succeeds; returns it."""
         return self._body().link(callback)
 
     def link_error(self, errback: Signature) -> Signature:
+        """Run ``errback`` once when the body fails, or the header does (``ChordError``); returns it."""
         return self._body().link_error(errback)
 
     on_error = link_error

@@ -90,30 +90,37 @@ class Signature(dict[str, Any]):
     # -- reading ----------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The task's name (Celery's ``sig.name``)."""
         return str(self["task"])
 
     @property
     def task(self) -> str:
+        """The task's name, as the embedded form keeps it under ``task``."""
         return str(self["task"])
 
     @property
     def args(self) -> list[Any]:
+        """A copy of the positional arguments it has so far."""
         return list(self["args"])
 
     @property
     def kwargs(self) -> dict[str, Any]:
+        """A copy of the keyword arguments it has so far."""
         return dict(self["kwargs"])
 
     @property
     def options(self) -> dict[str, Any]:
+        """A copy of its send options (``queue``, ``countdown``, ``link``, ``task_id``...)."""
         return dict(self["options"])
 
     @property
     def immutable(self) -> bool:
+        """Whether it ignores the arguments a parent passes (``.si()``, ``clone``)."""
         return bool(self["immutable"])
 
     @property
     def subtask_type(self) -> str | None:
+        """The primitive it embeds as ("chain", "group", "chord", "chunks"), None for a task."""
         return self.get("subtask_type")
 
     @property
@@ -149,6 +156,7 @@ class Signature(dict[str, Any]):
         return self
 
     def set_immutable(self, immutable: bool) -> None:
+        """Make it ignore (or take) the arguments a parent passes, in place."""
         self["immutable"] = immutable
 
     def link(self, callback: Signature) -> Signature:
@@ -172,7 +180,11 @@ class Signature(dict[str, Any]):
 
     # -- ids and results --------------------------------------------------------------------------------
     def freeze(self, _id: str | None = None) -> ResultNode:
-        """Give this signature its task id now (``_id``, or the one it has, or a new one); its result."""
+        """Give this signature its task id now (``_id``, or the one it has, or a new one); its result.
+
+        Freezing changes the signature, as in Celery: the id (and the queue results come back to) are kept
+        in its options, so sending it later uses them.
+        """
 
         options = self["options"]
         if _id is not None:
@@ -264,7 +276,10 @@ signature = Signature
 
 
 def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
-    """``value`` as a Signature (dicts from messages become the right primitive)."""
+    """``value`` as a Signature (dicts from messages become the right primitive).
+
+    A signature is returned as it is, given ``app`` if it had none.
+    """
     if isinstance(value, Signature):
         if app is not None and value.app is None:
             value.app = app

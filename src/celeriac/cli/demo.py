@@ -18,6 +18,9 @@ def _check(label: str, ok: bool, detail: str, rows: list[tuple[str, str, str]]) 
 
 
 def run_demo(tasks: int = 100, concurrency: int = 2, pool: str = "processes") -> int:
+    """Start a worker on a fresh SQLite file, send it ``tasks`` tasks of every kind, print what
+    became of them; returns the exit status (0 when every check passed).
+    """
     workdir = tempfile.mkdtemp(prefix="celeriac-demo-")
     database = os.path.join(workdir, "celeriac.sqlite3")
     os.environ["CELERIAC_BROKER_URL"] = f"sqlite:///{database}"

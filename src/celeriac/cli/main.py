@@ -112,6 +112,7 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``celeriac worker``: run a worker (or ``--processes`` of them, supervised) until it is stopped."""
     # The worker (consumer, middleware, pools) loads for the command that runs one, not for every command.
     from celeriac.worker import Worker
 
@@ -195,6 +196,7 @@ def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    """``celeriac call NAME``: send a task by name, print its id (and with ``--wait`` its value)."""
     app = _load_app(args)
     options: dict[str, Any] = {}
     for key in ("countdown", "expires", "queue", "priority"):
@@ -219,6 +221,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
+    """``celeriac result ID``: print a task's state and value (and with ``--traceback`` its traceback)."""
     app = _load_app(args)
     result = app.AsyncResult(args.task_id)
     if args.wait:
@@ -232,6 +235,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    """``celeriac purge``: delete the messages waiting in the app's queues."""
     app = _load_app(args)
     queues = args.queues.split(",") if args.queues else [app.conf.task_default_queue]
     if not args.force:
@@ -250,6 +254,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``celeriac status``: print how many messages wait in each queue, and the dead letters."""
     app = _load_app(args)
     queues = (
         args.queues.split(",")
@@ -271,6 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (the process's own by default); returns the exit status."""
     args = _parser().parse_args(argv)
     commands = {
         "worker": cmd_worker,
