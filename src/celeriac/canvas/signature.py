@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.canvas.primitives import chain
 
-#: The result handle a composite primitive gives when it is sent: a group's ``GroupResult``...
-ResultT = TypeVar("ResultT", bound="AsyncResult[Any] | GroupResult[Any]")
+#: The result handle a composite primitive gives when it is sent: a group's ``GroupResult``, a chain's
+#: last step's result, a chord's body's.
+_ResultT = TypeVar("_ResultT", bound="AsyncResult[Any] | GroupResult[Any]")
 
 #: The primitive each ``subtask_type`` stands for; a class enters itself with ``subtask_type=`` in its
 #: class statement (the package imports every primitive, so ``from_dict`` knows them all).
@@ -185,7 +186,6 @@ class Signature(dict[str, Any]):
         Freezing changes the signature, as in Celery: the id (and the queue results come back to) are kept
         in its options, so sending it later uses them.
         """
-
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
@@ -256,8 +256,10 @@ class Signature(dict[str, Any]):
     def _plan(
         self, plan: Plan, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> ResultNode:
-        """Add this signature's messages to ``plan``; return its result handle."""
+        """Add this signature's messages to ``plan``; return its result handle.
 
+        Called on a copy made for sending: the arguments are merged into it.
+        """
         if not self.immutable:
             self["args"] = [*args, *self["args"]]
             self["kwargs"] = {**self["kwargs"], **kwargs}
@@ -289,7 +291,7 @@ def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
     raise TypeError(f"expected a signature, got {type(value).__name__}: {value!r}")
 
 
-class _Composite(Signature, Generic[ResultT]):
+class _Composite(Signature, Generic[_ResultT]):
     """A primitive made of other signatures (kept in its kwargs), typed by the result handle it gives.
 
     Its sending faces promise that handle rather than a task's ``AsyncResult``: a group is a ``Signature``,
@@ -306,29 +308,30 @@ class _Composite(Signature, Generic[ResultT]):
         self["immutable"] = bool(data.get("immutable"))
         return self
 
-    # Each primitive's _plan gives the kind of handle its class names for ResultT, for the options a
-    # caller passes (a chain's rest or a chord's membership, which change it, come from the workers).
+    # The casts hold for the options a caller passes: each primitive's _plan gives the handle its class
+    # names. (A chain's rest or a chord's membership, which the workflow's own sending passes to _plan,
+    # can turn a group into a chord; they do not come through these faces.)
     def apply_async(  # type: ignore[override]
         self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> ResultT:
+    ) -> _ResultT:
         """Send every task of the workflow in one batch; the workflow's result handle."""
-        return cast(ResultT, self._send(args, kwargs, options))
+        return cast(_ResultT, self._send(args, kwargs, options))
 
     async def aapply_async(  # type: ignore[override]
         self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> ResultT:
+    ) -> _ResultT:
         """``apply_async`` for code running in an event loop."""
-        return cast(ResultT, await self._asend(args, kwargs, options))
+        return cast(_ResultT, await self._asend(args, kwargs, options))
 
-    def delay(self, *args: Any, **kwargs: Any) -> ResultT:  # type: ignore[override]
+    def delay(self, *args: Any, **kwargs: Any) -> _ResultT:  # type: ignore[override]
         """Send the workflow with these arguments for its first tasks (``apply_async`` without options)."""
         return self.apply_async(args, kwargs)
 
-    async def adelay(self, *args: Any, **kwargs: Any) -> ResultT:  # type: ignore[override]
+    async def adelay(self, *args: Any, **kwargs: Any) -> _ResultT:  # type: ignore[override]
         """``delay`` for code running in an event loop."""
         return await self.aapply_async(args, kwargs)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ResultT:
+    def __call__(self, *args: Any, **kwargs: Any) -> _ResultT:
         """Send it (as Celery does when a workflow is called)."""
         return self.apply_async(args, kwargs)
 
