@@ -13,15 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac.canvas import chunks, maybe_signature, unsent_tasks
+from celeriac.exceptions import ChordError
+from celeriac.result import GroupResult, result_from_tuple
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
 def register_builtins(app: Celeriac) -> None:
-    from celeriac.canvas import chunks, maybe_signature
-    from celeriac.exceptions import ChordError
-    from celeriac.result import GroupResult, result_from_tuple
+    """Register Celery's built-in tasks (``celery.map``, ``celery.starmap``, ``celery.chunks``,
+    ``celery.accumulate``, ``celery.chord_unlock``) with ``app``.
+    """
 
     def celery_map(task: dict[str, Any], it: list[Any]) -> list[Any]:
         sig = maybe_signature(task, app)
@@ -78,7 +81,8 @@ def register_builtins(app: Celeriac) -> None:
 
 def fail_signature(app: Celeriac, sig: Any, error: BaseException) -> None:
     """Fail a workflow that will not be sent (a chord's body): store its tasks' failures, run its errbacks."""
-    from celeriac.canvas import maybe_signature, unsent_tasks
+    # The worker's middleware stays off the path of ``import celeriac``: only a Celery client's chord on
+    # a SQL backend (celery.chord_unlock) comes here.
     from celeriac.middleware.continuation import not_run
 
     tasks = [(task, errbacks) for task, errbacks in unsent_tasks(sig, errbacks=True) if task.id]

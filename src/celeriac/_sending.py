@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from celeriac._request import current_request
 from celeriac.config import closest_of
 from celeriac.exceptions import ConfigurationError
 from celeriac.protocol.message import TaskCall
 from celeriac.routing import exchange_name
-from celeriac.task import current_request
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -32,6 +32,7 @@ class RetryPolicy:
     interval_max: float = 0.2
 
     def delays(self) -> list[float]:
+        """The wait before each retry, in seconds: one per retry, growing by ``interval_step``."""
         return [
             min(self.interval_start + i * self.interval_step, self.interval_max)
             for i in range(self.max_retries)
@@ -73,6 +74,9 @@ class SendOptions:
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:
+        """The options ``apply_async`` was given, checked: raises TypeError naming an unknown option
+        (and the closest known one), ValueError for a value out of range.
+        """
         known = cls.__dataclass_fields__
         unknown = [k for k in options if k not in known]
         if unknown:
@@ -94,6 +98,7 @@ def _aware(value: datetime) -> datetime:
 
 
 def origin() -> str:
+    """Who sent a message, as Celery's ``origin`` header names it: ``gen<pid>@<host>``."""
     return f"gen{os.getpid()}@{socket.gethostname()}"
 
 

@@ -15,17 +15,24 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 from celeriac._builtins import register_builtins
 from celeriac._portal import portal
 from celeriac._sending import RetryPolicy, SendOptions, build_call
+from celeriac.backends import create_backend
+from celeriac.brokers import create_broker
+from celeriac.canvas import Signature
+from celeriac.canvas._eager import run_eagerly
+from celeriac.canvas._plan import asend_plan, send_plan
 from celeriac.config import Settings, settings_from_object
 from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.protocol import encode_task
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.routing import Router
 from celeriac.task import Task
 
 if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker
-    from celeriac.canvas import Signature
+    from celeriac.canvas._plan import Plan
     from celeriac.protocol.message import Message, TaskCall
-    from celeriac.result import AsyncResult, GroupResult
+    from celeriac.result import ResultNode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,16 +151,21 @@ class Celeriac:
 
     @property
     def broker_url(self) -> str:
+        """The broker's URL: ``broker_url``, else the embedded SQLite file."""
         return self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE}"
 
     @property
     def backend_url(self) -> str:
+        """The result backend's URL: ``result_backend``, else the embedded SQLite file when the
+        broker is the default too, else none (``disabled://``).
+        """
         if self.conf.result_backend:
             return str(self.conf.result_backend)
         return f"db+sqlite:///{DEFAULT_SQLITE}" if not self.conf.broker_url else "disabled://"
 
     @property
     def router(self) -> Router:
+        """The router that picks each task's queue from ``task_routes`` and ``task_queues``."""
         if self._router is None:
             self._router = Router(self.conf.task_routes, self.conf.task_queues)
         return self._router
@@ -211,12 +223,14 @@ class Celeriac:
         return task
 
     def gen_task_name(self, fn: Callable[..., Any]) -> str:
+        """The name a task gets when none is given: its module and function name."""
         module = fn.__module__
         if module == "__main__" and self.main:
             module = self.main
         return f"{module}.{fn.__name__}"
 
     def get_task(self, name: str) -> Task[Any, Any]:
+        """The registered task of that name; raises ``NotRegistered`` when there is none."""
         try:
             return self.tasks[name]
         except KeyError:
@@ -225,8 +239,7 @@ class Celeriac:
     def signature(
         self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
-        from celeriac.canvas import Signature
-
+        """A signature of the task called ``name`` (it need not be registered here)."""
         return Signature(name, tuple(args), dict(kwargs or {}), options=options, app=self)
 
     # -- connections --------------------------------------------------------------------------------
@@ -235,8 +248,6 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         broker = self._brokers.get(loop)
         if broker is None:
-            from celeriac.brokers import create_broker
-
             options = dict(self.conf.broker_transport_options)
             options.setdefault("lease_seconds", self.conf.broker_lease_seconds)
             for option, setting in _BROKER_SETTINGS.items():
@@ -251,8 +262,6 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         backend = self._backends.get(loop)
         if backend is None:
-            from celeriac.backends import create_backend
-
             conf = self.conf
             options = dict(conf.result_backend_transport_options)
             if conf.redis_backend_use_ssl:
@@ -329,6 +338,21 @@ class Celeriac:
         await self._publish(queue, call, not_before, opts, task)
         return self.AsyncResult(call.id, task_name=name)
 
+    def _send_plan(self, plan: Plan, result: ResultNode) -> None:
+        """Send a workflow's messages (``Signature.apply_async``); under ``task_always_eager`` run its
+        tasks here, and put their records into ``result``."""
+        if self.conf.task_always_eager:
+            run_eagerly(self, plan, result)
+        else:
+            send_plan(self, plan)
+
+    async def _asend_plan(self, plan: Plan, result: ResultNode) -> None:
+        """``_send_plan`` for code running in an event loop."""
+        if self.conf.task_always_eager:
+            await asyncio.to_thread(run_eagerly, self, plan, result)
+        else:
+            await asend_plan(self, plan)
+
     async def _publish(
         self,
         queue: str,
@@ -349,8 +373,6 @@ class Celeriac:
         task: Task[Any, Any] | None,
     ) -> tuple[str, Message, float | None]:
         """A call as the broker takes it: (queue, encoded message, not_before)."""
-        from celeriac.protocol import encode_task
-
         conf = self.conf
         message = encode_task(
             call,
@@ -415,15 +437,12 @@ class Celeriac:
 
     # -- results ------------------------------------------------------------------------------------
     def AsyncResult(self, task_id: str, *, task_name: str | None = None) -> AsyncResult[Any]:
-        from celeriac.result import AsyncResult
-
+        """The result handle of the task with id ``task_id``."""
         return AsyncResult(task_id, app=self, task_name=task_name)
 
     def GroupResult(self, group_id: str, results: Sequence[Any] = ()) -> GroupResult[Any]:
         """A group's result handle from its id and its members' results (``GroupResult.restore`` reads a
         saved one)."""
-        from celeriac.result import GroupResult
-
         return GroupResult(group_id, results, app=self)
 
 

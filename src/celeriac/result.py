@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict
+from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._request import current_request
 from celeriac.backends.base import ResultMeta
-from celeriac.exceptions import CeleriacError
+from celeriac.exceptions import CeleriacError, TaskRevokedError
 from celeriac.exceptions import TimeoutError as ResultTimeout
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class AsyncResult(Generic[R]):
 
     @property
     def task_id(self) -> str:
+        """The task's id (Celery's other name for ``id``)."""
         return self.id
 
     # -- reading ------------------------------------------------------------------------------------
@@ -63,6 +65,7 @@ class AsyncResult(Generic[R]):
         return self._meta
 
     def meta(self) -> ResultMeta:
+        """The task's record now (PENDING when the backend has none); kept once it is ready."""
         if self._meta is not None and self._meta.ready:
             return self._meta
         return self.app.run(self.ameta())
@@ -100,6 +103,7 @@ class AsyncResult(Generic[R]):
 
     @property
     def state(self) -> str:
+        """The task's state now: ``PENDING``, ``STARTED``, ``SUCCESS``, ``FAILURE``..."""
         return self.meta().status
 
     status = state
@@ -114,10 +118,12 @@ class AsyncResult(Generic[R]):
 
     @property
     def traceback(self) -> str | None:
+        """The traceback of a failed task, as the worker formatted it."""
         return self.meta().traceback
 
     @property
     def date_done(self) -> datetime | None:
+        """When the task ended; None while it has not."""
         return self.meta().date_done
 
     def as_tuple(self) -> tuple[tuple[str, Any], None]:
@@ -126,6 +132,7 @@ class AsyncResult(Generic[R]):
 
     @property
     def children(self) -> list[AsyncResult[Any]]:
+        """The results of the tasks this one sent while it ran (as its record lists them)."""
         found = []
         for child in self.meta().children:
             child_id = _child_id(child)
@@ -134,12 +141,15 @@ class AsyncResult(Generic[R]):
         return found
 
     def ready(self) -> bool:
+        """Whether the task has ended (successfully or not)."""
         return self.state in states.READY_STATES
 
     def successful(self) -> bool:
+        """Whether the task ended with a value."""
         return self.state == states.SUCCESS
 
     def failed(self) -> bool:
+        """Whether the task ended with an exception."""
         return self.state == states.FAILURE
 
     def forget(self) -> None:
@@ -168,11 +178,9 @@ class AsyncResult(Generic[R]):
 
 
 async def revoke(app: Celeriac, task_ids: list[str]) -> None:
-    from datetime import UTC
-
-    from celeriac._exceptions import exception_to_dict
-    from celeriac.exceptions import TaskRevokedError
-
+    """Record the tasks ``task_ids`` as REVOKED, except those that have already ended; a worker
+    skips a revoked task it fetches.
+    """
     backend = app.backend()
     existing = await backend.get_many(task_ids)
     now = datetime.now(UTC)
@@ -198,8 +206,6 @@ def _child_id(entry: Any) -> str | None:
 
 
 def _refuse_inside_task() -> None:
-    from celeriac.task import current_request
-
     request = current_request()
     if request is not None and request.id and not request.is_eager:
         raise CeleriacError(
@@ -219,10 +225,12 @@ class EagerResult(AsyncResult[R]):
         return f"<EagerResult: {self.id}>"
 
     def meta(self) -> ResultMeta:
+        """The record the run made."""
         assert self._meta is not None
         return self._meta
 
     async def ameta(self) -> ResultMeta:
+        """``meta`` for code running in an event loop."""
         return self.meta()
 
     def get(
@@ -232,12 +240,15 @@ class EagerResult(AsyncResult[R]):
         interval: float = 0.5,
         disable_sync_subtasks: bool = True,
     ) -> R:
+        """The value, at once (the task has run); raises its exception with ``propagate``."""
         return self._value(self.meta(), propagate)  # type: ignore[no-any-return]
 
     async def aget(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> R:
+        """``get`` for code running in an event loop."""
         return self.get(propagate=propagate)
 
     def forget(self) -> None:
+        """Drop the record: the result reads as PENDING from now on."""
         self._meta = ResultMeta(task_id=self.id)
 
 

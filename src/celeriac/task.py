@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import random
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
-from celeriac import states
+from celeriac import canvas, states
+from celeriac._request import Context, current_request
+from celeriac.canvas import Signature
+from celeriac.canvas.primitives import gathered
+from celeriac.config import closest_of
 from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
+from celeriac.result import AsyncResult
+from celeriac.worker.eager import apply_eagerly
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
-    from celeriac.canvas import Signature
-    from celeriac.result import AsyncResult, EagerResult
+    from celeriac.result import EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,49 +51,6 @@ TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-@dataclass(slots=True)
-class Context:
-    """What a running task knows about its call: ``self.request`` (Celery's names)."""
-
-    id: str | None = None
-    task: str | None = None
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
-    hostname: str | None = None
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    chain: list[dict[str, Any]] | None = None
-    chord: dict[str, Any] | None = None
-    callbacks: list[dict[str, Any]] | None = None
-    errbacks: list[dict[str, Any]] | None = None
-    origin: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
-    ignore_result: bool = False
-    headers: dict[str, Any] = field(default_factory=dict)
-    is_eager: bool = False
-    called_directly: bool = True
-    children: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-_current: ContextVar[Context | None] = ContextVar("celeriac_current_request", default=None)
-
-
-def current_request() -> Context | None:
-    """The request of the task running in this thread or coroutine, if any."""
-    return _current.get()
-
-
 class Task(Generic[P, R]):
     """A registered task. Call it to run the function here; ``delay`` to send it to a worker.
 
@@ -112,8 +70,6 @@ class Task(Generic[P, R]):
     ) -> None:
         unknown = set(options) - set(TASK_OPTIONS)
         if unknown:
-            from celeriac.config import closest_of
-
             raise TypeError(
                 f"unknown task option(s) {sorted(unknown)} for {name!r}"
                 + closest_of(sorted(unknown)[0], TASK_OPTIONS)
@@ -165,12 +121,13 @@ class Task(Generic[P, R]):
         return result
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function (with the task first when it is bound); what a worker runs."""
         return self.fn(self, *args, **kwargs) if self.bind else self.fn(*args, **kwargs)
 
     @property
     def request(self) -> Context:
         """The current call's context; an empty one outside a worker."""
-        return _current.get() or Context()
+        return current_request() or Context()
 
     def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if ``args``/``kwargs`` do not fit the function's signature."""
@@ -201,56 +158,43 @@ class Task(Generic[P, R]):
     async def aapply_async(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
+        """``apply_async`` for code running in an event loop."""
         return await self.app.asend_task(self.name, args, kwargs, task=self, **options)
 
     def apply(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> EagerResult[R]:
         """Run the task here and now, as a worker would (retries included); return its result."""
-        from celeriac.worker.eager import apply_eagerly
-
         return apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with partial arguments."""
-        from celeriac.canvas import Signature
-
         return Signature(self.name, args, kwargs, app=self.app)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: parent results are not passed to it."""
-        from celeriac.canvas import Signature
-
         return Signature(self.name, args, kwargs, immutable=True, app=self.app)
 
     def signature(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Signature:
-        from celeriac.canvas import Signature
-
+        """A signature of this task with these arguments and send options (Celery's long form of ``s``)."""
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), options=options, app=self.app)
 
-    def map(self, it: Iterable[Any]) -> Signature:
+    def map(self, it: Iterable[Any]) -> canvas.xmap:
         """One message that calls this task for each item of ``it`` (Celery's ``celery.map``)."""
-        from celeriac.canvas import xmap
+        return canvas.xmap(self.s(), it, app=self.app)
 
-        return xmap(self.s(), it, app=self.app)
-
-    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature:
+    def starmap(self, it: Iterable[Sequence[Any]]) -> canvas.xstarmap:
         """One message that calls this task with each item of ``it`` as its arguments."""
-        from celeriac.canvas import xstarmap
+        return canvas.xstarmap(self.s(), it, app=self.app)
 
-        return xstarmap(self.s(), it, app=self.app)
-
-    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature:
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> canvas.chunks:
         """``starmap`` over ``it`` split into messages of ``n`` items, sent as a group."""
-        from celeriac.canvas import chunks
-
-        return chunks(self.s(), it, n, app=self.app)
+        return canvas.chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
-        from celeriac.result import AsyncResult
-
+        """The result handle of this task's run with id ``task_id``."""
         return AsyncResult(task_id, app=self.app)
 
     def replace(self, sig: Signature) -> NoReturn:
@@ -260,22 +204,20 @@ class Task(Generic[P, R]):
         chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
         This run stores no result of its own. A group is replaced by a chord that gathers its results.
         """
-        from celeriac.canvas import _gathered, chain, group, maybe_signature
-
         request = self.request
         if request.id is None or request.called_directly:
             raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
-        sig = maybe_signature(sig, self.app).clone()
-        if isinstance(sig, group):
-            sig = _gathered(sig)
+        sig = canvas.maybe_signature(sig, self.app).clone()
+        if isinstance(sig, canvas.group):
+            sig = gathered(sig)
         sig.freeze(request.id)
         for callback in request.callbacks or ():
-            sig.link(maybe_signature(callback, self.app))
+            sig.link(canvas.maybe_signature(callback, self.app))
         for errback in request.errbacks or ():
-            sig.link_error(maybe_signature(errback, self.app))
+            sig.link_error(canvas.maybe_signature(errback, self.app))
         if request.chain:
-            rest = [maybe_signature(step, self.app) for step in reversed(request.chain)]
-            sig = chain(sig, *rest, app=self.app)
+            rest = [canvas.maybe_signature(step, self.app) for step in reversed(request.chain)]
+            sig = canvas.chain(sig, *rest, app=self.app)
         if request.chord and request.group:
             sig._attach(
                 {"group_id": request.group, "group_index": request.group_index, "chord": request.chord}
@@ -369,15 +311,5 @@ def _plain_arity(signature: inspect.Signature, bind: bool) -> tuple[int, int] | 
     params = params[1:] if bind else params
     return sum(1 for p in params if p.default is inspect.Parameter.empty), len(params)
 
-
-def run_coroutine_here(coro: Any) -> Any:
-    """Run a coroutine to its end from synchronous code; each thread keeps one loop for this."""
-    runner: asyncio.Runner | None = getattr(_threads, "runner", None)
-    if runner is None:
-        runner = _threads.runner = asyncio.Runner()
-    return runner.run(coro)
-
-
-_threads = threading.local()
 
 __all__ = ["TASK_OPTIONS", "Context", "Task", "current_request", "states"]

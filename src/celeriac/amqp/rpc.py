@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac.amqp._codec import Properties
 from celeriac.amqp._connection import role_options
 from celeriac.amqp._publisher import Publisher
 from celeriac.amqp._rpc_replies import Inbox, declare_reply_queue, inbox_for, is_consumed, is_read
@@ -108,8 +109,6 @@ class RPCBackend(Backend):
         targets = [meta for meta in metas if meta.reply_to]
         if not targets:
             return
-        from celeriac.amqp._codec import Properties
-
         mode = 2 if self.persistent else 1
         publisher = await self._publishing()
         sent = []

@@ -28,6 +28,7 @@ def run_demo(tasks: int = 100, concurrency: int = 2, pool: str = "processes") ->
     os.environ["CELERIAC_BROKER_URL"] = f"sqlite:///{database}"
     os.environ["CELERIAC_RESULT_BACKEND"] = f"db+sqlite:///{database}"
     print(f"celeriac demo: broker and results in {database} (SQLite, no server)")
+    # Imported now, not before: the module makes its app at import, from the environment set above.
     from celeriac.cli import demo_tasks as demo
 
     worker = subprocess.Popen(

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac.exceptions import CeleriacError
+from celeriac.worker._appref import find_app
+from celeriac.worker._logging import setup_logging
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -95,8 +97,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_app(args: argparse.Namespace) -> Celeriac:
-    from celeriac.worker._appref import find_app
-
     if not args.app:
         raise CeleriacError(f"'{args.command}' needs the app: celeriac -A MODULE {args.command} ...")
     # Set through the environment: it outranks what the app module configures, and the pool's child
@@ -113,8 +113,8 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped."""
+    # The worker (consumer, middleware, pools) loads for the command that runs one, not for every command.
     from celeriac.worker import Worker
-    from celeriac.worker._logging import setup_logging
 
     app = _load_app(args)
     conf = app.conf
@@ -137,7 +137,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
     )
     if args.supervised:
-        from celeriac.worker._supervisor import serve_supervised
+        from celeriac.worker._supervisor import serve_supervised  # as Worker above
 
         return asyncio.run(serve_supervised(worker))
     return worker.run()
@@ -178,7 +178,7 @@ def child_argv(args: argparse.Namespace, node: str) -> list[str]:
 
 
 def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
-    from celeriac.worker._supervisor import Child, Supervisor, node_name
+    from celeriac.worker._supervisor import Child, Supervisor, node_name  # loaded for this command only
 
     conf = app.conf
     children = []
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command == "demo":
-            from celeriac.cli.demo import run_demo
+            from celeriac.cli.demo import run_demo  # loaded for this command only
 
             return run_demo(tasks=args.tasks, concurrency=args.concurrency, pool=args.pool)
         return commands[args.command](args)

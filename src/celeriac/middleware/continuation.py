@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._exceptions import exception_from_dict, exception_to_dict
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
+from celeriac.canvas import Signature, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker._batch import Batcher
 from celeriac.worker.pools.base import Outcome
 
 if TYPE_CHECKING:
-    from celeriac.canvas import Signature
     from celeriac.protocol.message import TaskCall
     from celeriac.worker.worker import Worker
 
@@ -63,7 +63,6 @@ class Continuation(Middleware):
 
 async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
     """Send what follows a task that succeeded: callbacks, the next step of its chain, its chord's part."""
-    from celeriac.canvas import maybe_signature
 
     app = worker.app
     parent: dict[str, Any] = {"parent_id": call.id, "root_id": call.root_id or call.id}
@@ -79,7 +78,6 @@ async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
 
 async def failed(worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
     """Settle what depended on a task that failed, was revoked, or will never run."""
-    from celeriac.canvas import maybe_signature
 
     app = worker.app
     for data in call.errbacks or ():
@@ -131,7 +129,6 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
     claim: ChordClaim | None = await reports.add((member.group_id, part, int(size or 0)))
     if claim is None:
         return
-    from celeriac.canvas import maybe_signature
 
     body = maybe_signature(member.body, worker.app)
     culprit = next((p for p in claim.parts if p.status != states.SUCCESS), None)
@@ -156,7 +153,6 @@ async def _report(backend: Backend, reports: Sequence[tuple[str, ChordPart, int]
 
 async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException, *, errbacks: bool) -> None:
     """Fail the results of a signature that will never be sent, and what hangs on it."""
-    from celeriac.canvas import maybe_signature, unsent_tasks
 
     app = worker.app
     for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# pytest loads this plugin in every project that has celeriac installed: the app, the worker and the
+# memory stores are imported by the fixtures that use them, not when the plugin loads.
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.worker import Worker

@@ -7,17 +7,13 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celeriac.app import Celeriac
 from celeriac.exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from celeriac.app import Celeriac
 
 
 def _is_app(value: Any) -> bool:
-    from celeriac.app import Celeriac
-
     return isinstance(value, Celeriac)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from celeriac.task import current_request
+from celeriac._request import current_request
 
 
 class TaskFormatter(logging.Formatter):
@@ -17,6 +17,7 @@ class TaskFormatter(logging.Formatter):
         self._task = logging.Formatter(task_fmt)
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record formatted with the task's format while a task runs, else the plain one."""
         request = current_request()
         if request is not None and request.id:
             record.task_name = request.task or "???"

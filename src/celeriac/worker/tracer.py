@@ -6,18 +6,21 @@ and reports how it ended. Storing results, re-sending retries and acking are the
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
+from celeriac._request import Context, current
 from celeriac.exceptions import Ignore, Reject, Retry
-from celeriac.task import Context, Task, _current, run_coroutine_here
 from celeriac.worker.pools.base import Job, Outcome
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.task import Task
 
 
 class _Run:
@@ -31,7 +34,7 @@ class _Run:
         self.ctx.called_directly = False
         self.ctx.children = []
         self.started = time.perf_counter()
-        self.token = _current.set(self.ctx)
+        self.token = current.set(self.ctx)
 
     def call(self) -> Any:
         """``before_start``, then the function (a coroutine for ``async def`` tasks)."""
@@ -50,7 +53,7 @@ class _Run:
         try:
             ended = outcome()
         finally:
-            _current.reset(self.token)
+            current.reset(self.token)
         return _finish(self.task, self.job, self.ctx, ended, self.started)
 
 
@@ -98,7 +101,7 @@ def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) ->
         and isinstance(exc, task.autoretry_for)
         and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
     ):
-        token = _current.set(ctx)
+        token = current.set(ctx)
         try:
             options = dict(task.retry_kwargs)
             options.setdefault("countdown", task.backoff_countdown(ctx.retries))
@@ -108,7 +111,7 @@ def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) ->
         except BaseException as final:
             exc = final
         finally:
-            _current.reset(token)
+            current.reset(token)
     einfo = "".join(traceback.format_exception(exc))
     expected = bool(task.throws) and isinstance(exc, task.throws)
     try:
@@ -139,3 +142,14 @@ def _finish(task: Task[Any, Any], job: Job, ctx: Context, outcome: Outcome, star
             (outcome.traceback or "") + "\nwhile running after_return:\n" + traceback.format_exc()
         )
     return outcome
+
+
+def run_coroutine_here(coro: Any) -> Any:
+    """Run a coroutine to its end from synchronous code; each thread keeps one loop for this."""
+    runner: asyncio.Runner | None = getattr(_threads, "runner", None)
+    if runner is None:
+        runner = _threads.runner = asyncio.Runner()
+    return runner.run(coro)
+
+
+_threads = threading.local()

@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from celeriac import Celeriac, Signature, chain, chord, chunks, group, maybe_signature, xmap
-from celeriac._plan import Plan
+from celeriac.canvas import unsent_tasks
+from celeriac.canvas._plan import Plan
 
 
 def test_signature_is_celerys_embedded_dict():
@@ -161,3 +162,77 @@ def test_options_partial_arguments_and_immutability():
     assert t.si(1).clone((0,)).args == [1]
     plan, _ = _sent(group(t.s(1), t.si(2)), 9)
     assert [s[1] for s in plan.sends] == [[9, 1], [2]]
+
+
+# -- reading a workflow does not change it ----------------------------------------------------------------
+
+
+def _shape(sig):
+    """A signature's content and the primitive of every signature in it, to compare before and after."""
+    kinds = []
+
+    def walk(value):
+        if isinstance(value, Signature):
+            kinds.append(type(value).__name__)
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(sig)
+    return json.loads(json.dumps(sig)), kinds
+
+
+def _workflow():
+    return chain(
+        t.s(0),
+        group(t.s(1), t.s(2)),
+        t.s(3),
+        chord([t.s(6), group(t.s(7), t.s(8))], t.s(9)),
+        chunks(t.s(), [(4,), (5,)], 1).set(link_error=[t.si(-1)]),
+    )
+
+
+def test_a_chains_steps_are_read_without_rewriting_its_tasks():
+    flow = _workflow()
+    before = _shape(flow)
+    steps = flow._steps()
+    assert [type(s).__name__ for s in steps] == ["Signature", "chord", "chord", "group"]
+    assert flow.tasks[0] is steps[0] and steps[1].header is flow.tasks[1]
+    assert _shape(flow) == before
+
+
+def test_listing_the_tasks_of_an_unsent_workflow_leaves_it_as_it_is():
+    flow = _workflow()
+    before = _shape(flow)
+    found = [task.args for task, _ in unsent_tasks(flow, errbacks=True)]
+    assert found == [[0], [1], [2], [3], [6], [7], [8], [9], [], []]
+    assert _shape(flow) == before
+
+
+def test_reading_a_chords_header_and_body_leaves_it_as_it_is():
+    flow = chord([t.s(1), group(t.s(2), t.s(3))], t.s())
+    before = _shape(flow)
+    assert [s.args for s in flow.tasks] == [[1], []]
+    assert flow.header.tasks[1].tasks[0].args == [2] and flow.body is not None
+    assert _shape(flow) == before
+
+
+def test_the_group_of_a_chunks_shares_nothing_that_changes_with_it():
+    parts = chunks(t.s(), [(1,), (2,)], 1).set(link_error=[t.si(-1)])
+    before = _shape(parts)
+    made = parts.group()
+    made.link_error(t.si(-2))
+    made.set(queue="elsewhere")
+    assert _shape(parts) == before
+
+
+def test_freezing_a_chain_keeps_its_ids_in_the_chain_it_rewrote():
+    flow = _workflow()
+    result = flow.freeze()
+    # Freezing gives every task its id (Celery's documented effect) and keeps the steps it gave them to.
+    assert [type(s).__name__ for s in flow.tasks] == ["Signature", "chord", "chord", "group"]
+    assert flow.freeze().id == result.id
+    assert all(task.id for task, _ in unsent_tasks(flow, errbacks=True))

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._exceptions import exception_to_dict
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded
-from celeriac.task import run_coroutine_here
 from celeriac.worker._appref import find_app
 from celeriac.worker._logging import setup_logging
 from celeriac.worker.pools.base import Job, Outcome
 from celeriac.worker.pools.threads import aexecute_limited, failure, limits
-from celeriac.worker.tracer import execute
+from celeriac.worker.tracer import execute, run_coroutine_here
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -14,15 +14,25 @@ from typing import TYPE_CHECKING, Any
 from celeriac import states
 from celeriac._exceptions import exception_from_dict, exception_to_dict
 from celeriac.backends.base import ResultMeta
+from celeriac.canvas._plan import Plan
+from celeriac.canvas.primitives import unsent_tasks
+from celeriac.canvas.signature import Signature, listed, maybe_signature
 from celeriac.exceptions import ChordError
+from celeriac.result import GroupResult
+from celeriac.worker.eager import apply_eagerly
 
 if TYPE_CHECKING:
-    from celeriac._plan import Plan
     from celeriac.app import Celeriac
-    from celeriac.canvas import Signature
     from celeriac.result import ResultNode
 
 _SEND_OPTIONS = ("task_id", "retries", "throw")
+
+
+def run_eagerly(app: Celeriac, plan: Plan, result: ResultNode | None) -> None:
+    """Run every task ``plan`` lists, and what follows them, here; put their records into ``result``."""
+    flow = EagerFlow(app)
+    flow.run(plan)
+    flow.fill(result)
 
 
 class EagerFlow:
@@ -34,13 +44,12 @@ class EagerFlow:
         self.chords: dict[str, dict[int, tuple[str, str, Any]]] = {}
 
     def run(self, plan: Plan) -> None:
+        """Run every task ``plan`` lists, and the callbacks, chain steps and chord bodies they lead to."""
         for name, args, kwargs, options in plan.sends:
             self._run_one(name, list(args), dict(kwargs), options)
 
     def fill(self, result: ResultNode | None) -> None:
         """Put the records this run made into a workflow's result handles (members and parents too)."""
-        from celeriac.result import GroupResult
-
         while result is not None:
             if isinstance(result, GroupResult):
                 for member in result.results:
@@ -50,16 +59,11 @@ class EagerFlow:
             result = result.parent
 
     def _send(self, sig: Signature, args: list[Any], **options: Any) -> None:
-        from celeriac._plan import Plan
-
         plan = Plan()
         sig._copy_for_send()._plan(plan, args, {}, options)
         self.run(plan)
 
     def _run_one(self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> None:
-        from celeriac.canvas import listed, maybe_signature
-        from celeriac.worker.eager import apply_eagerly
-
         app = self.app
         task = app.get_task(name)
         own = {k: options[k] for k in _SEND_OPTIONS if k in options}
@@ -81,8 +85,6 @@ class EagerFlow:
             self._count(options, task_id, meta.status, meta.result)
 
     def _count(self, options: dict[str, Any], task_id: str, status: str, value: Any) -> None:
-        from celeriac.canvas import maybe_signature
-
         group_id, body = options["group_id"], options["chord"]
         parts = self.chords.setdefault(group_id, {})
         parts[int(options.get("group_index") or 0)] = (task_id, status, value)
@@ -100,8 +102,6 @@ class EagerFlow:
         self._fail(sig, failure, errbacks=True)
 
     def _fail(self, sig: Signature, cause: ResultMeta, *, errbacks: bool = False) -> None:
-        from celeriac.canvas import listed, maybe_signature, unsent_tasks
-
         for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):
             options = task["options"]
             task_id = options.get("task_id")

@@ -2,11 +2,11 @@
 
 A group of 10,000 tasks is built in the caller's thread (each call reads the running task's context, for
 parent ids), then handed to the event loop in one hop, announced and published in pipelined batches.
+Under ``task_always_eager`` the app runs a plan here instead (``_eager.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,6 @@ from celeriac._sending import SendOptions, build_call
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.protocol.message import Message, TaskCall
-    from celeriac.result import ResultNode
     from celeriac.task import Task
 
 #: Options Celery keeps in embedded signatures that say nothing to a sender (canvas stamping, hints).
@@ -34,23 +33,14 @@ class Plan:
 Built = list[tuple[str, "TaskCall", "float | None", SendOptions, "Task[Any, Any] | None"]]
 
 
-def send_plan(app: Celeriac, plan: Plan, result: ResultNode | None = None) -> None:
-    """Send everything ``plan`` lists, from synchronous code.
-
-    Under ``task_always_eager`` the tasks run here instead, and their records go into ``result``.
-    """
-    if app.conf.task_always_eager:
-        _run_eagerly(app, plan, result)
-        return
+def send_plan(app: Celeriac, plan: Plan) -> None:
+    """Send everything ``plan`` lists, from synchronous code."""
     built = _build(app, plan)
     app.run(_publish(app, plan.chords, built))
 
 
-async def asend_plan(app: Celeriac, plan: Plan, result: ResultNode | None = None) -> None:
+async def asend_plan(app: Celeriac, plan: Plan) -> None:
     """Send everything ``plan`` lists, from code running in an event loop (a worker continuing a workflow)."""
-    if app.conf.task_always_eager:
-        await asyncio.to_thread(_run_eagerly, app, plan, result)
-        return
     built = _build(app, plan)
     await _publish(app, plan.chords, built)
 
@@ -75,11 +65,3 @@ async def _publish(app: Celeriac, chords: list[tuple[str, int]], built: Built) -
     ]
     first = built[0][3] if built else SendOptions()
     await app.publish_many(items, retry=first.retry, retry_policy=first.retry_policy)
-
-
-def _run_eagerly(app: Celeriac, plan: Plan, result: ResultNode | None) -> None:
-    from celeriac.worker._eager_flow import EagerFlow
-
-    flow = EagerFlow(app)
-    flow.run(plan)
-    flow.fill(result)

@@ -1,0 +1,61 @@
+"""The request of the task running now: what ``self.request`` shows, kept in a context variable.
+
+The worker's tracer sets it around each run; the client reads it when it sends (the running task becomes
+the parent of what it sends), when it waits for a result (never inside a task), and when it logs.
+Nothing here imports the rest of celeriac, so every one of those may read it.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class Context:
+    """What a running task knows about its call: ``self.request`` (Celery's names)."""
+
+    id: str | None = None
+    task: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    chain: list[dict[str, Any]] | None = None
+    chord: dict[str, Any] | None = None
+    callbacks: list[dict[str, Any]] | None = None
+    errbacks: list[dict[str, Any]] | None = None
+    origin: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    timelimit: tuple[float | None, float | None] = (None, None)
+    ignore_result: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    is_eager: bool = False
+    called_directly: bool = True
+    children: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by its name, as Celery's ``request.as_dict()`` gives them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The running task's request; the tracer sets it for the length of a run.
+current: ContextVar[Context | None] = ContextVar("celeriac_current_request", default=None)
+
+
+def current_request() -> Context | None:
+    """The request of the task running in this thread or coroutine, if any."""
+    return current.get()
+
+
+__all__ = ["Context", "current", "current_request"]
