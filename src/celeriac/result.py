@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac._request import current_request
 from celeriac.backends.base import ResultMeta
 from celeriac.exceptions import CeleriacError, TaskRevokedError

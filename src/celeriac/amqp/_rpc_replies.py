@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._exceptions import exception_to_dict
+from celeriac._exception_records import exception_to_dict
 from celeriac._portal import portal
 from celeriac.amqp.client import connect_plain
 from celeriac.backends.base import ResultMeta

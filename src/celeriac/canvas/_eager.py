@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac.backends.base import ResultMeta
 from celeriac.canvas._plan import Plan
 from celeriac.canvas.primitives import unsent_tasks

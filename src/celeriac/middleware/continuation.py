@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.canvas import Signature, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError

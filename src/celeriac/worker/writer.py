@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._exceptions import exception_to_dict
+from celeriac._exception_records import exception_to_dict
 from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
 from celeriac.worker._backoff import Persistent, describe, safe_url

@@ -1,6 +1,6 @@
 import pytest
 
-from celeriac._exceptions import exception_from_dict, exception_to_dict
+from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac.exceptions import RemoteTaskError, SoftTimeLimitExceeded
 
 

@@ -24,7 +24,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac._exceptions import exception_to_dict
+from celeriac._exception_records import exception_to_dict
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded
 from celeriac.worker._appref import find_app
 from celeriac.worker._logging import setup_logging

@@ -44,7 +44,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import states
-from celeriac._exceptions import exception_from_dict
+from celeriac._exception_records import exception_from_dict
 from celeriac.exceptions import ConfigurationError, Retry, WorkerLostError
 from celeriac.worker.pools._child import ExceptionRecord, child_main
 from celeriac.worker.pools.base import Job, Outcome, Pool
