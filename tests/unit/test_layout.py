@@ -88,3 +88,9 @@ def test_every_built_in_scheme_points_into_its_technology_package() -> None:
     targets = {*brokers.values(), *backends.values()}
     outside = [t for t in targets if t.split(".")[1] not in TECHNOLOGIES and "disabled" not in t]
     assert outside == []
+
+
+def test_unit_test_folders_mirror_the_package() -> None:
+    tests = Path(__file__).parent
+    folders = {p.relative_to(tests) for p in tests.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    assert [str(f) for f in sorted(folders) if not (PACKAGE / f / "__init__.py").is_file()] == []

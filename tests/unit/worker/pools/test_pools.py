@@ -30,9 +30,9 @@ from celeriac.worker.pools.base import Job, Outcome, Pool
 from celeriac.worker.pools.processes import ProcessPool
 from celeriac.worker.pools.solo import SoloPool
 from celeriac.worker.pools.threads import ThreadPool
-from tests.unit.worker import poolapp
+from tests.unit.worker.pools import poolapp
 
-APP_PATH = "tests.unit.worker.poolapp"
+APP_PATH = "tests.unit.worker.pools.poolapp"
 POOLS = ["processes", "threads", "async", "solo"]
 T = TypeVar("T")
 
@@ -405,7 +405,7 @@ def test_job_that_cannot_cross_to_the_child_fails_alone() -> None:
 
 
 def test_app_that_cannot_be_loaded_fails_start() -> None:
-    pool = ProcessPool(poolapp.app, 2, app_path="tests.unit.worker.no_such_module")
+    pool = ProcessPool(poolapp.app, 2, app_path="tests.unit.worker.pools.no_such_module")
     started = time.monotonic()
     with pytest.raises(ConfigurationError, match="no_such_module"):
         asyncio.run(pool.start())

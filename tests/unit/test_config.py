@@ -65,8 +65,8 @@ def test_config_from_module_object_mapping_and_dotted_path():
     module.CONSTANT = 1
     assert settings_from_object(module) == {"task_serializer": "yaml"}
     assert settings_from_object({"result_expires": 10}) == {"result_expires": 10}
-    assert settings_from_object("tests.unit.core.sample_config")["task_default_queue"] == "sample"
-    assert settings_from_object("tests.unit.core.sample_config:Config") == {"worker_concurrency": 5}
+    assert settings_from_object("tests.unit.sample_config")["task_default_queue"] == "sample"
+    assert settings_from_object("tests.unit.sample_config:Config") == {"worker_concurrency": 5}
 
 
 def test_django_style_namespace():

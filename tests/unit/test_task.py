@@ -22,7 +22,7 @@ def test_task_names_options_and_direct_call(app):
     def mul(x, y):
         return x * y
 
-    assert add.name == "tests.unit.core.test_tasks.add"
+    assert add.name == "tests.unit.test_task.add"
     assert add(2, 3) == 5
     assert mul.name == "custom.mul" and mul.max_retries == 7 and mul.queue == "math"
     assert app.get_task("custom.mul") is mul
