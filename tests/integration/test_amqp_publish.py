@@ -25,7 +25,7 @@ from celeriac.protocol.message import Message
 from tests.contract.conftest import close_amqp_connections
 from tests.integration import test_amqp_link as link_tests
 from tests.integration.test_amqp_link import Inbox, Proxy, celery_message, link_to, run
-from tests.unit.brokers.test_amqp_codec import celery_properties
+from tests.unit.amqp.test_codec import celery_properties
 
 url = link_tests.url  # the module's virtual host (a fixture)
 
