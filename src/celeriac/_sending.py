@@ -217,9 +217,13 @@ def announce(signal: Signal, items: Sequence[tuple[str, Message, float | None]],
     it is published go with it. Sender: the task's name."""
     for queue, message, _ in items:
         route = message.properties.get("delivery_info") or {}
+        try:
+            body = body_of(message)
+        except Exception:  # a receiver's view of the body must not keep the message from going
+            body = None
         signal.send(
             sender=message.headers.get("task"),
-            body=body_of(message),
+            body=body,
             exchange=route.get("exchange", ""),
             routing_key=route.get("routing_key", queue),
             headers=message.headers,
