@@ -10,7 +10,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celeriac.protocol.message import TaskCall
 
 
 @dataclass(slots=True)
@@ -58,4 +61,46 @@ def current_request() -> Context | None:
     return current.get()
 
 
-__all__ = ["Context", "current", "current_request"]
+def request_fields(
+    call: TaskCall,
+    hostname: str,
+    *,
+    queue: str | None = None,
+    redelivered: bool = False,
+    ignore_result: bool = False,
+) -> dict[str, Any]:
+    """The fields of the request (``celeriac.task.Context``) of a run of ``call`` on ``hostname``,
+    delivered from ``queue``."""
+    return {
+        "id": call.id,
+        "task": call.name,
+        "args": call.args,
+        "kwargs": call.kwargs,
+        "retries": call.retries,
+        "eta": call.eta,
+        "expires": call.expires,
+        "hostname": hostname,
+        "delivery_info": {
+            "exchange": "",
+            "routing_key": queue,
+            "priority": call.priority,
+            "redelivered": redelivered,
+        },
+        "root_id": call.root_id,
+        "parent_id": call.parent_id,
+        "group": call.group_id,
+        "group_index": call.group_index,
+        "chain": call.chain,
+        "chord": call.chord,
+        "callbacks": call.callbacks,
+        "errbacks": call.errbacks,
+        "origin": call.origin,
+        "reply_to": call.reply_to,
+        "correlation_id": call.id,
+        "timelimit": (call.time_limit, call.soft_time_limit),
+        "ignore_result": ignore_result,
+        "headers": call.headers,
+    }
+
+
+__all__ = ["Context", "current", "current_request", "request_fields"]

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 from celeriac._request import current_request
 from celeriac.config import closest_of
 from celeriac.exceptions import ConfigurationError
-from celeriac.protocol.message import TaskCall
+from celeriac.protocol.codec import body_of
+from celeriac.protocol.message import Message, TaskCall
 from celeriac.routing import exchange_name
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.signals import Signal
     from celeriac.task import Task
 
 
@@ -207,3 +209,24 @@ def _with_route(opts: SendOptions, route: dict[str, Any]) -> SendOptions:
     if (exchange, routing_key) == (opts.exchange, opts.routing_key):
         return opts
     return replace(opts, exchange=exchange, routing_key=routing_key)
+
+
+def announce(signal: Signal, items: Sequence[tuple[str, Message, float | None]], **extra: Any) -> None:
+    """Send ``before_task_publish`` or ``after_task_publish`` for each message about to go (or gone),
+    with Celery's arguments. ``headers`` and ``properties`` are the message's own: changes made before
+    it is published go with it. Sender: the task's name."""
+    for queue, message, _ in items:
+        route = message.properties.get("delivery_info") or {}
+        try:
+            body = body_of(message)
+        except Exception:  # a receiver's view of the body must not keep the message from going
+            body = None
+        signal.send(
+            sender=message.headers.get("task"),
+            body=body,
+            exchange=route.get("exchange", ""),
+            routing_key=route.get("routing_key", queue),
+            headers=message.headers,
+            properties=message.properties,
+            **extra,
+        )

@@ -10,11 +10,13 @@ import os
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
+from celeriac import signals
 from celeriac._builtins import register_builtins
 from celeriac._portal import portal
-from celeriac._sending import RetryPolicy, SendOptions, build_call
+from celeriac._sending import RetryPolicy, SendOptions, announce, build_call
 from celeriac.backends import create_backend
 from celeriac.brokers import create_broker
 from celeriac.canvas import Signature
@@ -422,9 +424,13 @@ class Celeriac:
         retry = self.conf.task_publish_retry if retry is None else retry
         policy = RetryPolicy(**{**self.conf.task_publish_retry_policy, **(retry_policy or {})})
         delays = policy.delays() if retry else []
+        if signals.before_task_publish.has_receivers():
+            announce(signals.before_task_publish, items, declare=[], retry_policy=asdict(policy))
         for attempt in range(len(delays) + 1):
             try:
                 await broker.publish_many(items)
+                if signals.after_task_publish.has_receivers():
+                    announce(signals.after_task_publish, items)
                 return
             except (ConnectionError, OSError) as exc:
                 if attempt == len(delays):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import canvas, states
+from celeriac._exception_records import exception_to_dict
 from celeriac._request import Context, current_request
+from celeriac.backends.base import EXTENDED_FIELDS, ResultMeta
 from celeriac.canvas import Signature
 from celeriac.canvas.primitives import gathered
 from celeriac.config import closest_of
@@ -224,6 +226,78 @@ class Task(Generic[P, R]):
             )
         sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id)
         raise Ignore(f"replaced by {sig!r}")
+
+    # -- reporting progress -------------------------------------------------------------------------
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        *,
+        traceback: str | None = None,
+    ) -> None:
+        """Store ``state`` with ``meta`` as the result record of ``task_id`` (default: the running task's),
+        for clients to read while the task runs: ``AsyncResult.state`` is ``state`` and ``.info`` is
+        ``meta`` (Celery's layout, e.g. ``state="PROGRESS", meta={"current": 3, "total": 10}``).
+
+        The task's own end overwrites it. Stored from the process running the task, through the app's
+        result backend, before this returns. In an ``async def`` task, ``await aupdate_state(...)``
+        instead, so the worker's loop is not held up. Under eager mode (``apply``) nothing is stored.
+
+        Raises:
+            ValueError: no ``state``, or no ``task_id`` and no task running.
+        """
+        record = self._state_record(task_id, state, meta, traceback)
+        if record is not None:
+            self.app.run(self._store_state(record))
+
+    async def aupdate_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        *,
+        traceback: str | None = None,
+    ) -> None:
+        """``update_state`` for ``async def`` tasks and other code running in an event loop."""
+        record = self._state_record(task_id, state, meta, traceback)
+        if record is not None:
+            await self._store_state(record)
+
+    async def _store_state(self, record: ResultMeta) -> None:
+        await self.app.backend().store([record])
+
+    def _state_record(
+        self, task_id: str | None, state: str | None, meta: Any, traceback: str | None
+    ) -> ResultMeta | None:
+        request = self.request
+        task_id = task_id or request.id
+        if not task_id:
+            raise ValueError(
+                f"{self.name}.update_state() needs a task id: pass task_id=, or call it from a task that "
+                "a worker runs"
+            )
+        if not state:
+            raise ValueError(f"{self.name}.update_state() needs a state, e.g. state='PROGRESS'")
+        own = task_id == request.id
+        if own and request.is_eager:
+            return None  # no worker stores this run's result: the EagerResult holds it
+        record = ResultMeta(
+            task_id=task_id,
+            status=state,
+            result=exception_to_dict(meta) if isinstance(meta, BaseException) else meta,
+            traceback=traceback,
+            date_done=datetime.now(UTC) if state in states.READY_STATES else None,
+            # rpc:// sends the record to the caller of the running task; of another task, to nobody
+            reply_to=(request.reply_to or "") if own else "",
+        )
+        if own:
+            record.parent_id, record.group_id = request.parent_id, request.group
+            if self.app.conf.result_extended:
+                queue = request.delivery_info.get("routing_key")
+                values = (self.name, request.args, request.kwargs, request.hostname, request.retries, queue)
+                record.extended = dict(zip(EXTENDED_FIELDS, values, strict=True))
+        return record
 
     # -- retrying -----------------------------------------------------------------------------------
     def retry(

@@ -43,14 +43,16 @@ def log_of(worker: WorkerProcess) -> str:
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], args: list[str], log: Path) -> None:
-        self.env, self.args, self.log = env, args, log
+    def __init__(
+        self, env: dict[str, str], args: list[str], log: Path, app: str = "tests.integration.appmod"
+    ) -> None:
+        self.env, self.args, self.log, self.app = env, args, log, app
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_for: str = "ready") -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celeriac", "-A", "tests.integration.appmod", "worker", *self.args],
+                [sys.executable, "-m", "celeriac", "-A", self.app, "worker", *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

@@ -9,6 +9,8 @@ Celery's backend stores results as its worker would and celeriac reads them.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -94,3 +96,28 @@ def test_celeriac_reads_results_celery_stored(
     assert type(raised.value) is ValueError
     assert raised.value.args == ("bad", 1)
     assert app.AsyncResult(failed).state == states.FAILURE
+
+
+def test_celery_reads_the_progress_a_celeriac_task_reports_while_it_runs(
+    task_ids: TaskIds, make_celeriac: Callable[..., Celeriac], make_celery: Callable[..., Celery]
+) -> None:
+    app = make_celeriac(backend=REDIS)
+    go = threading.Event()
+
+    @app.task(name="interop.steps", bind=True)
+    def steps(self: Any) -> str:
+        self.update_state(state="PROGRESS", meta={"current": 1, "total": 2})
+        go.wait(WAIT)
+        return "done"
+
+    celery_app = make_celery(result_backend=REDIS)
+    with start_worker(app):
+        running = steps.apply_async(task_id=task_ids())
+        seen = celery_app.AsyncResult(running.id)
+        deadline = time.monotonic() + WAIT
+        while seen.state != "PROGRESS" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (seen.state, seen.info) == ("PROGRESS", {"current": 1, "total": 2})
+        go.set()
+        assert seen.get(timeout=WAIT) == "done"
+        assert seen.state == "SUCCESS"

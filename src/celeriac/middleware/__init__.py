@@ -11,8 +11,9 @@ def default_middleware() -> list[Middleware]:
     from celeriac.middleware.results import Results
     from celeriac.middleware.retries import Retries
     from celeriac.middleware.scheduling import Eta, Expiry, RateLimits, Revocation
+    from celeriac.middleware.signals import Signals
 
-    return [Expiry(), Revocation(), Eta(), RateLimits(), Retries(), Results(), Continuation()]
+    return [Expiry(), Revocation(), Signals(), Eta(), RateLimits(), Retries(), Results(), Continuation()]
 
 
 __all__ = ["Fate", "Middleware", "Skip", "WorkItem", "default_middleware"]

@@ -135,6 +135,18 @@ class Middleware:
         ``item.settle``; otherwise the worker acks it (or, for ``Reject``, requeues or dead-letters it).
         """
 
+    async def on_refused(
+        self,
+        worker: Worker,
+        delivery: Delivery,
+        reason: str,
+        exc: BaseException | None,
+        call: TaskCall | None,
+    ) -> None:
+        """A delivery cannot run (unreadable, undecodable, an unknown task, wrong arguments, delivered
+        too often) and is about to be dead-lettered with ``reason``; ``call`` is None when it could not
+        be decoded."""
+
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
         """The task will never run (dead-lettered, expired, revoked before it started); its result was set
         to ``status`` with ``exc``. Workflows waiting on it learn it here."""

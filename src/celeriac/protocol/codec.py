@@ -19,7 +19,7 @@ from celeriac.protocol import compression as compressors
 from celeriac.protocol import serializers
 from celeriac.protocol.message import Message, TaskCall
 
-__all__ = ["decode_task", "encode_task", "safe_repr"]
+__all__ = ["body_of", "decode_task", "encode_task", "safe_repr"]
 
 #: The longest ``argsrepr``/``kwargsrepr`` written, as Celery's ``argsrepr_maxsize``.
 REPR_MAX = 1024
@@ -126,6 +126,16 @@ def decode_task(
     call.priority = check.priority(properties.get("priority"))
     call.headers = dict(headers)
     return call
+
+
+def body_of(message: Message) -> Any:
+    """The body of a message this process encoded, decoded again (decompressed, deserialized with its
+    own content type): ``[args, kwargs, embed]`` for protocol v2."""
+    body = bytes(message.body)
+    compression = message.headers.get("compression")
+    if isinstance(compression, str):
+        body = compressors.decompress(body, compression, None)
+    return serializers.loads(body, message.content_type, (message.content_type,))
 
 
 def _payload(

@@ -57,6 +57,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from celeriac import signals
 from celeriac._wakeup import wakeup_for
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.brokers.delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
@@ -515,6 +516,7 @@ class RedisBroker(Broker):
                     pipe.set(self._heartbeat_key, b"1", px=max(int(self.lease_seconds * 1000), 1))
                     pipe.sadd(self._consumers, self.consumer_id)
                     await pipe.execute()
+                signals.heartbeat_sent.send(sender=self)
             except asyncio.CancelledError:
                 raise
             except Exception:

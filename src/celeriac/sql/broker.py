@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from celeriac import signals
 from celeriac._wakeup import wakeup_for
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
@@ -294,6 +295,7 @@ class SQLBroker(Broker):
                 return
             try:
                 await self._db.call(self._db.write, partial(self._renew, held))
+                signals.heartbeat_sent.send(sender=self)
             except Exception:
                 log.warning("could not renew message leases; will retry", exc_info=True)
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from celeriac._request import request_fields
 from celeriac.exceptions import DecodeError, NotRegistered, WorkerLostError
 from celeriac.middleware import WorkItem
 from celeriac.protocol import decode_task
@@ -90,34 +91,11 @@ def job_of(item: WorkItem, hostname: str) -> Job:
         soft_time_limit=call.soft_time_limit
         if call.soft_time_limit is not None
         else item.task.soft_time_limit,
-        request={
-            "id": call.id,
-            "task": call.name,
-            "args": call.args,
-            "kwargs": call.kwargs,
-            "retries": call.retries,
-            "eta": call.eta,
-            "expires": call.expires,
-            "hostname": hostname,
-            "delivery_info": {
-                "exchange": "",
-                "routing_key": item.delivery.queue,
-                "priority": call.priority,
-                "redelivered": item.delivery.redelivered,
-            },
-            "root_id": call.root_id,
-            "parent_id": call.parent_id,
-            "group": call.group_id,
-            "group_index": call.group_index,
-            "chain": call.chain,
-            "chord": call.chord,
-            "callbacks": call.callbacks,
-            "errbacks": call.errbacks,
-            "origin": call.origin,
-            "reply_to": call.reply_to,
-            "correlation_id": call.id,
-            "timelimit": (call.time_limit, call.soft_time_limit),
-            "ignore_result": item.ignore_result,
-            "headers": call.headers,
-        },
+        request=request_fields(
+            call,
+            hostname,
+            queue=item.delivery.queue,
+            redelivered=item.delivery.redelivered,
+            ignore_result=item.ignore_result,
+        ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from celeriac import signals
 from celeriac._request import current_request
 
 
@@ -28,7 +29,22 @@ class TaskFormatter(logging.Formatter):
 
 def setup_logging(level: int | str, fmt: str, task_fmt: str, hijack: bool = True) -> None:
     """Log to stderr at ``level``; with ``hijack`` (``worker_hijack_root_logger``) replace the root
-    logger's handlers, otherwise leave a configuration the app made in place."""
+    logger's handlers, otherwise leave a configuration the app made in place.
+
+    When a receiver is connected to ``celeriac.signals.setup_logging``, it is sent instead and logging
+    is left to it (Celery's rule); otherwise ``after_setup_logger`` is sent once the root logger is set.
+    """
+    number = _level_number(level)
+    if signals.setup_logging.has_receivers():
+        signals.setup_logging.send(sender=None, loglevel=number, logfile=None, format=fmt, colorize=False)
+        return
+    _configure(number, fmt, task_fmt, hijack)
+    signals.after_setup_logger.send(
+        sender=None, logger=logging.getLogger(), loglevel=number, logfile=None, format=fmt, colorize=False
+    )
+
+
+def _configure(level: int, fmt: str, task_fmt: str, hijack: bool) -> None:
     root = logging.getLogger()
     if hijack:
         for handler in list(root.handlers):
@@ -38,4 +54,13 @@ def setup_logging(level: int | str, fmt: str, task_fmt: str, hijack: bool = True
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TaskFormatter(fmt, task_fmt))
     root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    root.setLevel(level)
+
+
+def _level_number(level: int | str) -> int:
+    if isinstance(level, int):
+        return level
+    try:
+        return logging.getLevelNamesMapping()[level.upper()]
+    except KeyError:
+        raise ValueError(f"Unknown level: {level!r}") from None

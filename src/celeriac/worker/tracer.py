@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac._request import Context, current
 from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.worker.pools.base import Job, Outcome
@@ -35,6 +35,9 @@ class _Run:
         self.ctx.children = []
         self.started = time.perf_counter()
         self.token = current.set(self.ctx)
+        signals.task_prerun.send(
+            sender=self.task, task_id=job.id, task=self.task, args=job.args, kwargs=job.kwargs
+        )
 
     def call(self) -> Any:
         """``before_start``, then the function (a coroutine for ``async def`` tasks)."""
@@ -54,7 +57,26 @@ class _Run:
             ended = outcome()
         finally:
             current.reset(self.token)
-        return _finish(self.task, self.job, self.ctx, ended, self.started)
+        ended = _finish(self.task, self.job, self.ctx, ended, self.started)
+        if signals.task_postrun.has_receivers():
+            self._postrun(ended)
+        return ended
+
+    def _postrun(self, ended: Outcome) -> None:
+        # Receivers see the request, as the task's own hooks do (their log lines name the task).
+        token = current.set(self.ctx)
+        try:
+            signals.task_postrun.send(
+                sender=self.task,
+                task_id=self.job.id,
+                task=self.task,
+                args=self.job.args,
+                kwargs=self.job.kwargs,
+                retval=ended.value if ended.status == states.SUCCESS else ended.exc,
+                state=ended.status,
+            )
+        finally:
+            current.reset(token)
 
 
 def execute(app: Celeriac, job: Job) -> Outcome:
@@ -85,8 +107,27 @@ def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
     try:
         task.on_success(value, job.id, job.args, job.kwargs)
     except Exception as exc:
-        return Outcome(states.FAILURE, exc=exc, traceback=traceback.format_exc())
+        return _failed_after_success(task, job, exc)
+    signals.task_success.send(sender=task, result=value)
     return Outcome(states.SUCCESS, value=value)
+
+
+def _failed_after_success(task: Task[Any, Any], job: Job, exc: Exception) -> Outcome:
+    einfo = traceback.format_exc()
+    _send_failure(task, job, exc, einfo)
+    return Outcome(states.FAILURE, exc=exc, traceback=einfo)
+
+
+def _send_failure(task: Task[Any, Any], job: Job, exc: BaseException, einfo: str) -> None:
+    signals.task_failure.send(
+        sender=task,
+        task_id=job.id,
+        exception=exc,
+        args=job.args,
+        kwargs=job.kwargs,
+        traceback=exc.__traceback__,
+        einfo=einfo,
+    )
 
 
 def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) -> Outcome:
@@ -118,6 +159,7 @@ def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) ->
         task.on_failure(exc, job.id, job.args, job.kwargs, einfo)
     except Exception:
         einfo += "\nwhile running on_failure:\n" + traceback.format_exc()
+    _send_failure(task, job, exc, einfo)
     return Outcome(states.FAILURE, exc=exc, traceback=einfo, expected=expected)
 
 
@@ -128,6 +170,7 @@ def _retrying(task: Task[Any, Any], job: Job, retry: Retry) -> Outcome:
         task.on_retry(retry.exc or retry, job.id, job.args, job.kwargs, einfo)
     except Exception:
         einfo += "\nwhile running on_retry:\n" + traceback.format_exc()
+    signals.task_retry.send(sender=task, request=current.get(), reason=retry, einfo=einfo)
     return Outcome(states.RETRY, exc=retry, traceback=einfo)
 
 

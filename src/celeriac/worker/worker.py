@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.backends.base import Backend
 from celeriac.brokers.base import Broker, Delivery
 from celeriac.exceptions import Reject, WorkerLostError
@@ -68,14 +68,17 @@ class Worker:
         fetch_timeout: float = 1.0,
         wedge_timeout: float | None = None,
     ) -> None:
-        conf = app.conf
         self.app = app
+        self.hostname = hostname or f"celeriac@{socket.gethostname()}"
+        # Sent before any setting is read, so that a receiver can configure this worker by its name.
+        options = {"queues": queues, "concurrency": concurrency, "pool": pool, "app_path": app_path}
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options=options)
+        conf = app.conf
         self.queues = list(queues or [conf.task_default_queue])
         self.pool_name = pool or conf.worker_pool
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
             self.concurrency = 1
-        self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         self.app_path = app_path
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
@@ -123,6 +126,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self.ready = asyncio.Event()
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
     @property
     def writer(self) -> Writer:
@@ -150,6 +154,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         self.app.import_includes()
+        signals.worker_init.send(sender=self)
         broker = self.broker = self.app.broker()
         broker.capacity = self.concurrency * self.prefetch_multiplier
         broker.slots = self.concurrency
@@ -180,6 +185,7 @@ class Worker:
             self._where_broker,
         )
         self.ready.set()
+        signals.worker_ready.send(sender=self)
         try:
             await self._consume(broker)
         finally:
@@ -276,6 +282,7 @@ class Worker:
         if self.backend is not None:
             await self._close("the result backend", self._where_backend, self.backend.close)
         self.log.info("%s stopped: %s", self.hostname, ", ".join(f"{k}={v}" for k, v in self.stats.items()))
+        signals.worker_shutdown.send(sender=self)
 
     async def _close(self, what: str, where: str, close: Callable[[], Awaitable[None]]) -> None:
         """Close a connection without letting an outage hold up or fail the shutdown."""
@@ -377,6 +384,8 @@ class Worker:
                 self.app, delivery, hostname=self.hostname, limit=limit, content=content, max_bytes=max_bytes
             )
             if isinstance(found, Refused):
+                for mw in self._hooked("on_refused"):
+                    await mw.on_refused(self, delivery, found.reason, found.exc, found.call)
                 await self._dead_letter(delivery, found.reason, found.exc, call=found.call)
             else:
                 self.log.info("Task %s[%s] received", found.call.name, found.call.id)

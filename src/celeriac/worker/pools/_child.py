@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac._exception_records import exception_to_dict
 from celeriac.exceptions import Retry, SoftTimeLimitExceeded
 from celeriac.worker._appref import find_app
@@ -83,8 +83,6 @@ def child_main(
     set up, and a task's log lines would otherwise be lost.
     """
     _settle_in()
-    if log is not None:
-        setup_logging(*log)
     try:
         if app is None:
             app = find_app(str(app_path))
@@ -92,6 +90,17 @@ def child_main(
     except BaseException as exc:  # whatever it is, the parent must hear of it
         conn.send(("failed", f"a pool process could not load the app {app_path!r}: {exc}"))
         sys.exit(1)
+    if log is not None:
+        # After the app is loaded: a setup_logging receiver it connects takes over here too.
+        setup_logging(*log)
+    signals.worker_process_init.send(sender=None)
+    try:
+        _serve(conn, app, max_tasks, max_memory)
+    finally:
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+
+
+def _serve(conn: Connection, app: Celeriac, max_tasks: int | None, max_memory: int | None) -> None:
     conn.send(("ready", os.getpid()))
     alarm = _SoftLimit()
     done = 0
