@@ -35,7 +35,7 @@ def _rabbit_up() -> bool:
     return True
 
 
-@pytest.fixture(params=["redis", "amqp"])
+@pytest.fixture(params=["redis", "amqp", "sqlite"])
 def worker_env(
     request: pytest.FixtureRequest,
     tmp_path: Path,
