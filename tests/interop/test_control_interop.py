@@ -122,6 +122,12 @@ def test_celeriac_inspects_a_celery_worker(env: dict[str, str], client: Celeriac
         answering(client, node)
         inspect = client.control.inspect([node])
         assert inspect.ping() == {node: {"ok": "pong"}}
+        shell = subprocess.run(
+            [sys.executable, "-m", "celeriac", "-A", "tests.interop.celeriac_control_app", "inspect", "ping",
+             "-d", node, "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert json.loads(shell.stdout) == {node: {"ok": "pong"}}, shell.stderr
         assert inspect.registered() == {node: ["interop.control.nap"]}
         running = client.send_task("interop.control.nap", (5,), queue=queue)
         deadline = time.monotonic() + 20

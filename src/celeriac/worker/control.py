@@ -29,9 +29,20 @@ if TYPE_CHECKING:
     from celeriac.protocol.message import Message
     from celeriac.worker.worker import Worker
 
-__all__ = ["ControlState", "RemoteControl"]
+__all__ = ["ControlState", "RemoteControl", "find_command", "known_commands"]
 
 log = logging.getLogger("celeriac.worker.control")
+
+
+def find_command(app: Celeriac, name: str) -> Handler | None:
+    """The command ``name`` the app's workers run: the app's own first, then the built-in ones."""
+    return app.control.commands.get(name) or inspect_commands.get(name) or control_commands.get(name)
+
+
+def known_commands(app: Celeriac) -> list[Handler]:
+    """Every command the app's workers run, the app's own included, by name."""
+    found = {h.name: h for h in (*control_commands, *inspect_commands, *app.control.commands)}
+    return [found[name] for name in sorted(found)]
 
 
 class ControlState:
@@ -130,11 +141,7 @@ class RemoteControl:
 
     def lookup(self, name: str) -> Handler | None:
         """The command ``name`` this worker may run: the app's own first, then the built-in ones."""
-        return (
-            self.state.app.control.commands.get(name)
-            or inspect_commands.get(name)
-            or control_commands.get(name)
-        )
+        return find_command(self.state.app, name)
 
     async def run(self, command: Command) -> Any:
         """The value to reply for ``command``; ``{"error": ...}`` as Celery's when it is unknown or fails."""
