@@ -185,9 +185,11 @@ class Control:
         from celeriac.result import revoke
 
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        if not self.app.backend_url.startswith("disabled"):
+        recorded = not self.app.backend_url.startswith("disabled")
+        if recorded:
             await revoke(self.app, ids)
-        arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
+        # ``recorded`` spares every worker writing the record again; Celery's workers ignore it.
+        arguments = {"task_id": ids, "terminate": terminate, "signal": signal, "recorded": recorded}
         try:
             return await self.abroadcast("revoke", arguments, destination, reply, timeout)
         except NotImplementedError:

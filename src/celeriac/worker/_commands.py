@@ -48,14 +48,17 @@ async def revoke(
     task_id: str | list[str],
     terminate: bool = False,
     signal: str | int | None = None,
+    recorded: bool = False,
     **_: Any,
 ) -> dict[str, str]:
     """Revoke tasks: never run them here, wherever their messages wait (queued, held, ETA); with
-    ``terminate``, stop a running one by signalling its process (processes pool)."""
+    ``terminate``, stop a running one by signalling its process (processes pool). The REVOKED record is
+    written unless the sender says it wrote it (``recorded``, sent by celeriac's clients; Celery's
+    write none)."""
     worker = state.worker
     ids = [task_id] if isinstance(task_id, str) else [str(t) for t in task_id]
     remember_revoked(worker, ids)
-    if worker.backend is not None:
+    if worker.backend is not None and not recorded:
         try:
             await record_revoked(worker.app, ids)  # Celery 5.6 records it on every worker too
         except Exception as exc:
