@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker
     from celeriac.canvas._plan import Plan
+    from celeriac.control import Control
     from celeriac.protocol.message import Message, TaskCall
     from celeriac.result import ResultNode
 
@@ -283,6 +285,13 @@ class Celeriac:
                 options=options,
             )
         return backend
+
+    @functools.cached_property
+    def control(self) -> Control:
+        """Remote control of this app's workers: ``app.control.inspect().ping()``, ``revoke``, ..."""
+        from celeriac.control import Control
+
+        return Control(self)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine of the async core from synchronous code (on the process's portal loop)."""

@@ -120,6 +120,9 @@ SETTINGS: dict[str, Setting] = {
         "calls it wedged, cancels it and tries again.",
     ),
     "worker_hijack_root_logger": _s(True, bool),
+    "worker_enable_remote_control": _s(
+        True, bool, doc="Answer remote-control commands (inspect, revoke, ...)."
+    ),
     "worker_log_format": _s("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s", str),
     "worker_task_log_format": _s(
         "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s", str

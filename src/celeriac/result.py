@@ -162,19 +162,18 @@ class AsyncResult(Generic[R]):
         self._meta = None
         await self.app.backend().forget(self.id)
 
-    def revoke(self, terminate: bool = False) -> None:
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """Mark the task revoked: a worker that receives it later acks it without running it.
 
-        The mark is kept in the result backend, so it survives worker restarts. ``terminate`` (stopping a
-        task already running) needs remote control and is not available yet.
+        The mark is kept in the result backend, so it survives worker restarts, and broadcast to the
+        running workers, which drop it at once wherever it waits (``app.control.revoke``). With
+        ``terminate``, a worker running it sends ``signal`` to its process (processes pool only).
         """
-        self.app.run(self.arevoke(terminate))
+        self.app.run(self.arevoke(terminate, signal))
 
-    async def arevoke(self, terminate: bool = False) -> None:
+    async def arevoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """``revoke`` for code running in an event loop."""
-        if terminate:
-            raise NotImplementedError("revoke(terminate=True) needs remote control, not available yet")
-        await revoke(self.app, [self.id])
+        await self.app.control.arevoke([self.id], terminate=terminate, signal=signal)
 
 
 async def revoke(app: Celeriac, task_ids: list[str]) -> None:
@@ -431,15 +430,14 @@ class GroupResult(Generic[R]):
         return sum(state == states.SUCCESS for state in self._states())
 
     # -- changing ---------------------------------------------------------------------------------------
-    def revoke(self, terminate: bool = False) -> None:
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """Revoke every task of the group (see ``AsyncResult.revoke``)."""
-        self.app.run(self.arevoke(terminate))
+        self.app.run(self.arevoke(terminate, signal))
 
-    async def arevoke(self, terminate: bool = False) -> None:
+    async def arevoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """``revoke`` for code running in an event loop."""
-        if terminate:
-            raise NotImplementedError("revoke(terminate=True) needs remote control, not available yet")
-        await revoke(self.app, [leaf.id for leaf in self.leaves()])
+        ids = [leaf.id for leaf in self.leaves()]
+        await self.app.control.arevoke(ids, terminate=terminate, signal=signal)
 
     def forget(self) -> None:
         """Delete every member's record, and the saved group."""

@@ -78,3 +78,9 @@ def on_error(task_id: str) -> None:
 def die() -> None:
     """A poison task: it kills the process running it, every time."""
     os._exit(3)
+
+
+@app.control.inspect_command()
+def answer(state: object, question: str = "", **_: object) -> dict[str, str]:
+    """A command of the app's own, which its workers answer (remote-control tests)."""
+    return {"ok": f"42 to {question}"}

@@ -142,7 +142,7 @@ class Broker(abc.ABC):
     def _no_broadcast(self) -> str:
         return (
             f"{type(self).__name__} cannot broadcast yet; remote control and events need "
-            "the Redis or memory broker"
+            "a broker that can (Redis, RabbitMQ, SQL or memory)"
         )
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -1,4 +1,4 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, demo."""
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, demo."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac.cli.control import add_parsers as add_control_parsers
+from celeriac.cli.control import run as run_control
 from celeriac.exceptions import CeleriacError
 from celeriac.worker._appref import find_app
 from celeriac.worker._logging import setup_logging
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show queue sizes and dead letters")
     status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
+
+    add_control_parsers(sub)
 
     demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
     demo.add_argument("-n", "--tasks", type=int, default=100)
@@ -272,7 +276,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     for queue, size in sizes:
         print(f"queue {queue}: {size} waiting")
     print(f"dead letters: {dead}")
+    try:
+        nodes = sorted(node for reply in app.control.ping() for node in reply)
+    except NotImplementedError:
+        return 0  # a broker without broadcasts: no remote control to ask
+    print(f"workers: {', '.join(nodes) if nodes else 'none answered'}")
     return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """``celeriac inspect|control COMMAND``: send a remote-control command and print the replies."""
+    return run_control(args, _load_app(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "result": cmd_result,
         "purge": cmd_purge,
         "status": cmd_status,
+        "inspect": cmd_control,
+        "control": cmd_control,
     }
     try:
         if args.command == "demo":

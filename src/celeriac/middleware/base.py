@@ -56,6 +56,8 @@ class WorkItem:
     fate: Fate = Fate.RUN
     reason: str = ""
     abandon: tuple[str, BaseException] | None = None
+    #: When its task began running in the pool (unix time), else None.
+    time_start: float | None = None
 
     def settle(
         self, fate: Fate, reason: str = "", *, abandon: tuple[str, BaseException] | None = None

@@ -38,10 +38,18 @@ class Revocation(Middleware):
     A backend that pushes revocations (Redis) feeds a set of the revoked ids kept here, so a fetched
     batch costs no round trip; while that feed is down (not yet read, or broken and reconnecting) each
     fetched batch is looked up in the backend, as on backends without a feed.
+
+    Ids revoked by remote control (``hear``) are skipped whatever the backend says, for three hours
+    (at most 50 000 of them, Celery's bounds).
     """
+
+    #: How long, and how many, remote-control revocations are remembered.
+    heard_for = 10800.0
+    heard_max = 50_000
 
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}  # task id -> when this worker heard of it
+        self._heard: dict[str, float] = {}  # task id -> unix time remote control told it
         self._live = False
         self._feed: asyncio.Task[None] | None = None
         self._pruned_at = 0
@@ -76,6 +84,20 @@ class Revocation(Middleware):
             self._live = False
             await asyncio.sleep(backoff.next())
 
+    def hear(self, ids: Sequence[str]) -> None:
+        """Remember ids revoked by remote control: fetched later, they are not run."""
+        now = time.time()
+        for task_id in ids:
+            self._heard.pop(task_id, None)
+            self._heard[task_id] = now
+        if len(self._heard) > self.heard_max or next(iter(self._heard.values())) < now - self.heard_for:
+            kept = [(t, at) for t, at in self._heard.items() if at >= now - self.heard_for]
+            self._heard = dict(kept[-self.heard_max :])
+
+    def heard(self) -> dict[str, float]:
+        """The ids revoked by remote control and remembered, with when (unix time)."""
+        return dict(self._heard)
+
     def _learn(self, ids: Sequence[str], expires: float | None) -> None:
         now = time.monotonic()
         for task_id in ids:
@@ -87,13 +109,16 @@ class Revocation(Middleware):
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
         """Settle the revoked items of a batch as acked, not run, telling what waits on them."""
-        if not items or worker.backend is None:
+        if not items:
             return
-        if self._live:
-            revoked = [item for item in items if item.call.id in self._revoked]
-        else:
-            found = await worker.backend.get_many([item.call.id for item in items])
-            revoked = [item for item in items if _revoked(found.get(item.call.id))]
+        revoked = [item for item in items if item.call.id in self._heard]
+        items = [item for item in items if item.call.id not in self._heard]
+        if items and worker.backend is not None:
+            if self._live:
+                revoked += [item for item in items if item.call.id in self._revoked]
+            else:
+                found = await worker.backend.get_many([item.call.id for item in items])
+                revoked += [item for item in items if _revoked(found.get(item.call.id))]
         for item in revoked:
             item.settle(Fate.ACK, "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
 
@@ -171,6 +196,10 @@ class RateLimits(Middleware):
 
     def __init__(self) -> None:
         self._buckets: dict[str, _Bucket | None] = {}
+
+    def forget(self, name: str) -> None:
+        """Read the task's rate limit again at its next run (it was changed by remote control)."""
+        self._buckets.pop(name, None)
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
         """Wait for the task's bucket to hold a token (no wait without a rate limit)."""

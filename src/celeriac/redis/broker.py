@@ -20,7 +20,9 @@ Headers are JSON and envelopes are kept byte for byte after a newline, so even a
 valid UTF-8 is stored, delivered and dead-lettered unchanged.
 
 * ``<prefix>/<db>.<exchange>[/<routing key>]``: the pub/sub channels of broadcasts (remote control on
-  ``celery.pidbox``, events on ``celeryev``), kombu's names; the payload is the same envelope.
+  ``celery.pidbox``, events on ``celeryev``), kombu's names; the payload is the same envelope. The
+  remote-control reply exchange ``reply.celery.pidbox`` is kombu's direct exchange instead: bound lists
+  (``_replies``).
 
 Guarantees: a Lua script takes messages and writes them to the consumer's processing hash in one
 step, so a message is always in a list, in a processing hash, in the delayed set, in the dead letters,
@@ -65,6 +67,7 @@ from celeriac.brokers.fanout import Subscription, glob_of
 from celeriac.exceptions import OperationalError
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+from celeriac.redis._replies import is_direct, push_reply, reply_list
 from celeriac.redis.client import is_cluster, lua_script, redis_client
 
 try:
@@ -279,12 +282,20 @@ class RedisBroker(Broker):
 
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
         client = await self._connected()
+        if is_direct(exchange):
+            envelope = to_envelope(message, routing_key=routing_key, exchange=exchange)
+            await push_reply(client, self.prefix, exchange, routing_key, envelope)
+            return
         channel = self._fanout(client, exchange) + (f"/{routing_key}" if routing_key else "")
         await client.publish(channel, to_envelope(message, routing_key=routing_key, exchange=exchange))
 
     @contextlib.asynccontextmanager
     async def subscribe(self, exchange: str, pattern: str = "#") -> AsyncIterator[Subscription]:
         client = await self._connected()
+        if is_direct(exchange):
+            async with reply_list(client, self.prefix, exchange, pattern) as replies:
+                yield replies
+            return
         base = self._fanout(client, exchange)
         # kombu publishes "<base>/<routing key>", or "<base>" for none; "#" listens to both.
         channels = [base, base + "/*"] if pattern == "#" else [f"{base}/{glob_of(pattern)}"]

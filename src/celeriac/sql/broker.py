@@ -6,6 +6,13 @@ while it holds them, and deletes them on ack. A row whose lease ran out (its wor
 again, so the same fetch query hands it to the next consumer: no sweeper is needed. Delayed messages
 wait in the same table behind ``not_before``; a queue is FIFO by due time within a priority.
 
+Broadcasts (remote control) are rows of ``celeriac_broadcast``: exchange, routing key, envelope and
+creation time. A subscriber starts after the newest row of its exchange and polls for later ids, every
+few milliseconds after something arrived and backing off to ``broadcast_poll_interval`` (0.1 s) when
+idle; a broadcast in this process wakes it at once. It re-reads a window of recent ids, so a row whose
+transaction committed after a higher id's (PostgreSQL, MySQL) is still seen, once. Rows older than a
+minute are deleted by the next broadcast.
+
 Row locking: PostgreSQL and MySQL/MariaDB take rows with ``FOR UPDATE SKIP LOCKED``, so consumers
 never wait on each other; SQLite has one writer at a time and takes rows under ``BEGIN IMMEDIATE``.
 Times are the clients' ``time.time()``: keep the clocks of publishers and workers in step.
@@ -14,10 +21,11 @@ Times are the clients' ``time.time()``: keep the clocks of publishers and worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -28,11 +36,12 @@ from celeriac import signals
 from celeriac._wakeup import wakeup_for
 from celeriac.brokers.base import Broker, DeadLetter, Delivery
 from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
+from celeriac.brokers.fanout import Subscription, matches
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 from celeriac.sql.database import Database
 
-__all__ = ["SQLBroker", "dead_letters", "messages", "metadata"]
+__all__ = ["SQLBroker", "broadcasts", "dead_letters", "messages", "metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +83,26 @@ dead_letters = sa.Table(
     sqlite_autoincrement=True,
 )
 
+broadcasts = sa.Table(
+    "celeriac_broadcast",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("exchange", sa.String(200), nullable=False),
+    sa.Column("routing_key", sa.String(200), nullable=False),
+    sa.Column("payload", _blob, nullable=False),
+    sa.Column("created", sa.Double(), nullable=False),
+    sa.Index("celeriac_broadcast_follow", "exchange", "id"),
+    sqlite_autoincrement=True,
+)
+
 _m = messages.c
+_b = broadcasts.c
+#: Broadcast rows are kept this long (s): subscribers only read rows newer than their start.
+_BROADCAST_TTL = 60.0
+#: How far below the highest id seen a subscriber looks again, for rows that committed late.
+_LATE_IDS = 200
 _Taken = tuple[int, str, bytes, int]
 
 
@@ -86,6 +114,7 @@ class SQLBroker(Broker):
             (default 30); the heartbeat renews it every fifth of that while the broker is open.
         poll_interval_max: the longest pause between two looks at the table while fetch waits
             (default 0.1 s); a publish in this process wakes the wait at once.
+        broadcast_poll_interval: the longest pause between two looks for broadcasts (default 0.1 s).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
@@ -94,8 +123,11 @@ class SQLBroker(Broker):
         super().__init__(url, options=options)
         self.lease_seconds = float(self.options.get("lease_seconds", 30.0))
         self.poll_interval_max = float(self.options.get("poll_interval_max", 0.1))
+        self.broadcast_poll_interval = float(self.options.get("broadcast_poll_interval", 0.1))
+        self._pruned = 0.0
         self._db = Database(url, metadata)
         self._wakeup = wakeup_for("broker " + self._db.key)
+        self._heard = wakeup_for("broadcasts " + self._db.key)
         self._owner = uuid.uuid4().hex
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -216,8 +248,73 @@ class SQLBroker(Broker):
         )
         if queue is not None:
             query = query.where(d.queue == queue)
-        rows = await self._db.call(self._db.read, lambda conn: conn.execute(query).all())
+        rows = await self._db.call(self._db.read, partial(_rows, query))
         return [read_dead_letter(r.queue, r.reason, bytes(r.payload), r.time) for r in rows]
+
+    async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
+        await self._db.open()
+        now = time.time()
+        row = {
+            "exchange": exchange,
+            "routing_key": routing_key,
+            "payload": to_envelope(message, routing_key=routing_key, exchange=exchange),
+            "created": now,
+        }
+        prune = now - self._pruned > _BROADCAST_TTL / 4
+        if prune:
+            self._pruned = now
+
+        def insert(conn: sa.Connection) -> None:
+            conn.execute(broadcasts.insert(), [row])
+            if prune:
+                conn.execute(broadcasts.delete().where(_b.created < now - _BROADCAST_TTL))
+
+        await self._db.call(self._db.write, insert)
+        self._heard.notify()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, exchange: str, pattern: str = "#") -> AsyncIterator[Subscription]:
+        await self._db.open()
+        newest = sa.select(sa.func.max(_b.id)).where(_b.exchange == exchange)
+        start = await self._db.call(self._db.read, lambda conn: conn.execute(newest).scalar()) or 0
+        subscription = Subscription(exchange)
+        follower = asyncio.create_task(
+            self._follow(exchange, pattern, start, subscription), name="celeriac-sql-broadcasts"
+        )
+        try:
+            yield subscription
+        finally:
+            follower.cancel()
+            await asyncio.wait((follower,))
+
+    async def _follow(self, exchange: str, pattern: str, start: int, subscription: Subscription) -> None:
+        highest, seen, pause = start, set[int](), 0.005
+        try:
+            while True:
+                with self._heard.armed() as woken:
+                    since = max(start, highest - _LATE_IDS)
+                    query = (
+                        sa.select(_b.id, _b.routing_key, _b.payload)
+                        .where(_b.exchange == exchange, _b.id > since)
+                        .order_by(_b.id)
+                    )
+                    rows = await self._db.call(self._db.read, partial(_rows, query))
+                    fresh = [r for r in rows if r.id not in seen]
+                    for r in fresh:
+                        seen.add(r.id)
+                        highest = max(highest, r.id)
+                        if matches(pattern, r.routing_key):
+                            subscription.feed(bytes(r.payload))
+                    if fresh:
+                        seen = {i for i in seen if i > highest - _LATE_IDS}
+                        pause = 0.005
+                    else:
+                        pause = min(pause * 2, self.broadcast_poll_interval)
+                    await asyncio.wait((woken,), timeout=pause)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            subscription.fail(exc)
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -302,6 +399,10 @@ class SQLBroker(Broker):
     def _renew(self, held: list[int], conn: sa.Connection) -> None:
         mine = sa.and_(_m.id.in_(held), _m.lease_owner == self._owner)
         conn.execute(messages.update().where(mine).values(lease_until=time.time() + self.lease_seconds))
+
+
+def _rows(query: sa.Select[Any], conn: sa.Connection) -> Sequence[sa.Row[Any]]:
+    return conn.execute(query).all()
 
 
 def _waiting(now: float) -> sa.ColumnElement[bool]:

@@ -33,6 +33,8 @@ def _transaction(url: str) -> Iterator[sa.Connection]:
 class SQLBrokerKit(BrokerKit):
     """SQL brokers (SQLite, PostgreSQL, MySQL/MariaDB); ``clean`` deletes the rows of the test's queues."""
 
+    broadcasts = True
+
     async def put_raw(self, broker: Broker, queue: str, payload: bytes) -> None:
         """Insert a due row of priority 0 holding ``payload``, where the broker keeps an envelope."""
         assert isinstance(broker, SQLBroker)

@@ -9,12 +9,14 @@ This module is the loop and its shutdown; ``_intake`` makes deliveries into work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from celeriac.exceptions import Reject, WorkerLostError
 from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
 from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
+from celeriac.worker.control import RemoteControl
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Outcome, Pool
 from celeriac.worker.writer import Writer
@@ -120,6 +123,11 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._active: dict[asyncio.Task[None], WorkItem] = {}
+        #: Tasks started, by name (remote control's ``stats``).
+        self.total: Counter[str] = Counter()
+        #: The remote control, while the worker runs (None when ``worker_enable_remote_control`` is off).
+        self.control: RemoteControl | None = None
         #: Jobs of ``_running`` whose task has ended and that only store results, report and ack.
         self._finishing: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
@@ -176,6 +184,9 @@ class Worker:
         await self.pool.start()
         for mw in self.middleware:
             await mw.worker_start(self)
+        if self.app.conf.worker_enable_remote_control:
+            self.control = RemoteControl(self)
+            await self.control.start()
         self.log.info(
             "%s ready: pool=%s concurrency=%d queues=%s broker=%s",
             self.hostname,
@@ -235,7 +246,8 @@ class Worker:
         if loop is None:
             return
         if threading.get_ident() != self._thread:
-            loop.call_soon_threadsafe(self.request_stop, cold)
+            with contextlib.suppress(RuntimeError):  # its loop has closed: it has stopped already
+                loop.call_soon_threadsafe(self.request_stop, cold)
             return
         self._stop_level = max(self._stop_level + 1, 2 if cold else 1)
         fetching = self._fetching
@@ -253,6 +265,20 @@ class Worker:
             self._spawn(self.pool.stop(cold=True))
         self._stopped.set()
         self._slot_freed.set()
+
+    def waiting_items(self) -> list[WorkItem]:
+        """The fetched items not running yet (waiting for their ETA, a rate limit or a pool slot)."""
+        return list(self._waiting.values())
+
+    def active_items(self) -> list[WorkItem]:
+        """The items whose task runs in the pool now."""
+        return list(self._active.values())
+
+    def drop_waiting(self, item: WorkItem) -> None:
+        """Stop waiting to run ``item``, whose fate a command settled (revoked): it is settled so."""
+        for task, waiting in self._waiting.items():
+            if waiting is item:
+                task.cancel()
 
     @property
     def _where_broker(self) -> str:
@@ -275,6 +301,8 @@ class Worker:
                 self._cold.set()
                 await self.pool.stop(cold=True)
                 await asyncio.wait(pending, timeout=5)
+        if self.control is not None:
+            await self.control.stop()
         await self.pool.stop(cold=self._stop_level > 1)
         for mw in self.middleware:
             await mw.worker_stop(self)
@@ -412,6 +440,7 @@ class Worker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._waiting.pop(task, None)
         self._running.discard(task)
+        self._active.pop(task, None)
         self._finishing.discard(task)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
@@ -437,6 +466,10 @@ class Worker:
             await self._not_run(item)
             return
         except asyncio.CancelledError:
+            if item.fate is not Fate.RUN:  # settled while waiting (revoked by remote control)
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                await self._not_run(item)
+                return
             await writer.give_back([item.delivery])
             raise
         except Exception as exc:
@@ -454,6 +487,8 @@ class Worker:
         assert current is not None
         self._waiting.pop(current, None)
         self._running.add(current)
+        self._active[current] = item
+        self.total[item.task.name] += 1
         try:
             if not item.acks_late:
                 await writer.ack(item.delivery)
@@ -556,6 +591,7 @@ class Worker:
                 self.log.exception("Task %s[%s]: settling what waits on it failed", call.name, call.id)
 
     def _started(self, item: WorkItem) -> None:
+        item.time_start = time.time()
         for mw in self._hooked("on_start"):
             if mw.wants_start(self, item):
                 self._spawn(mw.on_start(self, item))

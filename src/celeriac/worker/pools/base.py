@@ -31,7 +31,8 @@ class Job:
 class Outcome:
     """How a run ended.
 
-    ``status`` is SUCCESS, FAILURE, RETRY, IGNORED or REJECTED (``celeriac.states``). ``exc`` is the
+    ``status`` is SUCCESS, FAILURE, RETRY, IGNORED, REJECTED or REVOKED (terminated by remote
+    control) (``celeriac.states``). ``exc`` is the
     exception for FAILURE/RETRY/REJECTED (a ``Retry`` for RETRY, a ``Reject`` for REJECTED);
     ``worker_lost`` is true when the process running the task died (``exc`` is a ``WorkerLostError``,
     or ``TimeLimitExceeded`` when the pool killed it). ``children`` are ids of tasks the run sent.
@@ -89,6 +90,15 @@ class Pool(abc.ABC):
 
     async def stop(self, cold: bool = False) -> None:  # noqa: B027 - optional hook
         """Stop; with ``cold``, stop running tasks too (processes are killed, others abandoned)."""
+
+    def pid_of(self, task_id: str) -> int | None:
+        """The pid of the process running ``task_id`` when it is not the worker's own, else None."""
+        return None
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the running ``task_id`` by sending ``signum`` to its process; False when it is not
+        running here or this pool cannot stop one task (threads and coroutines cannot be killed)."""
+        return False
 
     def info(self) -> dict[str, Any]:
         """What the pool reports about itself: its name, concurrency and busy slots."""

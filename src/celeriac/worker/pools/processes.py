@@ -32,6 +32,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.util  # its exit hook joins children: ours, registered later, runs first
+import os
 import signal
 import traceback
 import weakref
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import states
 from celeriac._exception_records import exception_from_dict
-from celeriac.exceptions import ConfigurationError, Retry, WorkerLostError
+from celeriac.exceptions import ConfigurationError, Retry, TaskRevokedError, WorkerLostError
 from celeriac.worker.pools._child import ExceptionRecord, child_main
 from celeriac.worker.pools.base import Job, Outcome, Pool
 from celeriac.worker.pools.threads import failure, limits, notify, settle, time_limit_outcome
@@ -405,6 +406,55 @@ class ProcessPool(Pool):
         child.detach()
         self._kill(child)
         settle(running.future, time_limit_outcome(limit, self._loop.time() - running.sent, killed=True))
+
+    def _running_child(self, task_id: str) -> _Child | None:
+        for child in self._children.values():
+            if child.running is not None and child.running.job.id == task_id:
+                return child
+        return None
+
+    def pid_of(self, task_id: str) -> int | None:
+        """The pid of the child running ``task_id``."""
+        child = self._running_child(task_id)
+        return child.pid if child is not None else None
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Signal the child running ``task_id`` and end its job as REVOKED (``TaskRevokedError``).
+
+        Children ignore SIGTERM and SIGINT (a worker's shutdown is the parent's business), so those two
+        become SIGKILL. The child is replaced if the signal ends it; if it survives the signal, its
+        outcome for this job is ignored and it takes the next job.
+        """
+        child = self._running_child(task_id)
+        if child is None or child.gone:
+            return False
+        assert self._loop is not None
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            signum = signal.SIGKILL
+        running = child.detach()
+        assert running is not None
+        logger.warning(
+            "%s[%s] terminated by remote control: sending %s to pool process %d",
+            running.job.name,
+            task_id,
+            signal.Signals(signum).name,
+            child.pid,
+        )
+        if signum == signal.SIGKILL:
+            child.leaving = True
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signum)
+        exc = TaskRevokedError("terminated")
+        settle(
+            running.future,
+            Outcome(
+                states.REVOKED,
+                exc=exc,
+                traceback="".join(traceback.format_exception_only(exc)),
+                runtime=self._loop.time() - running.sent,
+            ),
+        )
+        return True
 
     # -- stopping ------------------------------------------------------------------------------------
     def _kill(self, child: _Child) -> None:

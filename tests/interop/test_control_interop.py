@@ -1,0 +1,143 @@
+"""Remote control across the two implementations, on Redis and RabbitMQ: the real ``celery inspect`` /
+``celery control`` commands against a celeriac worker, and celeriac's ``app.control`` against a real
+``celery worker``. Node names are the test's own: the pidbox exchange is shared with other tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac import Celeriac, states
+from tests.interop.redis_fleet import ROOT, FleetProcess
+from tests.servers import service_missing
+
+pytestmark = pytest.mark.slow
+
+URLS = {
+    "redis": ("redis://127.0.0.1:6379/12", "redis://127.0.0.1:6379/12", 6379),
+    "amqp": ("amqp://guest:guest@127.0.0.1:5672//", "redis://127.0.0.1:6379/12", 5672),
+}
+
+
+@pytest.fixture(params=sorted(URLS))
+def env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    broker, backend, port = URLS[request.param]
+    for needed in {port, 6379}:
+        try:
+            socket.create_connection(("127.0.0.1", needed), timeout=1).close()
+        except OSError as exc:
+            service_missing(f"nothing answers on 127.0.0.1:{needed} ({exc})")
+    yield {**os.environ, "INTEROP_CONTROL_BROKER": broker, "INTEROP_CONTROL_BACKEND": backend}
+
+
+@pytest.fixture
+def client(env: dict[str, str]) -> Iterator[Celeriac]:
+    app = Celeriac(
+        "interop_control_client",
+        broker=env["INTEROP_CONTROL_BROKER"],
+        backend=env["INTEROP_CONTROL_BACKEND"],
+    )
+    yield app
+    app.close()
+
+
+def celery_cli(env: dict[str, str], *args: str) -> Any:
+    """Run ``celery -A tests.interop.celery_control_app <args> --json`` and read its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.interop.celery_control_app", *args, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def start(kind: str, env: dict[str, str], tmp_path: Path, queue: str, node: str) -> FleetProcess:
+    if kind == "celeriac":
+        args = [
+            sys.executable, "-m", "celeriac", "-A", "tests.interop.celeriac_control_app", "worker",
+            "-P", "threads", "-c", "1", "--prefetch-multiplier", "2", "-Q", queue, "-n", node,
+        ]  # fmt: skip
+    else:
+        args = [
+            sys.executable, "-m", "celery", "-A", "tests.interop.celery_control_app", "worker",
+            "-P", "threads", "-c", "1", "-Q", queue, "-n", node,
+            "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info",
+        ]  # fmt: skip
+    return FleetProcess(kind, args, tmp_path / f"{kind}.log", env).start()
+
+
+def answering(client: Celeriac, node: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.control.inspect([node], timeout=0.5).ping():
+        assert time.monotonic() < deadline, f"{node} never answered a ping"
+
+
+def test_celerys_commands_inspect_and_revoke_on_a_celeriac_worker(
+    env: dict[str, str], client: Celeriac, tmp_path: Path
+) -> None:
+    queue, node = f"ctl-{uuid.uuid4().hex[:8]}", f"celeriac-{uuid.uuid4().hex[:6]}@interop"
+    worker = start("celeriac", env, tmp_path, queue, node)
+    try:
+        answering(client, node)
+        assert celery_cli(env, "inspect", "ping", "-d", node) == {node: {"ok": "pong"}}
+        registered = celery_cli(env, "inspect", "registered", "-d", node)
+        assert registered == {node: ["interop.control.nap"]}
+        running = client.send_task("interop.control.nap", (8,), queue=queue)
+        held = client.send_task("interop.control.nap", (0,), queue=queue)
+        deadline = time.monotonic() + 20
+        while not (client.control.inspect([node]).active() or {}).get(node):
+            assert time.monotonic() < deadline, worker.text()
+        [active] = celery_cli(env, "inspect", "active", "-d", node)[node]
+        assert active["id"] == running.id and active["name"] == "interop.control.nap"
+        assert active["args"] == [8] and active["hostname"] == node
+        stats = celery_cli(env, "inspect", "stats", "-d", node)[node]
+        assert stats["pool"]["max-concurrency"] == 1 and stats["pid"] == worker.proc.pid  # type: ignore[union-attr]
+        revoked = celery_cli(env, "control", "revoke", held.id, "-d", node)
+        assert revoked == [{node: {"ok": f"tasks { ({held.id})!r} flagged as revoked"}}]
+        assert held.state == states.REVOKED
+        terminated = celery_cli(env, "control", "terminate", "SIGTERM", running.id, "-d", node)
+        assert terminated == [{node: {"ok": "terminate: tasks unknown"}}]  # a threads pool cannot stop it
+    finally:
+        worker.stop()
+
+
+def test_celeriac_inspects_a_celery_worker(env: dict[str, str], client: Celeriac, tmp_path: Path) -> None:
+    queue, node = f"ctl-{uuid.uuid4().hex[:8]}", f"celery-{uuid.uuid4().hex[:6]}@interop"
+    worker = start("celery", env, tmp_path, queue, node)
+    try:
+        answering(client, node)
+        inspect = client.control.inspect([node])
+        assert inspect.ping() == {node: {"ok": "pong"}}
+        shell = subprocess.run(
+            [sys.executable, "-m", "celeriac", "-A", "tests.interop.celeriac_control_app", "inspect", "ping",
+             "-d", node, "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert json.loads(shell.stdout) == {node: {"ok": "pong"}}, shell.stderr
+        assert inspect.registered() == {node: ["interop.control.nap"]}
+        running = client.send_task("interop.control.nap", (5,), queue=queue)
+        deadline = time.monotonic() + 20
+        while not (inspect.active() or {}).get(node):
+            assert time.monotonic() < deadline, worker.text()
+        [active] = inspect.active()[node]  # type: ignore[index]
+        assert active["id"] == running.id
+        assert inspect.stats()[node]["pool"]["max-concurrency"] == 1  # type: ignore[index]
+        assert client.control.broadcast("no_such_cmd", destination=[node], reply=True) == [
+            {node: {"error": "KeyError('no_such_cmd')"}}
+        ]
+    finally:
+        worker.stop()
