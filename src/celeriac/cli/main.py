@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--prefetch-multiplier", type=int)
     worker.add_argument("--shutdown-timeout", type=float, help="seconds a warm shutdown waits")
     worker.add_argument(
+        "-E",
+        "--task-events",
+        action="store_true",
+        default=None,
+        help="send task events, for Flower and `celeriac events` (worker_send_task_events)",
+    )
+    worker.add_argument("--heartbeat-interval", type=float, help="seconds between worker heartbeats (2)")
+    worker.add_argument("--without-heartbeat", action="store_true", help="send no worker heartbeats")
+    worker.add_argument(
         "--processes",
         type=_count,
         default=1,
@@ -115,6 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped."""
     # The worker (consumer, middleware, pools) loads for the command that runs one, not for every command.
     from celeriac.worker import Worker
+    from celeriac.worker.events import HEARTBEAT_INTERVAL
 
     app = _load_app(args)
     conf = app.conf
@@ -135,6 +145,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_memory_per_child=args.max_memory_per_child,
         prefetch_multiplier=args.prefetch_multiplier,
         shutdown_timeout=args.shutdown_timeout,
+        task_events=args.task_events,
+        heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above
