@@ -187,3 +187,12 @@ def test_task_events_are_batched_as_task_multi(app: Celeriac) -> None:
     assert len(batched.of("task-received")) == 60
     assert not [e for e in workers.events if e["type"].startswith("task-")]
     assert {e["type"] for e in workers.events} >= {"worker-online", "worker-offline"}
+
+
+def test_a_client_sends_task_sent_when_asked(app: Celeriac) -> None:
+    app.conf.task_send_sent_event = True
+    with Listener(app) as seen:
+        result = app.send_task("add", [4, 5], queue="nowhere", countdown=60)
+        event = seen.wait_for("task-sent", uuid=result.id)
+    assert event["name"] == "add" and event["args"] == "(4, 5)" and event["queue"] == "nowhere"
+    assert event["hostname"].startswith("gen") and event["eta"] is not None and event["retries"] == 0
