@@ -3,16 +3,21 @@
 * Celery's own ``EventReceiver`` and ``events.State`` (what Flower and ``celery events`` run) read a
   ``celeriac worker -E``: the worker is online while it beats, its tasks have Celery's states, results
   and runtimes, and it is offline once it stops.
+* The real Flower lists our worker and our tasks through its HTTP API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +30,7 @@ from celeriac import Celeriac
 from tests.interop import celeriac_redis_app
 from tests.interop import redis_fleet_tasks as tasks
 from tests.interop.conftest import close_celery, require_redis
-from tests.interop.redis_fleet import FleetProcess, Space
+from tests.interop.redis_fleet import ROOT, FleetProcess, Space
 
 #: db 11 is this module's: events are pub/sub on it, seen by whoever listens there.
 REDIS = "redis://127.0.0.1:6379/11"
@@ -146,3 +151,88 @@ def test_celerys_receiver_and_state_follow_a_celeriac_worker(
         eventually(lambda: celery.of("worker-offline", hostname=node), what="worker-offline")
         with celery._lock:
             assert not celery.state.workers[node].alive
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_flower_lists_a_celeriac_worker_and_its_tasks(space: Space, ours: Celeriac, tmp_path: Path) -> None:
+    queue, node = space.name("events"), f"fl-{uuid.uuid4().hex[:6]}@interop"
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    flower_log = tmp_path / "flower.log"
+    with flower_log.open("wb") as out:
+        flower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                f"--broker={REDIS}",
+                "flower",
+                f"--port={port}",
+                "--address=127.0.0.1",
+            ],
+            cwd=ROOT,
+            env={**ENV, "FLOWER_UNAUTHENTICATED_API": "true"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = celeriac_worker(queue, node, tmp_path / "worker.log", "-E")
+
+    def answering() -> bool:
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            urllib.request.urlopen(f"{base}/healthcheck", timeout=2).close()
+            return True
+        assert flower.poll() is None, flower_log.read_text()
+        return False
+
+    try:
+        eventually(answering, 30, "Flower to answer")
+        time.sleep(1.0)  # its event receiver subscribes beside the web server
+        worker.start()
+        ledger = space.name("ledger")
+        results = [ours.send_task(tasks.WORK, [ledger, n], queue=queue) for n in range(5)]
+        failed = ours.send_task(tasks.FAIL, ["ValueError", "flower sees this"], queue=queue)
+        assert [r.get(timeout=20) for r in results] == list(range(5))
+        with pytest.raises(ValueError):
+            failed.get(timeout=20)
+        for r in [*results, failed]:
+            space.track(r.id)
+
+        def listed() -> dict[str, Any]:
+            found: dict[str, Any] = _get(f"{base}/api/tasks?workername={node}")
+            return found if len(found) == 6 and found[failed.id]["state"] == "FAILURE" else {}
+
+        found = eventually(listed, 30, "Flower to list our six tasks")
+        for n, r in enumerate(results):
+            task = found[r.id]
+            assert (task["state"], task["name"], task["worker"]) == ("SUCCESS", tasks.WORK, node)
+            assert task["result"] == str(n) and task["runtime"] >= 0
+            assert task["received"] and task["started"] and task["succeeded"]
+        assert found[failed.id]["exception"] == "ValueError('flower sees this')"
+        info = _get(f"{base}/api/task/info/{results[0].id}")
+        assert info["state"] == "SUCCESS" and info["worker"] == node
+        assert _get(f"{base}/api/workers?status=1").get(node) is True
+        workers = {w["hostname"]: w for w in _get(f"{base}/workers?json=1")["data"]}
+        ours_there = workers[node]
+        assert ours_there["status"] is True and ours_there["sw_ident"] == "py-celeriac"
+        assert ours_there["task-succeeded"] == 5 and ours_there["task-failed"] == 1
+        assert ours_there["task-received"] == 6
+    finally:
+        worker.stop()
+        flower.terminate()
+        try:
+            flower.wait(10)
+        except subprocess.TimeoutExpired:
+            flower.kill()
+            flower.wait(10)
