@@ -3,6 +3,7 @@
 * Celery's own ``EventReceiver`` and ``events.State`` (what Flower and ``celery events`` run) read a
   ``celeriac worker -E``: the worker is online while it beats, its tasks have Celery's states, results
   and runtimes, and it is offline once it stops.
+* ``celeriac events --dump`` prints the events of a real ``celery worker -E``.
 * The real Flower lists our worker and our tasks through its HTTP API.
 """
 
@@ -27,7 +28,7 @@ import pytest
 from celery import Celery  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
-from tests.interop import celeriac_redis_app
+from tests.interop import celeriac_redis_app, celery_redis_app
 from tests.interop import redis_fleet_tasks as tasks
 from tests.interop.conftest import close_celery, require_redis
 from tests.interop.redis_fleet import ROOT, FleetProcess, Space
@@ -151,6 +152,50 @@ def test_celerys_receiver_and_state_follow_a_celeriac_worker(
         eventually(lambda: celery.of("worker-offline", hostname=node), what="worker-offline")
         with celery._lock:
             assert not celery.state.workers[node].alive
+
+
+def test_celeriac_events_dump_prints_a_celery_workers_events(space: Space, tmp_path: Path) -> None:
+    queue, node = space.name("events"), f"cy-{uuid.uuid4().hex[:6]}@interop"
+    dump_log = tmp_path / "dump.log"
+    with dump_log.open("wb") as out:
+        dump = subprocess.Popen(
+            [sys.executable, "-m", "celeriac", "-b", REDIS, "events", "--dump"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    args = [
+        sys.executable, "-m", "celery", "-A", "tests.interop.celery_redis_app", "worker",
+        "-P", "threads", "-c", "2", "-Q", queue, "-n", node, "-E",
+        "--without-gossip", "--without-mingle", "-l", "info",
+    ]  # fmt: skip
+    celery_worker = FleetProcess("celery", args, tmp_path / "celery.log", ENV)
+    client = celery_redis_app.build(REDIS)
+    try:
+        eventually(lambda: "listening" in dump_log.read_text(), what="the dump to listen")
+        celery_worker.start()
+        result = client.send_task(tasks.WORK, [space.name("ledger"), 3], queue=queue)
+        assert result.get(timeout=20) == 3
+        space.track(result.id)
+
+        def lines() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in dump_log.read_text().splitlines() if line.startswith("{")]
+
+        eventually(
+            lambda: [e for e in lines() if e["type"] == "task-succeeded" and e["uuid"] == result.id],
+            what="task-succeeded in the dump",
+        )
+        seen = {e["type"] for e in lines() if e["hostname"] == node}
+        assert {"worker-online", "task-received", "task-started", "task-succeeded"} <= seen
+        [succeeded] = [e for e in lines() if e["type"] == "task-succeeded" and e["uuid"] == result.id]
+        assert succeeded["result"] == "3" and succeeded["runtime"] >= 0
+    finally:
+        celery_worker.stop()
+        dump.terminate()
+        dump.wait(10)
+        close_celery(client)
 
 
 def _free_port() -> int:

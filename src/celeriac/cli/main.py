@@ -1,4 +1,4 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, demo."""
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, events, demo."""
 
 from __future__ import annotations
 
@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show queue sizes and dead letters")
     status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
+
+    events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
+    events.add_argument("--dump", action="store_true", help="print each event as a line of JSON")
+    events.add_argument("--freq", type=float, default=1.0, help="seconds between redraws (1)")
 
     demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
     demo.add_argument("-n", "--tasks", type=int, default=100)
@@ -287,6 +291,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """``celeriac events``: follow the events on the broker (of ``-A``'s app, or ``-b`` alone)."""
+    from celeriac.cli.events import watch  # loaded for this command only
+
+    if args.app:
+        app = _load_app(args)
+    else:
+        from celeriac.app import Celeriac  # no app needed: the broker is all events need
+
+        app = Celeriac("events", broker=args.broker)
+    return watch(app, dump=args.dump, freq=args.freq)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -296,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "result": cmd_result,
         "purge": cmd_purge,
         "status": cmd_status,
+        "events": cmd_events,
     }
     try:
         if args.command == "demo":
