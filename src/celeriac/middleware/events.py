@@ -23,8 +23,13 @@ if TYPE_CHECKING:
     from celeriac.worker.worker import Worker
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _repr(value: Any) -> str:
+    # Most results are small and plain: their repr is cheap and short (safe_repr walks containers).
+    if value is None or type(value) in (int, bool, float):
+        return repr(value)
+    if type(value) is str and len(value) <= 100:  # even escaped, within safe_repr's 1024
+        return repr(value)
+    return safe_repr(value)
 
 
 class Events(Middleware):
@@ -55,26 +60,25 @@ class Events(Middleware):
                 call.eta is not None and (call.eta - now).total_seconds() > horizon
             ):
                 continue
-            events.task(
-                "task-received",
-                uuid=call.id,
-                name=call.name,
-                args=call.argsrepr if call.argsrepr is not None else safe_repr(tuple(call.args)),
-                kwargs=call.kwargsrepr if call.kwargsrepr is not None else safe_repr(call.kwargs),
-                root_id=call.root_id,
-                parent_id=call.parent_id,
-                retries=call.retries,
-                eta=_iso(call.eta),
-                expires=_iso(call.expires),
+            events.received(
+                call,
+                call.argsrepr if call.argsrepr is not None else safe_repr(tuple(call.args)),
+                call.kwargsrepr if call.kwargsrepr is not None else safe_repr(call.kwargs),
             )
 
     def wants_start(self, worker: Worker, item: WorkItem) -> bool:
-        """Only while task events are on."""
-        return worker.events.enabled
+        """Send ``task-started``, here and now; wants no ``on_start`` coroutine.
+
+        The worker asks this at the moment the task starts, on its loop: queueing the event here costs a
+        dict, where ``on_start`` would cost an asyncio task per message.
+        """
+        events = worker.events
+        if events.enabled:
+            events.started(item.call.id)
+        return False
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
-        """``task-started``."""
-        worker.events.task("task-started", uuid=item.call.id)
+        """Never called (``wants_start`` says False); overridden so that the worker asks ``wants_start``."""
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
         """``task-succeeded``, ``-failed``, ``-retried``, or ``-rejected`` (a ``Reject``, or a run that does
@@ -87,7 +91,7 @@ class Events(Middleware):
         if item.fate is Fate.REQUEUE:
             events.task("task-rejected", uuid=uuid, requeue=True)
         elif status == states.SUCCESS:
-            events.task("task-succeeded", uuid=uuid, result=safe_repr(outcome.value), runtime=outcome.runtime)
+            events.succeeded(uuid, _repr(outcome.value), outcome.runtime)
         elif status == states.FAILURE:
             events.task("task-failed", uuid=uuid, exception=safe_repr(exc), traceback=outcome.traceback or "")
         elif status == states.RETRY:
