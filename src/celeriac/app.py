@@ -440,6 +440,10 @@ class Celeriac:
                 await broker.publish_many(items)
                 if signals.after_task_publish.has_receivers():
                     announce(signals.after_task_publish, items)
+                if self.conf.task_send_sent_event:
+                    from celeriac.events.sent import send_task_sent  # loaded for the clients that send them
+
+                    await send_task_sent(broker, items)
                 return
             except (ConnectionError, OSError) as exc:
                 if attempt == len(delays):

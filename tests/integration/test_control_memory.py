@@ -189,7 +189,10 @@ def test_limits_queues_and_pool_commands(app: Celeriac) -> None:
         assert worker.queues == ["celery"]
         assert one("pool_grow", n=1)["error"].startswith("NotImplementedError(")
         assert one("enable_events") == {"ok": "task events enabled"}
+        assert worker.events.enabled
+        assert one("enable_events") == {"ok": "task events already enabled"}
         assert one("disable_events") == {"ok": "task events disabled"}
+        assert not worker.events.enabled
 
 
 def test_unknown_commands_and_bad_messages_leave_the_worker_serving(app: Celeriac) -> None:

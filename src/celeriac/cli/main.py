@@ -1,4 +1,4 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, demo."""
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, demo."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--prefetch-multiplier", type=int)
     worker.add_argument("--shutdown-timeout", type=float, help="seconds a warm shutdown waits")
     worker.add_argument(
+        "-E",
+        "--task-events",
+        action="store_true",
+        default=None,
+        help="send task events, for Flower and `celeriac events` (worker_send_task_events)",
+    )
+    worker.add_argument("--heartbeat-interval", type=float, help="seconds between worker heartbeats (2)")
+    worker.add_argument("--without-heartbeat", action="store_true", help="send no worker heartbeats")
+    worker.add_argument(
         "--processes",
         type=_count,
         default=1,
@@ -92,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
 
     add_control_parsers(sub)
+    events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
+    events.add_argument("--dump", action="store_true", help="print each event as a line of JSON")
+    events.add_argument("--freq", type=float, default=1.0, help="seconds between redraws (1)")
 
     demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
     demo.add_argument("-n", "--tasks", type=int, default=100)
@@ -119,6 +131,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped."""
     # The worker (consumer, middleware, pools) loads for the command that runs one, not for every command.
     from celeriac.worker import Worker
+    from celeriac.worker.events import HEARTBEAT_INTERVAL
 
     app = _load_app(args)
     conf = app.conf
@@ -139,6 +152,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_memory_per_child=args.max_memory_per_child,
         prefetch_multiplier=args.prefetch_multiplier,
         shutdown_timeout=args.shutdown_timeout,
+        task_events=args.task_events,
+        heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above
@@ -289,6 +304,19 @@ def cmd_control(args: argparse.Namespace) -> int:
     return run_control(args, _load_app(args))
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """``celeriac events``: follow the events on the broker (of ``-A``'s app, or ``-b`` alone)."""
+    from celeriac.cli.events import watch  # loaded for this command only
+
+    if args.app:
+        app = _load_app(args)
+    else:
+        from celeriac.app import Celeriac  # no app needed: the broker is all events need
+
+        app = Celeriac("events", broker=args.broker)
+    return watch(app, dump=args.dump, freq=args.freq)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -300,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "inspect": cmd_control,
         "control": cmd_control,
+        "events": cmd_events,
     }
     try:
         if args.command == "demo":

@@ -8,12 +8,23 @@ from celeriac.middleware.base import Fate, Middleware, Skip, WorkItem
 def default_middleware() -> list[Middleware]:
     """A new instance of each middleware a worker runs by default, in the order their hooks run."""
     from celeriac.middleware.continuation import Continuation
+    from celeriac.middleware.events import Events
     from celeriac.middleware.results import Results
     from celeriac.middleware.retries import Retries
     from celeriac.middleware.scheduling import Eta, Expiry, RateLimits, Revocation
     from celeriac.middleware.signals import Signals
 
-    return [Expiry(), Revocation(), Signals(), Eta(), RateLimits(), Retries(), Results(), Continuation()]
+    return [
+        Expiry(),
+        Revocation(),
+        Signals(),
+        Eta(),
+        RateLimits(),
+        Retries(),
+        Results(),
+        Continuation(),
+        Events(),
+    ]
 
 
 __all__ = ["Fate", "Middleware", "Skip", "WorkItem", "default_middleware"]

@@ -182,23 +182,22 @@ def cancel_consumer(state: ControlState, queue: str, **_: Any) -> dict[str, str]
 
 @control_commands.control_command()
 def enable_events(state: ControlState, **_: Any) -> dict[str, str]:
-    """Turn task events on (recorded; the events themselves come with the events feature)."""
-    if state.events:
+    """Turn task events on (``-E`` at run time)."""
+    if not state.worker.events.enable():
         return _ok("task events already enabled")
-    state.events = True
     return _ok("task events enabled")
 
 
 @control_commands.control_command()
 def disable_events(state: ControlState, **_: Any) -> dict[str, str]:
     """Turn task events off."""
-    if not state.events:
+    if not state.worker.events.disable():
         return _ok("task events already disabled")
-    state.events = False
     return _ok("task events disabled")
 
 
 @control_commands.control_command()
 def heartbeat(state: ControlState, **_: Any) -> None:
-    """Celery's heartbeat request (answered with nothing until events exist)."""
+    """Celery's heartbeat request: send a ``worker-heartbeat`` event now (no reply, as in Celery)."""
+    state.worker.events.heartbeat()
     return None

@@ -55,7 +55,6 @@ class ControlState:
         self.hostname = worker.hostname
         self.clock = 0
         self.started = time.time()
-        self.events = bool(worker.app.conf.worker_send_task_events)
 
     def tick(self, seen: int = 0) -> int:
         """Advance the Lamport clock past ``seen`` (a sender's clock) and return it."""

@@ -28,6 +28,7 @@ from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middle
 from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
 from celeriac.worker.control import RemoteControl
+from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents
 from celeriac.worker.pools import pool_class
 from celeriac.worker.pools.base import Outcome, Pool
 from celeriac.worker.writer import Writer
@@ -52,6 +53,10 @@ class Worker:
     ``broker`` and ``backend`` are the connections of the running worker: None until ``arun`` makes
     them (``backend`` stays None when results are disabled). ``stats`` counts messages by how they
     ended.
+
+    ``task_events`` (default: ``worker_send_task_events``) sends Celery's task events, as ``-E`` does;
+    worker events (online, a heartbeat every ``heartbeat_interval`` seconds, offline) go out whenever the
+    broker can broadcast (0 or None: no heartbeats).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class Worker:
         middleware: Sequence[Middleware] | None = None,
         fetch_timeout: float = 1.0,
         wedge_timeout: float | None = None,
+        task_events: bool | None = None,
+        heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
     ) -> None:
         self.app = app
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
@@ -134,6 +141,12 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self.ready = asyncio.Event()
+        #: Events (``celeriac.worker.events``): ``events.enable()``/``disable()`` switch task events.
+        self.events = WorkerEvents(
+            self.hostname,
+            task_events=conf.worker_send_task_events if task_events is None else task_events,
+            heartbeat_interval=heartbeat_interval,
+        )
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
     @property
