@@ -7,7 +7,7 @@ events); ``send_batched`` gathers events into a list sent as one message with ro
 loop publishes what gathered since its last round (Celery flushes on the next turn of its loop too), so a
 busy worker sends one broadcast per many task events (up to ``max_batch``) rather than one per event.
 
-Events are fire and forget, as in Celery: a broker that cannot broadcast (SQL, for now) switches the
+Events are fire and forget, as in Celery: a broker that cannot broadcast (a plug-in without it) switches the
 dispatcher off with one warning; one that is unreachable costs the events of that moment, logged once
 per outage; what waits is bounded (``max_pending`` events), the oldest dropped first.
 """
