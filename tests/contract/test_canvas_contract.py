@@ -8,6 +8,8 @@ Every ``get`` has a timeout: a workflow that never ends fails the test instead o
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,7 +73,15 @@ class Flow:
         def count(values: list[Any]) -> int:
             return len(values)
 
-        self.fan_out, self.count = fan_out, count
+        self.runs: Counter[int] = Counter()
+
+        @app.task(name="canvas.counted")
+        def counted(x: int) -> int:
+            with lock:
+                self.runs[x] += 1
+            return x
+
+        self.fan_out, self.count, self.counted = fan_out, count, counted
 
         self.add, self.total, self.boom, self.ident, self.on_error, self.replaced = (
             add,
@@ -217,9 +227,43 @@ def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
             result.get(timeout=0.5)
 
 
-def _eventually(check: Any, timeout: float = T) -> None:
-    import time
+def test_a_follow_up_that_cannot_be_sent_fails_alone_and_never_reruns_its_task(flow: Flow) -> None:
+    add, counted = flow.add, flow.counted
+    unsendable = add.s(1).set(priority=999)  # out of range: no retry can send it
+    unsendable.link_error(flow.on_error.s())
+    callback_id = unsendable.freeze().id
+    assert callback_id is not None
+    linked = counted.s(5)
+    linked.link(unsendable)
+    assert linked.apply_async().get(timeout=T) == 5
+    with pytest.raises(ValueError, match="priority"):
+        flow.app.AsyncResult(callback_id).get(timeout=T)
+    _eventually(lambda: flow.errbacks == [callback_id])  # the failed follow-up's own errback ran
 
+    chained = (counted.s(6) | add.s(1).set(priority=999) | add.s(2)).apply_async()
+    with pytest.raises(ValueError, match="priority"):
+        chained.get(timeout=T)  # the step after the unsendable one fails too: nobody waits forever
+    with pytest.raises(ValueError, match="priority"):
+        chorded = chord([counted.s(7), counted.s(8)], flow.total.s().set(priority=999)).apply_async()
+        chorded.get(timeout=T)
+    time.sleep(0.5)  # a run again, if any, would come now
+    assert flow.runs == {5: 1, 6: 1, 7: 1, 8: 1}
+
+
+def test_options_celery_keeps_in_embedded_signatures_are_ignored(flow: Flow) -> None:
+    follow = flow.total.si([9])
+    follow["options"].update(immutable=True, on_signature=None, stamp="x")  # as Celery's messages carry
+    step = flow.add.s(1)
+    step["options"]["immutable"] = False
+    linked = flow.counted.s(9)
+    linked.link(follow)
+    assert (linked | step).apply_async().get(timeout=T) == 10
+    _eventually(lambda: flow.bodies == [[9]])
+    with pytest.raises(TypeError, match="unexpected option 'stamp'"):
+        flow.add.s(1, 1).apply_async(stamp="x")  # a caller's own unknown option is still a typo
+
+
+def _eventually(check: Any, timeout: float = T) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -237,9 +237,14 @@ class Signature(dict[str, Any]):
         return result
 
     async def _asend(
-        self, args: Sequence[Any], kwargs: dict[str, Any] | None, options: dict[str, Any]
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+        *,
+        lenient: bool = False,
     ) -> ResultNode:
-        plan = Plan()
+        plan = Plan(lenient=lenient)
         result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
         await self._app()._asend_plan(plan, result)
         return result
@@ -289,6 +294,17 @@ def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
     if isinstance(value, dict):
         return Signature.from_dict(value, app=app)
     raise TypeError(f"expected a signature, got {type(value).__name__}: {value!r}")
+
+
+async def asend_follow_up(sig: Signature, args: Sequence[Any] = (), **options: Any) -> ResultNode:
+    """Send a signature that travelled inside a message (a callback, an errback, a chain's next step, a
+    chord's body), as a worker does when a task ends; its result handle.
+
+    Unlike ``apply_async``, which refuses an option it does not know (a typo in the caller's code), option
+    names that Celery keeps in such signatures and celeriac has no use for (``immutable``, ``stamp``,
+    ``on_signature``...) are ignored, as Celery ignores them.
+    """
+    return await sig._asend(args, None, options, lenient=True)
 
 
 class _Composite(Signature, Generic[_ResultT]):
