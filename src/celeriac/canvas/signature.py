@@ -99,25 +99,46 @@ class Signature(dict[str, Any]):
         """The task's name, as the embedded form keeps it under ``task``."""
         return str(self["task"])
 
+    # The parts are the signature's own, not copies: task code changes them in place, as with Celery's
+    # (``sig.args = ...``, ``sig.kwargs["x"] = 1``, ``sig.options["queue"] = ...``).
     @property
     def args(self) -> list[Any]:
-        """A copy of the positional arguments it has so far."""
-        return list(self["args"])
+        """The positional arguments it has so far (its own list: changes stay)."""
+        args = self["args"]
+        if not isinstance(args, list):
+            args = self["args"] = list(args)
+        return args
+
+    @args.setter
+    def args(self, value: Sequence[Any]) -> None:
+        self["args"] = list(value)
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        """A copy of the keyword arguments it has so far."""
-        return dict(self["kwargs"])
+        """The keyword arguments it has so far (its own dict: changes stay)."""
+        return self["kwargs"]  # type: ignore[no-any-return]
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any]) -> None:
+        self["kwargs"] = dict(value)
 
     @property
     def options(self) -> dict[str, Any]:
-        """A copy of its send options (``queue``, ``countdown``, ``link``, ``task_id``...)."""
-        return dict(self["options"])
+        """Its send options (``queue``, ``countdown``, ``link``, ``task_id``...; its own dict: changes stay)."""
+        return self["options"]  # type: ignore[no-any-return]
+
+    @options.setter
+    def options(self, value: dict[str, Any]) -> None:
+        self["options"] = dict(value)
 
     @property
     def immutable(self) -> bool:
         """Whether it ignores the arguments a parent passes (``.si()``, ``clone``)."""
         return bool(self["immutable"])
+
+    @immutable.setter
+    def immutable(self, value: bool) -> None:
+        self["immutable"] = bool(value)
 
     @property
     def subtask_type(self) -> str | None:
