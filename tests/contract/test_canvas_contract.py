@@ -74,6 +74,14 @@ class Flow:
             return len(values)
 
         self.runs: Counter[int] = Counter()
+        self.new_style: list[tuple[str | None, str, bool]] = []
+
+        @app.task(name="canvas.on_error_new")
+        def on_error_new(request: Any, exc: BaseException, traceback: str | None) -> None:
+            with lock:
+                self.new_style.append((request.id, repr(exc), "boom" in (traceback or "")))
+
+        self.on_error_new = on_error_new
 
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
@@ -225,6 +233,24 @@ def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
         result = sig.clone().apply_async()
         with pytest.raises(TimeoutError):
             result.get(timeout=0.5)
+
+
+def test_new_style_errbacks_get_the_request_the_error_and_the_traceback(flow: Flow) -> None:
+    bad = flow.boom.s(1)
+    bad.link_error(flow.on_error_new.s())
+    bad.link_error(flow.on_error.s())  # an old-style one beside it still gets the task's id
+    result = bad.apply_async()
+    with pytest.raises(ValueError):
+        result.get(timeout=T)
+    _eventually(lambda: flow.new_style == [(result.id, "ValueError('boom')", True)])
+    _eventually(lambda: flow.errbacks == [result.id])
+    body = flow.total.s()
+    body.link_error(flow.on_error_new.s())
+    chorded = chord([flow.boom.s()], body).apply_async()
+    with pytest.raises(ChordError):
+        chorded.get(timeout=T)
+    _eventually(lambda: len(flow.new_style) == 2)
+    assert flow.new_style[1][0] == chorded.id and flow.new_style[1][1].startswith("ChordError(")
 
 
 def test_a_follow_up_that_cannot_be_sent_fails_alone_and_never_reruns_its_task(flow: Flow) -> None:

@@ -124,7 +124,7 @@ class Signature(dict[str, Any]):
 
     @property
     def options(self) -> dict[str, Any]:
-        """Its send options (``queue``, ``countdown``, ``link``, ``task_id``...; its own dict: changes stay)."""
+        """Its send options (``queue``, ``countdown``, ``link``, ``task_id``...; its own: changes stay)."""
         return self["options"]  # type: ignore[no-any-return]
 
     @options.setter

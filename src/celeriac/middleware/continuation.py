@@ -21,7 +21,9 @@ The error model, one for every primitive:
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
 import weakref
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
+from celeriac._request import Context, request_fields
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
 from celeriac.canvas import Signature, asend_follow_up, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError
@@ -59,7 +62,8 @@ class Continuation(Middleware):
         if outcome.status == states.SUCCESS:
             await succeeded(worker, item.call, outcome.value)
         elif outcome.status in (states.FAILURE, states.REVOKED):
-            await failed(worker, item.call, outcome.status, outcome.exc or Exception("failed"))
+            exc = outcome.exc or Exception("failed")
+            await failed(worker, item.call, outcome.status, exc, traceback=outcome.traceback)
 
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
         """Settle what depended on a task that will never run, as for one that failed."""
@@ -80,14 +84,26 @@ async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
         await _count(worker, _Member.of(call), states.SUCCESS, value)
 
 
-async def failed(worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
-    """Settle what depended on a task that failed, was revoked, or will never run."""
+async def failed(
+    worker: Worker, call: TaskCall, status: str, exc: BaseException, *, traceback: str | None = None
+) -> None:
+    """Settle what depended on a task that failed, was revoked, or will never run.
+
+    Its errbacks run as Celery runs them: one whose function takes more than one positional argument (and
+    is not bound) is a new-style errback, called here, in the worker, with ``(request, exc, traceback)``;
+    any other is sent as a task with the failed task's id.
+    """
 
     app = worker.app
     for data in call.errbacks or ():
-        await _follow(
-            worker, call, "errback", data, (call.id,), parent_id=call.id, root_id=call.root_id or call.id
-        )
+        errback = _new_style(worker, data)
+        if errback is not None:
+            request = Context(**request_fields(call, worker.hostname))
+            await _call_errback(worker, request, errback, exc, traceback)
+        else:
+            await _follow(
+                worker, call, "errback", data, (call.id,), parent_id=call.id, root_id=call.root_id or call.id
+            )
     for data in reversed(call.chain or ()):  # in the order they would have run
         await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
     if call.chord and call.group_id:
@@ -110,6 +126,41 @@ class _Member:
     def of(cls, call: TaskCall) -> _Member:
         assert call.chord is not None and call.group_id is not None
         return cls(call.id, call.group_id, call.group_index, call.chord, call.root_id or call.id)
+
+
+def _new_style(worker: Worker, data: Any) -> Signature | None:
+    """The errback ``data`` names when it is new-style (Celery's test: its task is known here, is not
+    bound, and its function takes more than one positional argument, or ``*args``); None otherwise."""
+    try:
+        sig = maybe_signature(data, worker.app)
+    except (TypeError, ValueError):
+        return None  # sending it fails, and says so (``_follow``)
+    task = worker.app.tasks.get(sig.name)
+    if task is None or task.bind:
+        return None
+    spec = inspect.getfullargspec(task.fn)
+    return sig if spec.varargs or len(spec.args) > 1 else None
+
+
+async def _call_errback(
+    worker: Worker, request: Context, errback: Signature, exc: BaseException, traceback: str | None
+) -> None:
+    """Call a new-style errback with the failed task's request, its error and traceback (an ``async def``
+    one awaited, any other in a thread, so the worker's loop goes on); what it raises is logged."""
+    request.called_directly = False
+    try:
+        value = await asyncio.to_thread(errback, request, exc, traceback)
+        if inspect.isawaitable(value):
+            await value
+    except Exception as error:
+        worker.log.error(
+            "Task %s[%s]: its errback %s raised %s",
+            request.task,
+            request.id,
+            errback,
+            describe(error),
+            exc_info=error,
+        )
 
 
 async def _follow(
@@ -197,6 +248,21 @@ async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException,
             await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
         if run_errbacks and task_id:
             for data in options.get("link_error") or ():
+                errback = _new_style(worker, data)
+                if errback is not None:
+                    request = Context(
+                        id=task_id,
+                        task=task.name,
+                        args=task.args,
+                        kwargs=task.kwargs,
+                        group=options.get("group_id"),
+                        group_index=options.get("group_index"),
+                        root_id=options.get("root_id"),
+                        parent_id=options.get("parent_id"),
+                        hostname=worker.hostname,
+                    )
+                    await _call_errback(worker, request, errback, exc, None)
+                    continue
                 await _follow(
                     worker, f"Task {task['task']}[{task_id}]", "errback", data, (task_id,), parent_id=task_id
                 )
