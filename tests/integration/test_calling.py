@@ -57,6 +57,74 @@ def test_request_context_children_and_parent_ids(celeriac_app):
         assert kids[0].get(timeout=10) == 5
 
 
+def test_request_context_has_every_field_of_celerys(celeriac_app):
+    @celeriac_app.task(bind=True, soft_time_limit=7)
+    def look(self):
+        request = self.request
+        return {
+            "limits": [request.time_limit, request.soft_time_limit, list(request.timelimit)],
+            "reply_to": request.reply_to,
+            "correlation_id": request.correlation_id,
+            "properties": sorted(request.properties),
+            "nesting": request.replaced_task_nesting,
+            "stamps": [request.stamped_headers, request.stamps],
+            "group": [request.group, request.group_index, request.taskset],
+            "origin": request.origin,
+            "ignore_result": request.ignore_result,
+            "utc": request.utc,
+            "fields": sorted(request.as_dict()),
+        }
+
+    stamps = {"stamped_headers": ["on_tenant"], "on_tenant": "acme", "replaced_task_nesting": 2}
+    with start_worker(celeriac_app):
+        result = look.apply_async(time_limit=30, headers=stamps, group_id="g-1", group_index=3)
+        info = result.get(timeout=10)
+    assert info["limits"] == [30, 7, [30, 7]]  # the call's hard limit, the task's own soft one
+    assert info["reply_to"] == celeriac_app.oid and info["correlation_id"] == result.id
+    assert "correlation_id" in info["properties"]
+    assert info["nesting"] == 2
+    assert info["stamps"] == [["on_tenant"], {"on_tenant": "acme"}]
+    assert info["group"] == ["g-1", 3, "g-1"]
+    assert info["origin"].startswith("gen") and info["ignore_result"] is False and info["utc"] is True
+    celery_fields = {
+        "args",
+        "callbacks",
+        "called_directly",
+        "chain",
+        "chord",
+        "correlation_id",
+        "delivery_info",
+        "errbacks",
+        "eta",
+        "expires",
+        "group",
+        "group_index",
+        "headers",
+        "hostname",
+        "id",
+        "ignore_result",
+        "is_eager",
+        "kwargs",
+        "logfile",
+        "loglevel",
+        "origin",
+        "parent_id",
+        "properties",
+        "reply_to",
+        "retries",
+        "replaced_task_nesting",
+        "root_id",
+        "shadow",
+        "timelimit",
+        "time_limit",
+        "soft_time_limit",
+        "utc",
+        "stamped_headers",
+        "stamps",
+    }  # Celery 5.7's Context attributes (taskset is its alias of group)
+    assert celery_fields <= set(info["fields"])
+
+
 def test_link_link_error_and_chains(celeriac_app):
     seen = []
 
