@@ -15,7 +15,7 @@ from celeriac.backends.base import EXTENDED_FIELDS, ResultMeta
 from celeriac.canvas import Signature
 from celeriac.canvas.primitives import gathered
 from celeriac.config import closest_of
-from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
+from celeriac.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
 from celeriac.result import AsyncResult
 from celeriac.worker.eager import apply_eagerly
 
@@ -205,11 +205,20 @@ class Task(Generic[P, R]):
         ``sig`` takes over this task's id (callers waiting on it get ``sig``'s result), its place in a
         chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
         This run stores no result of its own. A group is replaced by a chord that gathers its results.
+
+        Raises:
+            ImproperlyConfigured: ``sig`` is an empty chain, or already part of a chord (as Celery).
         """
         request = self.request
         if request.id is None or request.called_directly:
             raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
         sig = canvas.maybe_signature(sig, self.app).clone()
+        if "chord" in sig.options:
+            raise ImproperlyConfigured("A signature replacing a task must not be part of a chord")
+        if isinstance(sig, canvas.chain) and not sig.tasks:
+            raise ImproperlyConfigured(
+                "Cannot replace with an empty chain"
+            )  # Celery's words: code matches them
         if isinstance(sig, canvas.group):
             sig = gathered(sig)
         sig.freeze(request.id)

@@ -17,7 +17,7 @@ import pytest
 
 from celeriac import Celeriac, chain, chord, group, states
 from celeriac.canvas import chunks, xmap, xstarmap
-from celeriac.exceptions import ChordError, TimeoutError
+from celeriac.exceptions import ChordError, ImproperlyConfigured, TimeoutError
 from celeriac.testing import start_worker
 from celeriac.testing.contract import BrokerKit
 
@@ -82,6 +82,12 @@ class Flow:
                 self.new_style.append((request.id, repr(exc), "boom" in (traceback or "")))
 
         self.on_error_new = on_error_new
+
+        @app.task(name="canvas.replaced_empty", bind=True)
+        def replaced_empty(task: Any, *_: Any) -> None:
+            task.replace(chain())
+
+        self.replaced_empty = replaced_empty
 
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
@@ -220,6 +226,12 @@ def test_replace_takes_over_the_id_the_chain_and_the_chord(flow: Flow) -> None:
     assert (flow.replaced.s(2) | flow.add.s(1)).apply_async().get(timeout=T) == 103
     assert chord([flow.replaced.s(3), flow.add.s(1, 1)], flow.total.s()).apply_async().get(timeout=T) == 105
     assert flow.fan_out.delay(10).get(timeout=T) == [11, 12]  # a group's replacement gives its list
+
+
+def test_replacing_with_an_empty_chain_fails_as_in_celery(flow: Flow) -> None:
+    result = (flow.ident.s(1) | flow.replaced_empty.s()).apply_async()
+    with pytest.raises(ImproperlyConfigured, match="Cannot replace with an empty chain"):
+        result.get(timeout=T)
 
 
 def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
