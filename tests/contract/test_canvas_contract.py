@@ -89,6 +89,12 @@ class Flow:
 
         self.replaced_empty = replaced_empty
 
+        @app.task(name="canvas.sends_a_chain")
+        def sends_a_chain() -> Any:
+            return (add.s(1, 1) | add.s(2) | group(add.s(3), add.s(4)) | total.s()).apply_async()
+
+        self.sends_a_chain = sends_a_chain
+
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
             with lock:
@@ -232,6 +238,13 @@ def test_replacing_with_an_empty_chain_fails_as_in_celery(flow: Flow) -> None:
     result = (flow.ident.s(1) | flow.replaced_empty.s()).apply_async()
     with pytest.raises(ImproperlyConfigured, match="Cannot replace with an empty chain"):
         result.get(timeout=T)
+
+
+def test_a_task_returning_a_result_handle_stores_celerys_tuple(flow: Flow) -> None:
+    stored = flow.sends_a_chain.delay().get(timeout=T)
+    (last_id, parent), members = stored  # ((id, parent tuple), None), as Celery stores it
+    assert members is None and isinstance(parent, list) and len(stored) == 2
+    assert flow.app.AsyncResult(last_id).get(timeout=T) == 15  # 1 + 1 + 2 = 4, then (4 + 3) + (4 + 4)
 
 
 def test_get_of_every_primitive_ends_at_its_timeout(flow: Flow) -> None:
