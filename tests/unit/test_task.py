@@ -216,3 +216,35 @@ def test_unknown_apply_async_option_is_refused(app):
 
     with pytest.raises(TypeError, match="did you mean 'countdown'"):
         t.apply_async(countdwn=3)
+
+
+class AutoRetried(Task):
+    """A class-based task as Celery's own integration tasks write one."""
+
+    name = "auto_retry_class_task"
+    autoretry_for = (ValueError,)
+    retry_kwargs = {"max_retries": 3, "countdown": 0}
+    max_retries = 3
+
+    def run(self, limit):
+        if self.request.retries < limit:
+            raise ValueError("not yet")
+        return self.request.retries
+
+
+def test_register_task_takes_a_class_based_task(app):
+    from celeriac.testing import start_worker
+
+    task = app.register_task(AutoRetried)
+    assert app.tasks["auto_retry_class_task"] is task and isinstance(task, AutoRetried)
+    assert task.autoretry_for == (ValueError,) and task.max_retries == 3
+    assert app.register_task(task) is task
+    with start_worker(app):
+        assert task.delay(2).get(timeout=10) == 2
+    with pytest.raises(TypeError, match="defines run"):
+        app.register_task(Task)
+
+
+def test_accept_content_may_be_a_set(app):
+    app.conf.accept_content = {"json", "pickle"}
+    assert app.conf.accept_content == ["json", "pickle"]
