@@ -88,6 +88,15 @@ def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, n
     assert 1.9 <= time.monotonic() - sent < 10
 
 
+def test_a_task_retried_through_the_delay_scheme_twice_comes_back_each_time(
+    app: Any, start_worker: Any
+) -> None:
+    start_worker("-c", "2", "-P", "threads")
+    # 2.1 s rounds up to 3 s: two delay queues a trip, so the second trip passes queues the first left.
+    # RabbitMQ dropped it as a dead-letter cycle while the retry carried the first trip's x-death.
+    assert appmod.retried.delay(2, 2.1).get(timeout=30) == 2
+
+
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_a_poison_task_is_dead_lettered_after_max_deliveries(
     app: Any, start_worker: Any, names: dict[str, str]
