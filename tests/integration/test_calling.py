@@ -170,6 +170,26 @@ def test_countdown_eta_and_expires(celeriac_app):
         assert gone.state == states.REVOKED
 
 
+def test_a_task_that_expires_while_it_waits_for_a_slot_is_not_run(celeriac_app):
+    ran = []
+
+    @celeriac_app.task
+    def slow(seconds):
+        time.sleep(seconds)
+
+    @celeriac_app.task
+    def quick():
+        ran.append(1)
+
+    with start_worker(celeriac_app, concurrency=1, prefetch_multiplier=4):
+        busy = slow.delay(1.0)
+        late = quick.apply_async(expires=0.3)  # prefetched at once, then waits for the busy slot
+        with pytest.raises(TaskRevokedError, match="expired"):
+            late.get(timeout=10)
+        busy.get(timeout=10)
+    assert late.state == states.REVOKED and ran == []
+
+
 def test_revoke_is_kept_until_a_worker_sees_the_task(celeriac_app):
     ran = []
 

@@ -25,6 +25,11 @@ class Expiry(Middleware):
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
         """Skip an expired task, recording it REVOKED and telling what waits on it."""
+        await self.before_run(worker, item)
+
+    async def before_run(self, worker: Worker, item: WorkItem) -> None:
+        """The same once a slot is held: a task may expire while it waits for one (a full pool holding
+        prefetched messages)."""
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")

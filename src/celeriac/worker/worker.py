@@ -486,15 +486,21 @@ class Worker:
             await writer.give_back([item.delivery])
             raise
         except Exception as exc:
-            # Not the task's doing (e.g. the ETA middleware could not reach the broker): give the
-            # message back uncounted, to be tried again.
-            self.log.warning(
-                "Task %s[%s] not started: %s; its message goes back to the queue",
-                item.task.name,
-                item.call.id,
-                describe(exc),
-            )
-            await writer.release([item.delivery])
+            await self._not_started(item, exc)
+            return
+        try:
+            for mw in self._hooked("before_run"):
+                await mw.before_run(self, item)
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, Skip):
+                item.settle(exc.fate, exc.reason, abandon=exc.abandon)
+                await self._not_run(item)
+                return
+            if not isinstance(exc, Exception):
+                await writer.give_back([item.delivery])
+                raise
+            await self._not_started(item, exc)
             return
         current = asyncio.current_task()
         assert current is not None
@@ -530,6 +536,17 @@ class Worker:
             await self._rejected(item, outcome.exc)
         elif not item.acked:
             await writer.ack(item.delivery)
+
+    async def _not_started(self, item: WorkItem, exc: Exception) -> None:
+        """A middleware failed before the task started, not by the task's doing (e.g. the ETA middleware
+        could not reach the broker): its message goes back uncounted, to be tried again."""
+        self.log.warning(
+            "Task %s[%s] not started: %s; its message goes back to the queue",
+            item.task.name,
+            item.call.id,
+            describe(exc),
+        )
+        await self.writer.release([item.delivery])
 
     def _finishing_failed(self, item: WorkItem, mw: Middleware, exc: Exception) -> None:
         """A middleware failed to finish a task that ran (its writes gave up in a cold shutdown, or a bug).
