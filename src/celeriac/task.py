@@ -221,6 +221,9 @@ class Task(Generic[P, R]):
             )  # Celery's words: code matches them
         if isinstance(sig, canvas.group):
             sig = gathered(sig)
+        elif isinstance(sig, canvas.chain) and isinstance(last := sig.tasks[-1], canvas.group):
+            # The chain's result is its last step's: a group there must give one result, the list.
+            sig = canvas.chain(*sig.tasks[:-1], gathered(last), app=self.app)
         sig.freeze(request.id)
         for callback in request.callbacks or ():
             sig.link(canvas.maybe_signature(callback, self.app))

@@ -95,6 +95,12 @@ class Flow:
 
         self.sends_a_chain = sends_a_chain
 
+        @app.task(name="canvas.replaced_by_chain_and_group", bind=True)
+        def replaced_by_chain_and_group(task: Any) -> None:
+            task.replace(chain(add.s(1, 2), group(add.s(1), add.s(2))))
+
+        self.replaced_by_chain_and_group = replaced_by_chain_and_group
+
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
             with lock:
@@ -232,6 +238,27 @@ def test_replace_takes_over_the_id_the_chain_and_the_chord(flow: Flow) -> None:
     assert (flow.replaced.s(2) | flow.add.s(1)).apply_async().get(timeout=T) == 103
     assert chord([flow.replaced.s(3), flow.add.s(1, 1)], flow.total.s()).apply_async().get(timeout=T) == 105
     assert flow.fan_out.delay(10).get(timeout=T) == [11, 12]  # a group's replacement gives its list
+
+
+def test_a_chords_link_and_link_error_are_its_bodys(flow: Flow) -> None:
+    add, total = flow.add, flow.total
+    linked = chord([add.s(1, 1), add.s(2, 2)], total.s()).apply_async(link=flow.counted.s())
+    assert linked.get(timeout=T) == 6
+    _eventually(lambda: flow.runs == {6: 1})  # the body's result, once: never the header tasks'
+    failing = chord([add.s(1, 1), flow.boom.s()], total.s())
+    result = failing.apply_async(link_error=flow.on_error.s())
+    with pytest.raises(ChordError):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])  # the body's errback, with the body's id
+    ends_in_chord = add.s(1, 1) | chord([add.s(1), add.s(2)], total.s())
+    assert ends_in_chord.apply_async(link=flow.counted.s()).get(timeout=T) == 7
+    _eventually(lambda: flow.runs == {6: 1, 7: 1})
+    time.sleep(0.3)
+    assert flow.runs == {6: 1, 7: 1} and flow.errbacks == [result.id]
+
+
+def test_replacing_with_a_chain_that_ends_in_a_group_gives_the_groups_list(flow: Flow) -> None:
+    assert flow.replaced_by_chain_and_group.delay().get(timeout=T) == [4, 5]
 
 
 def test_replacing_with_an_empty_chain_fails_as_in_celery(flow: Flow) -> None:
