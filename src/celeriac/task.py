@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import canvas, states
 from celeriac._exception_records import exception_to_dict
+from celeriac._pydantic import Models
 from celeriac._request import Context, current_request
 from celeriac.backends.base import EXTENDED_FIELDS, ResultMeta
 from celeriac.canvas import Signature
@@ -50,6 +51,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "expires": None,
     "rate_limit": None,
     "store_errors_even_if_ignored": None,
+    "pydantic": False,
+    "pydantic_strict": False,
+    "pydantic_context": None,
+    "pydantic_dump_kwargs": None,
 }
 
 
@@ -83,6 +88,17 @@ class Task(Generic[P, R]):
         self.typing = app.conf.task_typing if typing is None else typing
         for key, default in TASK_OPTIONS.items():
             setattr(self, key, options.get(key, getattr(type(self), key, default)))
+        self._models: Models | None = None
+        if self.pydantic:
+            self._models = Models(
+                fn,
+                task_name=name,
+                app=app,
+                strict=bool(self.pydantic_strict),
+                context=self.pydantic_context,
+                dump_kwargs=self.pydantic_dump_kwargs,
+            )
+            self.fn = self._models.wrap()
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         self._arity = _plain_arity(self._signature, bind)
@@ -112,6 +128,10 @@ class Task(Generic[P, R]):
     expires: float | datetime | None
     rate_limit: str | float | None
     store_errors_even_if_ignored: bool | None
+    pydantic: bool
+    pydantic_strict: bool
+    pydantic_context: dict[str, Any] | None
+    pydantic_dump_kwargs: dict[str, Any] | None
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
@@ -155,12 +175,16 @@ class Task(Generic[P, R]):
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
         """Send the task with Celery's options (countdown, eta, expires, queue, priority, ...)."""
+        if self._models is not None:
+            args, kwargs = self._models.dump_arguments(args or (), kwargs or {}, bound=self.bind)
         return self.app.send_task(self.name, args, kwargs, task=self, **options)
 
     async def aapply_async(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
         """``apply_async`` for code running in an event loop."""
+        if self._models is not None:
+            args, kwargs = self._models.dump_arguments(args or (), kwargs or {}, bound=self.bind)
         return await self.app.asend_task(self.name, args, kwargs, task=self, **options)
 
     def apply(

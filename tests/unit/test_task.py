@@ -248,3 +248,41 @@ def test_register_task_takes_a_class_based_task(app):
 def test_accept_content_may_be_a_set(app):
     app.conf.accept_content = {"json", "pickle"}
     assert app.conf.accept_content == ["json", "pickle"]
+
+
+def test_pydantic_tasks_validate_arguments_and_dump_results(app):
+    from pydantic import BaseModel, ValidationError
+
+    from celeriac.testing import start_worker
+
+    class Order(BaseModel):
+        item: str
+        quantity: int
+
+    class Receipt(BaseModel):
+        total: float
+
+    @app.task(pydantic=True)
+    def price(order: Order, discount: Order | None = None) -> Receipt:
+        assert isinstance(order, Order)
+        return Receipt(total=order.quantity * 2.5)
+
+    @app.task(pydantic=True, bind=True)
+    async def aprice(self, order: Order) -> Receipt:
+        return Receipt(total=order.quantity * 1.0)
+
+    with start_worker(app):
+        assert price.delay({"item": "x", "quantity": "4"}).get(timeout=10) == {"total": 10.0}
+        assert price.delay(Order(item="y", quantity=2)).get(timeout=10) == {"total": 5.0}  # sent as its dump
+        assert aprice.delay(order={"item": "z", "quantity": 3}).get(timeout=10) == {"total": 3.0}
+        with pytest.raises(Exception, match="quantity") as failed:
+            price.delay({"item": "x"}).get(timeout=10)
+        assert type(failed.value).__name__ == "ValidationError"  # rebuilt by name: pydantic's takes no args
+
+    @app.task(pydantic=True, pydantic_strict=True)
+    def strict(order: Order) -> int:
+        return order.quantity
+
+    with pytest.raises(ValidationError):
+        strict({"item": "x", "quantity": "4"})  # strict: no str to int
+    assert strict({"item": "x", "quantity": 4}) == 4
