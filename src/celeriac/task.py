@@ -17,7 +17,7 @@ from celeriac.canvas import Signature
 from celeriac.canvas.primitives import gathered
 from celeriac.config import closest_of
 from celeriac.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
-from celeriac.result import AsyncResult
+from celeriac.result import AsyncResult, ResultNode
 from celeriac.worker.eager import apply_eagerly
 
 if TYPE_CHECKING:
@@ -262,6 +262,38 @@ class Task(Generic[P, R]):
             )
         sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id)
         raise Ignore(f"replaced by {sig!r}")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Signature | ResultNode:
+        """Add ``sig`` to the header of the chord this task is part of (Celery's ``add_to_chord``): the
+        chord's body then waits for its result too, and gets it beside this task's.
+
+        Sends it now and returns its result; with ``lazy``, returns the signature, ready to send.
+
+        Raises:
+            ValueError: this task is not part of a chord.
+        """
+        sig, group_id = self._chord_member(sig)
+        self.app.run(self._grow_chord(group_id))
+        return sig if lazy else sig.apply_async()
+
+    async def aadd_to_chord(self, sig: Signature, lazy: bool = False) -> Signature | ResultNode:
+        """``add_to_chord`` for ``async def`` tasks."""
+        sig, group_id = self._chord_member(sig)
+        await self._grow_chord(group_id)
+        return sig if lazy else await sig.aapply_async()
+
+    async def _grow_chord(self, group_id: str) -> None:
+        await self.app.backend().chord_grow(group_id, 1)  # the backend of the loop this runs on
+
+    def _chord_member(self, sig: Signature) -> tuple[Signature, str]:
+        request = self.request
+        if not request.chord or not request.group:
+            raise ValueError(f"{self.name}: the running task is not part of any chord")
+        sig = canvas.maybe_signature(sig, self.app).clone()
+        sig.set(group_id=request.group, group_index=request.group_index, chord=request.chord)
+        sig.set(root_id=request.root_id)
+        sig.freeze()
+        return sig, request.group
 
     # -- reporting progress -------------------------------------------------------------------------
     def update_state(

@@ -101,6 +101,14 @@ class Flow:
 
         self.replaced_by_chain_and_group = replaced_by_chain_and_group
 
+        @app.task(name="canvas.adds_to_its_chord", bind=True)
+        def adds_to_its_chord(task: Any, nums: list[int], val: int) -> int:
+            for num in nums:
+                task.add_to_chord(add.s(num, val))
+            return 0
+
+        self.adds_to_its_chord = adds_to_its_chord
+
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
             with lock:
@@ -259,6 +267,15 @@ def test_a_chords_link_and_link_error_are_its_bodys(flow: Flow) -> None:
 
 def test_replacing_with_a_chain_that_ends_in_a_group_gives_the_groups_list(flow: Flow) -> None:
     assert flow.replaced_by_chain_and_group.delay().get(timeout=T) == [4, 5]
+
+
+def test_add_to_chord_makes_the_body_wait_for_the_added_tasks(flow: Flow) -> None:
+    result = (
+        group(flow.adds_to_its_chord.s([1, 2, 3], 4), flow.add.s(10, 10)) | flow.ident.s()
+    ).apply_async()
+    assert sorted(result.get(timeout=T)) == [0, 5, 6, 7, 20]
+    with pytest.raises(ValueError, match="not part of any chord"):
+        flow.adds_to_its_chord.delay([1], 1).get(timeout=T)
 
 
 def test_replacing_with_an_empty_chain_fails_as_in_celery(flow: Flow) -> None:
