@@ -92,6 +92,8 @@ def request_fields(
     headers = call.headers
     stamped = headers.get("stamped_headers")
     stamped = [str(name) for name in stamped] if isinstance(stamped, list) else None
+    stamps = headers.get("stamps")
+    stamps = stamps if isinstance(stamps, dict) else {}
     hard, soft = limits if limits is not None else (call.time_limit, call.soft_time_limit)
     nesting = headers.get("replaced_task_nesting")
     return {
@@ -129,7 +131,8 @@ def request_fields(
         "replaced_task_nesting": nesting if isinstance(nesting, int) else 0,
         "shadow": call.shadow,
         "stamped_headers": stamped,
-        "stamps": {name: headers.get(name) for name in stamped} if stamped is not None else None,
+        # Celery's wire: the names in ``stamped_headers``, the values in ``stamps``.
+        "stamps": {name: stamps.get(name) for name in stamped} if stamped is not None else None,
     }
 
 

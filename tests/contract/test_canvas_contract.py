@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celeriac, chain, chord, group, states
-from celeriac.canvas import chunks, xmap, xstarmap
+from celeriac.canvas import StampingVisitor, chunks, xmap, xstarmap
 from celeriac.exceptions import ChordError, ImproperlyConfigured, TimeoutError
 from celeriac.testing import start_worker
 from celeriac.testing.contract import BrokerKit
@@ -108,6 +108,12 @@ class Flow:
             return 0
 
         self.adds_to_its_chord = adds_to_its_chord
+
+        @app.task(name="canvas.stamps", bind=True)
+        def stamps(task: Any, *_: Any) -> dict[str, Any]:
+            return dict(task.request.stamps or {})
+
+        self.stamps = stamps
 
         @app.task(name="canvas.counted")
         def counted(x: int) -> int:
@@ -276,6 +282,28 @@ def test_add_to_chord_makes_the_body_wait_for_the_added_tasks(flow: Flow) -> Non
     assert sorted(result.get(timeout=T)) == [0, 5, 6, 7, 20]
     with pytest.raises(ValueError, match="not part of any chord"):
         flow.adds_to_its_chord.delay([1], 1).get(timeout=T)
+
+
+class _Tenant(StampingVisitor):
+    def on_signature(self, actual_sig: Any, **headers: Any) -> dict[str, Any]:
+        return {"on_signature": actual_sig.name.rsplit(".", 1)[-1]}
+
+
+def test_a_stamped_workflow_completes_and_every_task_sees_its_stamps(flow: Flow) -> None:
+    stamps, add = flow.stamps, flow.add
+    flow_sig = chain(add.s(1, 1), group(stamps.s(), stamps.s()), stamps.s())
+    flow_sig.stamp(_Tenant(), tenant="acme")
+    result = flow_sig.apply_async()
+    assert result.get(timeout=T) == {"tenant": "acme", "on_signature": "stamps"}
+    groups = result.parent
+    assert groups is not None and groups.get(timeout=T) == [{"tenant": "acme", "on_signature": "stamps"}] * 2
+    body = stamps.s()
+    stamped_chord = chord([stamps.s(), stamps.s()], body).stamp(tenant="t2")
+    assert stamped_chord.apply_async().get(timeout=T) == {"tenant": "t2"}
+    one = stamps.s().stamp(tenant="t3").stamp(append_stamps=True, tenant="t4")
+    assert sorted(one.apply_async().get(timeout=T)["tenant"]) == ["t3", "t4"]  # appended: both kept
+    direct = stamps.apply_async(stamped_headers=["mine"], mine="custom")  # Celery's direct form
+    assert direct.get(timeout=T) == {"mine": "custom"}
 
 
 def test_replacing_with_an_empty_chain_fails_as_in_celery(flow: Flow) -> None:

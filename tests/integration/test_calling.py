@@ -75,7 +75,7 @@ def test_request_context_has_every_field_of_celerys(celeriac_app):
             "fields": sorted(request.as_dict()),
         }
 
-    stamps = {"stamped_headers": ["on_tenant"], "on_tenant": "acme", "replaced_task_nesting": 2}
+    stamps = {"stamped_headers": ["on_tenant"], "stamps": {"on_tenant": "acme"}, "replaced_task_nesting": 2}
     with start_worker(celeriac_app):
         result = look.apply_async(time_limit=30, headers=stamps, group_id="g-1", group_index=3)
         info = result.get(timeout=10)

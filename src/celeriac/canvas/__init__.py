@@ -25,10 +25,12 @@ from celeriac.canvas.signature import (
     maybe_signature,
     signature,
 )
+from celeriac.canvas.stamping import StampingVisitor
 
 __all__ = [
     "MEMBERSHIP",
     "Signature",
+    "StampingVisitor",
     "asend_follow_up",
     "chain",
     "chord",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from celeriac.canvas._plan import Plan
+from celeriac.canvas.stamping import StampingVisitor, stamp
 from celeriac.result import AsyncResult, GroupResult, ResultNode
 
 if TYPE_CHECKING:
@@ -180,6 +181,14 @@ class Signature(dict[str, Any]):
     def set_immutable(self, immutable: bool) -> None:
         """Make it ignore (or take) the arguments a parent passes, in place."""
         self["immutable"] = immutable
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp this signature and everything in it (Celery's canvas stamping: ``canvas/stamping.py``)
+        with ``headers`` and what ``visitor`` says; returns it."""
+        stamp(self, visitor, append_stamps, headers)
+        return self
 
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` with this task's result when it succeeds; returns ``callback``."""
