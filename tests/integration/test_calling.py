@@ -190,6 +190,25 @@ def test_a_task_that_expires_while_it_waits_for_a_slot_is_not_run(celeriac_app):
     assert late.state == states.REVOKED and ran == []
 
 
+def test_retry_with_new_args_or_kwargs_replaces_only_what_they_name(celeriac_app):
+    @celeriac_app.task(bind=True, max_retries=1)
+    def args_after_kwargs(self, foo, bar, label=None):
+        if not self.request.retries:
+            raise self.retry(args=(foo + 1, bar + 1), countdown=0)
+        return [foo, bar, label, self.request.retries]
+
+    @celeriac_app.task(bind=True, max_retries=1)
+    def kwargs_after_args(self, foo, bar):
+        if not self.request.retries:
+            raise self.retry(kwargs={"foo": foo + 1}, countdown=0)
+        return [foo, bar, self.request.retries]
+
+    with start_worker(celeriac_app):
+        kept = args_after_kwargs.apply_async(kwargs={"foo": 1, "bar": 2, "label": "kept"})
+        assert kept.get(timeout=10) == [2, 3, "kept", 1]  # Celery's own test of it
+        assert kwargs_after_args.apply_async(args=(1, 2)).get(timeout=10) == [2, 2, 1]
+
+
 def test_revoke_is_kept_until_a_worker_sees_the_task(celeriac_app):
     ran = []
 
