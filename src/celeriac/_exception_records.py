@@ -48,6 +48,8 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
         json.dumps(args)
     except (TypeError, ValueError):
         args = [str(exc)]
+    if not args and str(exc):
+        args = [str(exc)]  # e.g. pydantic's ValidationError keeps its message out of args: keep the text
     module = cls.__module__
     if module == "celeriac.exceptions":
         module = CELERY_HOMES.get(cls.__qualname__, module)

@@ -41,11 +41,26 @@ class Context:
     reply_to: str | None = None
     correlation_id: str | None = None
     timelimit: tuple[float | None, float | None] = (None, None)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     ignore_result: bool = False
     headers: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    replaced_task_nesting: int = 0
+    shadow: str | None = None
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] | None = None
+    utc: bool = True
+    logfile: str | None = None
+    loglevel: int | None = None
     is_eager: bool = False
     called_directly: bool = True
     children: list[str] = field(default_factory=list)
+
+    @property
+    def taskset(self) -> str | None:
+        """The group's id under Celery's old name."""
+        return self.group
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by its name, as Celery's ``request.as_dict()`` gives them."""
@@ -68,9 +83,19 @@ def request_fields(
     queue: str | None = None,
     redelivered: bool = False,
     ignore_result: bool = False,
+    properties: dict[str, Any] | None = None,
+    limits: tuple[float | None, float | None] | None = None,
 ) -> dict[str, Any]:
     """The fields of the request (``celeriac.task.Context``) of a run of ``call`` on ``hostname``,
-    delivered from ``queue``."""
+    delivered from ``queue`` with the message ``properties``; ``limits`` are the (hard, soft) time limits
+    the run has (the message's, else the task's), by default the message's own."""
+    headers = call.headers
+    stamped = headers.get("stamped_headers")
+    stamped = [str(name) for name in stamped] if isinstance(stamped, list) else None
+    stamps = headers.get("stamps")
+    stamps = stamps if isinstance(stamps, dict) else {}
+    hard, soft = limits if limits is not None else (call.time_limit, call.soft_time_limit)
+    nesting = headers.get("replaced_task_nesting")
     return {
         "id": call.id,
         "task": call.name,
@@ -98,8 +123,16 @@ def request_fields(
         "reply_to": call.reply_to,
         "correlation_id": call.id,
         "timelimit": (call.time_limit, call.soft_time_limit),
+        "time_limit": hard,
+        "soft_time_limit": soft,
         "ignore_result": ignore_result,
-        "headers": call.headers,
+        "headers": headers,
+        "properties": dict(properties or {}),
+        "replaced_task_nesting": nesting if isinstance(nesting, int) else 0,
+        "shadow": call.shadow,
+        "stamped_headers": stamped,
+        # Celery's wire: the names in ``stamped_headers``, the values in ``stamps``.
+        "stamps": {name: stamps.get(name) for name in stamped} if stamped is not None else None,
     }
 
 

@@ -79,6 +79,7 @@ class SendOptions:
         """The options ``apply_async`` was given, checked: raises TypeError naming an unknown option
         (and the closest known one), ValueError for a value out of range.
         """
+        options = stamps_to_headers(options)
         known = cls.__dataclass_fields__
         unknown = [k for k in options if k not in known]
         if unknown:
@@ -93,6 +94,25 @@ class SendOptions:
         if opts.eta is not None and opts.countdown is not None:
             raise ValueError("give either eta or countdown, not both")
         return opts
+
+
+def stamps_to_headers(options: dict[str, Any]) -> dict[str, Any]:
+    """A stamped call's options with its stamps moved where the message carries them: the names in the
+    header ``stamped_headers``, the values in ``stamps`` (``celeriac.canvas.stamping``)."""
+    if "stamped_headers" not in options:
+        return options
+    options = dict(options)
+    names = options.pop("stamped_headers") or []
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        return options
+    stamps = {name: options.pop(name) for name in names if name in options}
+    headers = dict(options.get("headers") or {})
+    known = headers.get("stamped_headers") or []
+    headers["stamped_headers"] = list(dict.fromkeys([*known, *stamps]))
+    headers["stamps"] = {**(headers.get("stamps") or {}), **stamps}
+    options["headers"] = headers
+    return options
 
 
 def _aware(value: datetime) -> datetime:

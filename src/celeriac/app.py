@@ -226,6 +226,23 @@ class Celeriac:
         self.tasks[task_name] = task
         return task
 
+    def register_task(self, task: type[Task[Any, Any]] | Task[Any, Any]) -> Task[Any, Any]:
+        """Register a class-based task (Celery's ``app.register_task``): a ``Task`` subclass that defines
+        ``run`` (and may set ``name`` and any task option as class attributes), or an instance of one.
+
+        Returns the registered task. Raises TypeError for a class without its own ``run``.
+        """
+        if isinstance(task, Task):
+            self.tasks[task.name] = task
+            return task
+        if not (isinstance(task, type) and issubclass(task, Task)) or task.run is Task.run:
+            raise TypeError(f"register_task() takes a Task subclass that defines run(), got {task!r}")
+        # Its options are its class attributes, which Task reads; run() takes the task first, as bound.
+        name = getattr(task, "name", None) or f"{task.__module__}.{task.__name__}"
+        instance = task(self, task.run, name=str(name), bind=True)
+        self.tasks[instance.name] = instance
+        return instance
+
     def gen_task_name(self, fn: Callable[..., Any]) -> str:
         """The name a task gets when none is given: its module and function name."""
         module = fn.__module__

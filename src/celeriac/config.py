@@ -167,6 +167,8 @@ def check(name: str, value: Any) -> Any:
         raise ConfigurationError(f"unknown setting {name!r}{suggestion}")
     if value is None or object in setting.kinds:
         return value
+    if isinstance(value, set | frozenset) and list in setting.kinds:
+        return sorted(value, key=str)  # Celery's docs write accept_content = {"json"}: a set is a list here
     if isinstance(value, bool) and bool not in setting.kinds:
         raise ConfigurationError(f"setting {name!r} must be {_kinds(setting)}, not a bool ({value!r})")
     if not isinstance(value, setting.kinds):

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import canvas, states
 from celeriac._exception_records import exception_to_dict
+from celeriac._pydantic import Models
 from celeriac._request import Context, current_request
 from celeriac.backends.base import EXTENDED_FIELDS, ResultMeta
 from celeriac.canvas import Signature
 from celeriac.canvas.primitives import gathered
 from celeriac.config import closest_of
-from celeriac.exceptions import Ignore, MaxRetriesExceededError, Retry
-from celeriac.result import AsyncResult
+from celeriac.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Retry
+from celeriac.result import AsyncResult, ResultNode
 from celeriac.worker.eager import apply_eagerly
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "expires": None,
     "rate_limit": None,
     "store_errors_even_if_ignored": None,
+    "pydantic": False,
+    "pydantic_strict": False,
+    "pydantic_context": None,
+    "pydantic_dump_kwargs": None,
 }
 
 
@@ -83,6 +88,17 @@ class Task(Generic[P, R]):
         self.typing = app.conf.task_typing if typing is None else typing
         for key, default in TASK_OPTIONS.items():
             setattr(self, key, options.get(key, getattr(type(self), key, default)))
+        self._models: Models | None = None
+        if self.pydantic:
+            self._models = Models(
+                fn,
+                task_name=name,
+                app=app,
+                strict=bool(self.pydantic_strict),
+                context=self.pydantic_context,
+                dump_kwargs=self.pydantic_dump_kwargs,
+            )
+            self.fn = self._models.wrap()
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         self._arity = _plain_arity(self._signature, bind)
@@ -112,6 +128,10 @@ class Task(Generic[P, R]):
     expires: float | datetime | None
     rate_limit: str | float | None
     store_errors_even_if_ignored: bool | None
+    pydantic: bool
+    pydantic_strict: bool
+    pydantic_context: dict[str, Any] | None
+    pydantic_dump_kwargs: dict[str, Any] | None
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
@@ -155,12 +175,16 @@ class Task(Generic[P, R]):
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
         """Send the task with Celery's options (countdown, eta, expires, queue, priority, ...)."""
+        if self._models is not None:
+            args, kwargs = self._models.dump_arguments(args or (), kwargs or {}, bound=self.bind)
         return self.app.send_task(self.name, args, kwargs, task=self, **options)
 
     async def aapply_async(
         self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
         """``apply_async`` for code running in an event loop."""
+        if self._models is not None:
+            args, kwargs = self._models.dump_arguments(args or (), kwargs or {}, bound=self.bind)
         return await self.app.asend_task(self.name, args, kwargs, task=self, **options)
 
     def apply(
@@ -205,13 +229,25 @@ class Task(Generic[P, R]):
         ``sig`` takes over this task's id (callers waiting on it get ``sig``'s result), its place in a
         chain (the rest of the chain follows ``sig``) and in a chord's header, and its callbacks and errbacks.
         This run stores no result of its own. A group is replaced by a chord that gathers its results.
+
+        Raises:
+            ImproperlyConfigured: ``sig`` is an empty chain, or already part of a chord (as Celery).
         """
         request = self.request
         if request.id is None or request.called_directly:
             raise RuntimeError(f"{self.name}.replace() can only be called by a task a worker runs")
         sig = canvas.maybe_signature(sig, self.app).clone()
+        if "chord" in sig.options:
+            raise ImproperlyConfigured("A signature replacing a task must not be part of a chord")
+        if isinstance(sig, canvas.chain) and not sig.tasks:
+            raise ImproperlyConfigured(
+                "Cannot replace with an empty chain"
+            )  # Celery's words: code matches them
         if isinstance(sig, canvas.group):
             sig = gathered(sig)
+        elif isinstance(sig, canvas.chain) and isinstance(last := sig.tasks[-1], canvas.group):
+            # The chain's result is its last step's: a group there must give one result, the list.
+            sig = canvas.chain(*sig.tasks[:-1], gathered(last), app=self.app)
         sig.freeze(request.id)
         for callback in request.callbacks or ():
             sig.link(canvas.maybe_signature(callback, self.app))
@@ -226,6 +262,38 @@ class Task(Generic[P, R]):
             )
         sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id)
         raise Ignore(f"replaced by {sig!r}")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Signature | ResultNode:
+        """Add ``sig`` to the header of the chord this task is part of (Celery's ``add_to_chord``): the
+        chord's body then waits for its result too, and gets it beside this task's.
+
+        Sends it now and returns its result; with ``lazy``, returns the signature, ready to send.
+
+        Raises:
+            ValueError: this task is not part of a chord.
+        """
+        sig, group_id = self._chord_member(sig)
+        self.app.run(self._grow_chord(group_id))
+        return sig if lazy else sig.apply_async()
+
+    async def aadd_to_chord(self, sig: Signature, lazy: bool = False) -> Signature | ResultNode:
+        """``add_to_chord`` for ``async def`` tasks."""
+        sig, group_id = self._chord_member(sig)
+        await self._grow_chord(group_id)
+        return sig if lazy else await sig.aapply_async()
+
+    async def _grow_chord(self, group_id: str) -> None:
+        await self.app.backend().chord_grow(group_id, 1)  # the backend of the loop this runs on
+
+    def _chord_member(self, sig: Signature) -> tuple[Signature, str]:
+        request = self.request
+        if not request.chord or not request.group:
+            raise ValueError(f"{self.name}: the running task is not part of any chord")
+        sig = canvas.maybe_signature(sig, self.app).clone()
+        sig.set(group_id=request.group, group_index=request.group_index, chord=request.chord)
+        sig.set(root_id=request.root_id)
+        sig.freeze()
+        return sig, request.group
 
     # -- reporting progress -------------------------------------------------------------------------
     def update_state(

@@ -74,6 +74,13 @@ def on_error(task_id: str) -> None:
     _ledger(f"errback:{task_id} {os.getpid()}")
 
 
+@app.task(bind=True, max_retries=3)
+def retried(self, times: int, countdown: float) -> int:
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown)
+    return self.request.retries
+
+
 @app.task
 def die() -> None:
     """A poison task: it kills the process running it, every time."""

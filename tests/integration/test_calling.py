@@ -57,6 +57,74 @@ def test_request_context_children_and_parent_ids(celeriac_app):
         assert kids[0].get(timeout=10) == 5
 
 
+def test_request_context_has_every_field_of_celerys(celeriac_app):
+    @celeriac_app.task(bind=True, soft_time_limit=7)
+    def look(self):
+        request = self.request
+        return {
+            "limits": [request.time_limit, request.soft_time_limit, list(request.timelimit)],
+            "reply_to": request.reply_to,
+            "correlation_id": request.correlation_id,
+            "properties": sorted(request.properties),
+            "nesting": request.replaced_task_nesting,
+            "stamps": [request.stamped_headers, request.stamps],
+            "group": [request.group, request.group_index, request.taskset],
+            "origin": request.origin,
+            "ignore_result": request.ignore_result,
+            "utc": request.utc,
+            "fields": sorted(request.as_dict()),
+        }
+
+    stamps = {"stamped_headers": ["on_tenant"], "stamps": {"on_tenant": "acme"}, "replaced_task_nesting": 2}
+    with start_worker(celeriac_app):
+        result = look.apply_async(time_limit=30, headers=stamps, group_id="g-1", group_index=3)
+        info = result.get(timeout=10)
+    assert info["limits"] == [30, 7, [30, 7]]  # the call's hard limit, the task's own soft one
+    assert info["reply_to"] == celeriac_app.oid and info["correlation_id"] == result.id
+    assert "correlation_id" in info["properties"]
+    assert info["nesting"] == 2
+    assert info["stamps"] == [["on_tenant"], {"on_tenant": "acme"}]
+    assert info["group"] == ["g-1", 3, "g-1"]
+    assert info["origin"].startswith("gen") and info["ignore_result"] is False and info["utc"] is True
+    celery_fields = {
+        "args",
+        "callbacks",
+        "called_directly",
+        "chain",
+        "chord",
+        "correlation_id",
+        "delivery_info",
+        "errbacks",
+        "eta",
+        "expires",
+        "group",
+        "group_index",
+        "headers",
+        "hostname",
+        "id",
+        "ignore_result",
+        "is_eager",
+        "kwargs",
+        "logfile",
+        "loglevel",
+        "origin",
+        "parent_id",
+        "properties",
+        "reply_to",
+        "retries",
+        "replaced_task_nesting",
+        "root_id",
+        "shadow",
+        "timelimit",
+        "time_limit",
+        "soft_time_limit",
+        "utc",
+        "stamped_headers",
+        "stamps",
+    }  # Celery 5.7's Context attributes (taskset is its alias of group)
+    assert celery_fields <= set(info["fields"])
+
+
 def test_link_link_error_and_chains(celeriac_app):
     seen = []
 
@@ -100,6 +168,45 @@ def test_countdown_eta_and_expires(celeriac_app):
         with pytest.raises(TaskRevokedError):
             gone.get(timeout=10)
         assert gone.state == states.REVOKED
+
+
+def test_a_task_that_expires_while_it_waits_for_a_slot_is_not_run(celeriac_app):
+    ran = []
+
+    @celeriac_app.task
+    def slow(seconds):
+        time.sleep(seconds)
+
+    @celeriac_app.task
+    def quick():
+        ran.append(1)
+
+    with start_worker(celeriac_app, concurrency=1, prefetch_multiplier=4):
+        busy = slow.delay(1.0)
+        late = quick.apply_async(expires=0.3)  # prefetched at once, then waits for the busy slot
+        with pytest.raises(TaskRevokedError, match="expired"):
+            late.get(timeout=10)
+        busy.get(timeout=10)
+    assert late.state == states.REVOKED and ran == []
+
+
+def test_retry_with_new_args_or_kwargs_replaces_only_what_they_name(celeriac_app):
+    @celeriac_app.task(bind=True, max_retries=1)
+    def args_after_kwargs(self, foo, bar, label=None):
+        if not self.request.retries:
+            raise self.retry(args=(foo + 1, bar + 1), countdown=0)
+        return [foo, bar, label, self.request.retries]
+
+    @celeriac_app.task(bind=True, max_retries=1)
+    def kwargs_after_args(self, foo, bar):
+        if not self.request.retries:
+            raise self.retry(kwargs={"foo": foo + 1}, countdown=0)
+        return [foo, bar, self.request.retries]
+
+    with start_worker(celeriac_app):
+        kept = args_after_kwargs.apply_async(kwargs={"foo": 1, "bar": 2, "label": "kept"})
+        assert kept.get(timeout=10) == [2, 3, "kept", 1]  # Celery's own test of it
+        assert kwargs_after_args.apply_async(args=(1, 2)).get(timeout=10) == [2, 2, 1]
 
 
 def test_revoke_is_kept_until_a_worker_sees_the_task(celeriac_app):

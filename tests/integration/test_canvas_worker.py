@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from celeriac import chord, group
 from celeriac.exceptions import ChordError
 from tests.integration import appmod
-from tests.integration.conftest import ledger
+from tests.integration.conftest import ledger, log_of
 
 
 def test_a_chord_of_1000_header_tasks(app: Any, start_worker: Any, sqlite_env: dict[str, str]) -> None:
@@ -57,3 +59,26 @@ def test_a_failing_chain_in_a_chord_reaches_the_errback_exactly_once(
     time.sleep(0.5)  # a second errback, if any, would come now
     ran = ledger(sqlite_env)
     assert ran[f"errback:{result.id}"] == 1 and ran[f"body:{result.id}"] == 0
+
+
+def test_a_follow_up_that_cannot_be_sent_never_runs_its_task_again(
+    app: Any, start_worker: Any, sqlite_env: dict[str, str]
+) -> None:
+    worker = start_worker("-P", "processes", "-c", "2")
+    callback = appmod.add.s(1).set(priority=999)  # out of range: sending it fails for good
+    callback_id = callback.freeze().id
+    sig = appmod.work.s(5)
+    sig.link(callback)
+    result = sig.apply_async()
+    assert result.get(timeout=30) == 5
+    with pytest.raises(ValueError, match="priority"):
+        app.AsyncResult(callback_id).get(timeout=30)
+    chained = (appmod.work.s(6) | appmod.add.s(1).set(priority=999) | appmod.add.s(2)).apply_async()
+    with pytest.raises(ValueError, match="priority"):
+        chained.get(timeout=30)
+    time.sleep(1.5)  # past the lease (2 s in these tests): a requeued run would be under way by now
+    ran = ledger(sqlite_env)
+    assert ran[result.id] == 1
+    assert sum(ran.values()) == 2
+    log = log_of(worker)
+    assert "could not be sent" in log and "dead-lettered" not in log and "goes back to the queue" not in log

@@ -14,6 +14,7 @@ import pytest
 
 from celeriac import Celeriac, states
 from celeriac.control.mailbox import COMMANDS, command_message
+from celeriac.exceptions import TaskRevokedError
 from celeriac.memory import backend as memory_backend
 from celeriac.memory import broker as memory_broker
 from celeriac.protocol.message import Message
@@ -121,6 +122,27 @@ def test_active_reserved_and_query_task(app: Celeriac) -> None:
         }
         RELEASE.set()
         assert running.get(timeout=10) == waiting.get(timeout=10) == "done"
+
+
+def test_revoke_by_stamped_headers_skips_the_stamped_tasks(app: Celeriac) -> None:
+    add = app.tasks["ctl.add"]
+    with start_worker(app, hostname="w1@mem") as worker:
+        listening(worker)
+        replies = app.control.revoke_by_stamped_headers({"tenant": ["bad", "worse"]}, W1, reply=True)
+        assert replies == [
+            {"w1@mem": {"ok": "headers {'tenant': ['bad', 'worse']} flagged as revoked, but not terminated"}}
+        ]
+        skipped = add.s(1, 1).stamp(tenant="worse").apply_async()
+        kept = add.s(2, 2).stamp(tenant="good").apply_async()
+        assert kept.get(timeout=10) == 4
+        with pytest.raises(TaskRevokedError):
+            skipped.get(timeout=10)
+        assert skipped.state == states.REVOKED
+        # Celery's command line form: "stamp=value" strings.
+        app.control.broadcast("revoke_by_stamped_headers", {"headers": ["tenant=cli"]}, W1, reply=True)
+        with pytest.raises(TaskRevokedError):  # Celery's direct form of a stamped call
+            app.send_task("ctl.add", (3, 3), stamped_headers=["tenant"], tenant="cli").get(timeout=10)
+        assert worker.total["ctl.add"] == 1
 
 
 def test_revoke_drops_held_and_eta_tasks_at_once(app: Celeriac) -> None:

@@ -22,6 +22,7 @@ import pytest
 from celeriac import Celeriac
 from celeriac.amqp.testkit import delete_amqp
 from celeriac.config import Settings
+from celeriac.exceptions import TaskRevokedError
 from celeriac.worker import Worker
 from tests.contract.conftest import SERVERS, _require, close_amqp_connections
 from tests.integration import appmod
@@ -86,6 +87,24 @@ def test_results_and_a_countdown_kept_by_rabbitmq(app: Any, start_worker: Any, n
     assert app.run(waiting()) == 1  # in the delay scheme, not held by the worker
     assert later.get(timeout=20) == 2
     assert 1.9 <= time.monotonic() - sent < 10
+
+
+def test_a_task_retried_through_the_delay_scheme_twice_comes_back_each_time(
+    app: Any, start_worker: Any
+) -> None:
+    start_worker("-c", "2", "-P", "threads")
+    # 2.1 s rounds up to 3 s: two delay queues a trip, so the second trip passes queues the first left.
+    # RabbitMQ dropped it as a dead-letter cycle while the retry carried the first trip's x-death.
+    assert appmod.retried.delay(2, 2.1).get(timeout=30) == 2
+
+
+def test_a_task_that_expires_in_the_prefetch_is_reported_revoked(app: Any, start_worker: Any) -> None:
+    start_worker("-c", "1", "-P", "threads")
+    busy = [appmod.work.delay(0, 1.0) for _ in range(2)]  # RabbitMQ pushes the next messages meanwhile
+    late = appmod.add.apply_async((1, 1), expires=1)
+    with pytest.raises(TaskRevokedError):
+        late.get(timeout=20)
+    assert late.state == "REVOKED" and [r.get(timeout=20) for r in busy] == [0, 0]
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])

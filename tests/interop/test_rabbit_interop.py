@@ -287,9 +287,9 @@ def test_our_countdown_runs_on_celery_worker(
 
 # -- expired on arrival ------------------------------------------------------------------------------
 #
-# A message whose ``expires`` has passed is sent, by Celery's client as by ours, with the AMQP TTL
-# ``expiration`` 0: RabbitMQ drops it unless a consumer can take it at once, and then no worker ever
-# records it REVOKED (Celery's client warns so). So each test first has a task run on the queue: a
+# A message whose ``expires`` has passed is sent by Celery's client with the AMQP TTL ``expiration`` 0:
+# RabbitMQ drops it unless a consumer can take it at once, and then no worker ever records it REVOKED
+# (Celery's client warns so; ours sends no TTL). So each test first has a task run on the queue: a
 # worker is consuming it, with room in its prefetch, when the expired message arrives.
 
 

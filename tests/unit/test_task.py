@@ -216,3 +216,73 @@ def test_unknown_apply_async_option_is_refused(app):
 
     with pytest.raises(TypeError, match="did you mean 'countdown'"):
         t.apply_async(countdwn=3)
+
+
+class AutoRetried(Task):
+    """A class-based task as Celery's own integration tasks write one."""
+
+    name = "auto_retry_class_task"
+    autoretry_for = (ValueError,)
+    retry_kwargs = {"max_retries": 3, "countdown": 0}
+    max_retries = 3
+
+    def run(self, limit):
+        if self.request.retries < limit:
+            raise ValueError("not yet")
+        return self.request.retries
+
+
+def test_register_task_takes_a_class_based_task(app):
+    from celeriac.testing import start_worker
+
+    task = app.register_task(AutoRetried)
+    assert app.tasks["auto_retry_class_task"] is task and isinstance(task, AutoRetried)
+    assert task.autoretry_for == (ValueError,) and task.max_retries == 3
+    assert app.register_task(task) is task
+    with start_worker(app):
+        assert task.delay(2).get(timeout=10) == 2
+    with pytest.raises(TypeError, match="defines run"):
+        app.register_task(Task)
+
+
+def test_accept_content_may_be_a_set(app):
+    app.conf.accept_content = {"json", "pickle"}
+    assert app.conf.accept_content == ["json", "pickle"]
+
+
+def test_pydantic_tasks_validate_arguments_and_dump_results(app):
+    from pydantic import BaseModel, ValidationError
+
+    from celeriac.testing import start_worker
+
+    class Order(BaseModel):
+        item: str
+        quantity: int
+
+    class Receipt(BaseModel):
+        total: float
+
+    @app.task(pydantic=True)
+    def price(order: Order, discount: Order | None = None) -> Receipt:
+        assert isinstance(order, Order)
+        return Receipt(total=order.quantity * 2.5)
+
+    @app.task(pydantic=True, bind=True)
+    async def aprice(self, order: Order) -> Receipt:
+        return Receipt(total=order.quantity * 1.0)
+
+    with start_worker(app):
+        assert price.delay({"item": "x", "quantity": "4"}).get(timeout=10) == {"total": 10.0}
+        assert price.delay(Order(item="y", quantity=2)).get(timeout=10) == {"total": 5.0}  # sent as its dump
+        assert aprice.delay(order={"item": "z", "quantity": 3}).get(timeout=10) == {"total": 3.0}
+        with pytest.raises(Exception, match="quantity") as failed:
+            price.delay({"item": "x"}).get(timeout=10)
+        assert type(failed.value).__name__ == "ValidationError"  # rebuilt by name: pydantic's takes no args
+
+    @app.task(pydantic=True, pydantic_strict=True)
+    def strict(order: Order) -> int:
+        return order.quantity
+
+    with pytest.raises(ValidationError):
+        strict({"item": "x", "quantity": "4"})  # strict: no str to int
+    assert strict({"item": "x", "quantity": 4}) == 4

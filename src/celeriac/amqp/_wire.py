@@ -53,6 +53,10 @@ COUNT = "x-celeriac-deliveries"
 DEAD_QUEUE, DEAD_REASON, DEAD_TIME = "x-celeriac-dead-queue", "x-celeriac-dead-reason", "x-celeriac-dead-time"
 _QUORUM_COUNT = "x-delivery-count"
 _LOCAL_HEADERS = (COUNT, DEAD_QUEUE, DEAD_REASON, DEAD_TIME, _QUORUM_COUNT)
+#: What RabbitMQ writes into a message it dead-letters (every hop of the delay scheme does). Not part of
+#: the task: a message re-sent with them (a retry) is taken by RabbitMQ for a dead-letter cycle when it
+#: passes the same delay queue again, and silently dropped.
+_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
 #: The AMQP properties a ``Message`` carries in ``properties`` under the same names (``correlation_id`` up
 #: to ``app_id``, in wire order; content type and encoding, headers, delivery mode and priority are
 #: fields of their own, ``cluster_id`` is deprecated).
@@ -98,7 +102,11 @@ def from_amqp(delivered: AnyDelivered, deliveries: int) -> Message:
     """The ``Message`` of a delivery; ``delivery_info`` names its exchange and routing key (the key
     without a delay prefix) and ``redelivered`` says whether it was delivered before."""
     props = properties_of(delivered)
-    headers = {k: v for k, v in (props.headers or {}).items() if k not in _LOCAL_HEADERS}
+    headers = {
+        k: v
+        for k, v in (props.headers or {}).items()
+        if k not in _LOCAL_HEADERS and not k.startswith(_DEATH_HEADERS)
+    }
     properties: dict[str, Any] = {
         "delivery_mode": props.delivery_mode or 1,
         "priority": props.priority or 0,

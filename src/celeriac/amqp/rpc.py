@@ -276,6 +276,9 @@ class RPCBackend(Backend):
     ) -> ChordClaim | None:
         raise _no_chords()
 
+    async def chord_grow(self, group_id: str, by: int = 1) -> None:
+        raise _no_chords()
+
     async def chord_done(self, claim: ChordClaim) -> None:
         raise _no_chords()
 

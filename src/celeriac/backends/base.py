@@ -253,6 +253,15 @@ class Backend(abc.ABC):
         send them together do (a worker reports the header tasks that ended in the same moment)."""
         return [await self.chord_part(group_id, part, size, lease=lease) for group_id, part, size in reports]
 
+    async def chord_grow(self, group_id: str, by: int = 1) -> None:
+        """Count ``by`` more parts in the header of chord ``group_id`` (``Task.add_to_chord``): the body
+        then waits for them too. Called by a header task while it runs, so before the header completes.
+
+        Raises:
+            NotImplementedError: this backend cannot grow a chord (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot add tasks to a chord (add_to_chord)")
+
     @abc.abstractmethod
     async def chord_done(self, claim: ChordClaim) -> None:
         """End the chord after its body was sent: drop the counted parts, remember the chord is done.

@@ -17,11 +17,21 @@ The modules, by concept: ``signature`` (a task call as data, the base of every p
 
 from celeriac.canvas.maps import chunks, xmap, xstarmap
 from celeriac.canvas.primitives import chain, chord, group, unsent_tasks
-from celeriac.canvas.signature import MEMBERSHIP, Signature, listed, maybe_signature, signature
+from celeriac.canvas.signature import (
+    MEMBERSHIP,
+    Signature,
+    asend_follow_up,
+    listed,
+    maybe_signature,
+    signature,
+)
+from celeriac.canvas.stamping import StampingVisitor
 
 __all__ = [
     "MEMBERSHIP",
     "Signature",
+    "StampingVisitor",
+    "asend_follow_up",
     "chain",
     "chord",
     "chunks",

@@ -7,27 +7,36 @@ Under ``task_always_eager`` the app runs a plan here instead (``_eager.py``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celeriac._sending import SendOptions, build_call
+from celeriac._sending import SendOptions, build_call, stamps_to_headers
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.protocol.message import Message, TaskCall
     from celeriac.task import Task
 
+log = logging.getLogger("celeriac.canvas")
+
 #: Options Celery keeps in embedded signatures that say nothing to a sender (canvas stamping, hints).
-_CELERY_ONLY_OPTIONS = frozenset({"stamped_headers", "stamps", "subtask_type", "chord_size", "producer"})
+_CELERY_ONLY_OPTIONS = frozenset({"stamps", "subtask_type", "chord_size", "producer"})
 
 
 @dataclass(slots=True)
 class Plan:
     """What sending a workflow takes: ``(task name, args, kwargs, options)`` per message, and the chords
-    (``(group id, size)``) to announce before their headers go out."""
+    (``(group id, size)``) to announce before their headers go out.
+
+    ``lenient`` plans send signatures that travelled inside a message (a worker continuing a workflow):
+    option names celeriac does not know are ignored there, as Celery ignores them, instead of refused as
+    a caller's typo.
+    """
 
     sends: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     chords: list[tuple[str, int]] = field(default_factory=list)
+    lenient: bool = False
 
 
 Built = list[tuple[str, "TaskCall", "float | None", SendOptions, "Task[Any, Any] | None"]]
@@ -47,8 +56,14 @@ async def asend_plan(app: Celeriac, plan: Plan) -> None:
 
 def _build(app: Celeriac, plan: Plan) -> Built:
     built: Built = []
+    known = SendOptions.__dataclass_fields__
     for name, args, kwargs, options in plan.sends:
-        opts = SendOptions.parse({k: v for k, v in options.items() if k not in _CELERY_ONLY_OPTIONS})
+        options = {k: v for k, v in stamps_to_headers(options).items() if k not in _CELERY_ONLY_OPTIONS}
+        if plan.lenient and not options.keys() <= known.keys():
+            ignored = sorted(options.keys() - known.keys())
+            log.debug("sending %s: ignoring option(s) celeriac has no use for: %s", name, ", ".join(ignored))
+            options = {k: v for k, v in options.items() if k in known}
+        opts = SendOptions.parse(options)
         task = app.tasks.get(name)
         queue, call, not_before, opts = build_call(app, name, args, kwargs, opts, task)
         built.append((queue, call, not_before, opts, task))

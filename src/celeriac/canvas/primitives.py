@@ -302,6 +302,10 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
         body = self._body()
         if rest:
             body["options"]["chain"] = [*(body["options"].get("chain") or []), *rest]
+        for key in ("link", "link_error"):  # as Celery: a chord's callbacks are its body's, not its header's
+            extra = listed(opts.pop(key, None))
+            if extra:
+                body["options"][key] = [*listed(body["options"].get(key)), *extra]
         header_result, result = self._freeze(opts.pop("task_id", None))
         header = self.header
         group_id = header_result.id

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from celeriac.canvas._plan import Plan
+from celeriac.canvas.stamping import StampingVisitor, stamp
 from celeriac.result import AsyncResult, GroupResult, ResultNode
 
 if TYPE_CHECKING:
@@ -99,25 +100,46 @@ class Signature(dict[str, Any]):
         """The task's name, as the embedded form keeps it under ``task``."""
         return str(self["task"])
 
+    # The parts are the signature's own, not copies: task code changes them in place, as with Celery's
+    # (``sig.args = ...``, ``sig.kwargs["x"] = 1``, ``sig.options["queue"] = ...``).
     @property
     def args(self) -> list[Any]:
-        """A copy of the positional arguments it has so far."""
-        return list(self["args"])
+        """The positional arguments it has so far (its own list: changes stay)."""
+        args = self["args"]
+        if not isinstance(args, list):
+            args = self["args"] = list(args)
+        return args
+
+    @args.setter
+    def args(self, value: Sequence[Any]) -> None:
+        self["args"] = list(value)
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        """A copy of the keyword arguments it has so far."""
-        return dict(self["kwargs"])
+        """The keyword arguments it has so far (its own dict: changes stay)."""
+        return self["kwargs"]  # type: ignore[no-any-return]
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any]) -> None:
+        self["kwargs"] = dict(value)
 
     @property
     def options(self) -> dict[str, Any]:
-        """A copy of its send options (``queue``, ``countdown``, ``link``, ``task_id``...)."""
-        return dict(self["options"])
+        """Its send options (``queue``, ``countdown``, ``link``, ``task_id``...; its own: changes stay)."""
+        return self["options"]  # type: ignore[no-any-return]
+
+    @options.setter
+    def options(self, value: dict[str, Any]) -> None:
+        self["options"] = dict(value)
 
     @property
     def immutable(self) -> bool:
         """Whether it ignores the arguments a parent passes (``.si()``, ``clone``)."""
         return bool(self["immutable"])
+
+    @immutable.setter
+    def immutable(self, value: bool) -> None:
+        self["immutable"] = bool(value)
 
     @property
     def subtask_type(self) -> str | None:
@@ -159,6 +181,14 @@ class Signature(dict[str, Any]):
     def set_immutable(self, immutable: bool) -> None:
         """Make it ignore (or take) the arguments a parent passes, in place."""
         self["immutable"] = immutable
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp this signature and everything in it (Celery's canvas stamping: ``canvas/stamping.py``)
+        with ``headers`` and what ``visitor`` says; returns it."""
+        stamp(self, visitor, append_stamps, headers)
+        return self
 
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` with this task's result when it succeeds; returns ``callback``."""
@@ -237,9 +267,14 @@ class Signature(dict[str, Any]):
         return result
 
     async def _asend(
-        self, args: Sequence[Any], kwargs: dict[str, Any] | None, options: dict[str, Any]
+        self,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+        *,
+        lenient: bool = False,
     ) -> ResultNode:
-        plan = Plan()
+        plan = Plan(lenient=lenient)
         result = self._copy_for_send()._plan(plan, list(args), dict(kwargs or {}), options)
         await self._app()._asend_plan(plan, result)
         return result
@@ -289,6 +324,17 @@ def maybe_signature(value: Any, app: Celeriac | None = None) -> Signature:
     if isinstance(value, dict):
         return Signature.from_dict(value, app=app)
     raise TypeError(f"expected a signature, got {type(value).__name__}: {value!r}")
+
+
+async def asend_follow_up(sig: Signature, args: Sequence[Any] = (), **options: Any) -> ResultNode:
+    """Send a signature that travelled inside a message (a callback, an errback, a chain's next step, a
+    chord's body), as a worker does when a task ends; its result handle.
+
+    Unlike ``apply_async``, which refuses an option it does not know (a typo in the caller's code), option
+    names that Celery keeps in such signatures and celeriac has no use for (``immutable``, ``stamp``,
+    ``on_signature``...) are ignored, as Celery ignores them.
+    """
+    return await sig._asend(args, None, options, lenient=True)
 
 
 class _Composite(Signature, Generic[_ResultT]):

@@ -197,6 +197,23 @@ class Control:
                 raise
             return None  # a broker without broadcasts: the record alone revokes
 
+    def revoke_by_stamped_headers(
+        self,
+        headers: dict[str, Any],
+        destination: Destination = None,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        reply: bool = False,
+        timeout: float = 1.0,
+    ) -> list[dict[str, Any]] | None:
+        """Revoke every task stamped with one of these values (``{stamp: value or [values]}``): workers
+        that hear it do not run such a task from then on, and with ``terminate`` stop running ones. Kept
+        in the workers' memory only, as Celery keeps it: a worker started later does not know it."""
+        arguments = {"headers": headers, "terminate": terminate, "signal": signal}
+        return self.app.run(
+            self.abroadcast("revoke_by_stamped_headers", arguments, destination, reply, timeout)
+        )
+
     def terminate(
         self,
         task_id: str | Collection[str],

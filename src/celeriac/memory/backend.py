@@ -31,6 +31,7 @@ class _Chord:
     parts: dict[tuple[str, int | None], ChordPart] = field(default_factory=dict)
     token: str | None = None
     lease_until: float = 0.0
+    grown: int = 0  # parts add_to_chord counted beyond the header's size
     done: bool = False
     touched: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -111,7 +112,7 @@ class MemoryBackend(Backend):
                 return None
             chord.parts.setdefault((part.task_id, part.index), part)
             now = time.monotonic()
-            if len(chord.parts) < size or (chord.token is not None and now < chord.lease_until):
+            if len(chord.parts) < size + chord.grown or (chord.token is not None and now < chord.lease_until):
                 return None
             token = chord.token = uuid.uuid4().hex
             chord.lease_until = now + lease
@@ -120,6 +121,10 @@ class MemoryBackend(Backend):
             range(len(arrived)), key=lambda n: (arrived[n].index is None, arrived[n].index or 0, n)
         )
         return ChordClaim(group_id, token, tuple(arrived[n] for n in order))
+
+    async def chord_grow(self, group_id: str, by: int = 1) -> None:
+        with self._store.lock:
+            self._store.chords.setdefault(group_id, _Chord()).grown += by
 
     async def chord_done(self, claim: ChordClaim) -> None:
         with self._store.lock:

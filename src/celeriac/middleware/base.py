@@ -87,7 +87,8 @@ class WorkItem:
 
 
 class Skip(Exception):
-    """Raised by ``before_start``: do not run the task; settle its message with ``fate`` instead.
+    """Raised by ``before_start`` or ``before_run``: do not run the task; settle its message with
+    ``fate`` instead.
 
     ``abandon`` is ``(state, error)`` when the task will never run (expired, revoked): what waits on
     it is told.
@@ -120,6 +121,11 @@ class Middleware:
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
         """The item is about to go to the pool; raise ``Skip`` to settle it otherwise."""
+
+    async def before_run(self, worker: Worker, item: WorkItem) -> None:
+        """A pool slot is held for the item and it goes to the pool now; raise ``Skip`` to settle it
+        otherwise. For checks that must be fresh: an item may wait long for its slot after
+        ``before_start``."""
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
         """The task began running in the pool (only for items ``wants_start`` accepts)."""

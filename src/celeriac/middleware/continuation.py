@@ -13,11 +13,17 @@ The error model, one for every primitive:
 * The claim is a lease: a worker that dies between claiming and sending leaves the chord to the redelivered
   copy of its header task, which claims it again. The body is sent exactly once when nothing dies; at least
   once otherwise (its task id is fixed, so a duplicate overwrites the same result).
+* A task's outcome is final once reached. A follow-up (callback, errback, next step, chord body) whose send
+  meets a broker outage is sent again until it goes through, as writes are; one that cannot be built or sent
+  at all fails on its own: it is logged, its result (and what hangs on it) is failed with the error and its
+  errbacks run. The task it follows is never run again for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
 import weakref
 from collections.abc import Sequence
@@ -26,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
+from celeriac._request import Context, request_fields
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.canvas import Signature, maybe_signature, unsent_tasks
+from celeriac.canvas import Signature, asend_follow_up, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Fate, Middleware, WorkItem
+from celeriac.worker._backoff import describe
 from celeriac.worker._batch import Batcher
 from celeriac.worker.pools.base import Outcome
 
@@ -54,7 +62,8 @@ class Continuation(Middleware):
         if outcome.status == states.SUCCESS:
             await succeeded(worker, item.call, outcome.value)
         elif outcome.status in (states.FAILURE, states.REVOKED):
-            await failed(worker, item.call, outcome.status, outcome.exc or Exception("failed"))
+            exc = outcome.exc or Exception("failed")
+            await failed(worker, item.call, outcome.status, exc, traceback=outcome.traceback)
 
     async def on_abandoned(self, worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
         """Settle what depended on a task that will never run, as for one that failed."""
@@ -64,26 +73,37 @@ class Continuation(Middleware):
 async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
     """Send what follows a task that succeeded: callbacks, the next step of its chain, its chord's part."""
 
-    app = worker.app
     parent: dict[str, Any] = {"parent_id": call.id, "root_id": call.root_id or call.id}
     for data in call.callbacks or ():
-        await maybe_signature(data, app).aapply_async((value,), **parent)
+        await _follow(worker, call, "callback", data, (value,), **parent)
     if call.chain:
         rest = list(call.chain)
-        following = maybe_signature(rest.pop(), app)  # the chain travels reversed: next task last
-        await following.aapply_async((value,), chain=rest or None, **parent)
+        following = rest.pop()  # the chain travels reversed: next task last
+        await _follow(worker, call, "next step", following, (value,), chain=rest or None, **parent)
     if call.chord and call.group_id:
         await _count(worker, _Member.of(call), states.SUCCESS, value)
 
 
-async def failed(worker: Worker, call: TaskCall, status: str, exc: BaseException) -> None:
-    """Settle what depended on a task that failed, was revoked, or will never run."""
+async def failed(
+    worker: Worker, call: TaskCall, status: str, exc: BaseException, *, traceback: str | None = None
+) -> None:
+    """Settle what depended on a task that failed, was revoked, or will never run.
+
+    Its errbacks run as Celery runs them: one whose function takes more than one positional argument (and
+    is not bound) is a new-style errback, called here, in the worker, with ``(request, exc, traceback)``;
+    any other is sent as a task with the failed task's id.
+    """
 
     app = worker.app
     for data in call.errbacks or ():
-        await maybe_signature(data, app).aapply_async(
-            (call.id,), parent_id=call.id, root_id=call.root_id or call.id
-        )
+        errback = _new_style(worker, data)
+        if errback is not None:
+            request = Context(**request_fields(call, worker.hostname))
+            await _call_errback(worker, request, errback, exc, traceback)
+        else:
+            await _follow(
+                worker, call, "errback", data, (call.id,), parent_id=call.id, root_id=call.root_id or call.id
+            )
     for data in reversed(call.chain or ()):  # in the order they would have run
         await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
     if call.chord and call.group_id:
@@ -106,6 +126,69 @@ class _Member:
     def of(cls, call: TaskCall) -> _Member:
         assert call.chord is not None and call.group_id is not None
         return cls(call.id, call.group_id, call.group_index, call.chord, call.root_id or call.id)
+
+
+def _new_style(worker: Worker, data: Any) -> Signature | None:
+    """The errback ``data`` names when it is new-style (Celery's test: its task is known here, is not
+    bound, and its function takes more than one positional argument, or ``*args``); None otherwise."""
+    try:
+        sig = maybe_signature(data, worker.app)
+    except (TypeError, ValueError):
+        return None  # sending it fails, and says so (``_follow``)
+    task = worker.app.tasks.get(sig.name)
+    if task is None or task.bind:
+        return None
+    spec = inspect.getfullargspec(task.fn)
+    return sig if spec.varargs or len(spec.args) > 1 else None
+
+
+async def _call_errback(
+    worker: Worker, request: Context, errback: Signature, exc: BaseException, traceback: str | None
+) -> None:
+    """Call a new-style errback with the failed task's request, its error and traceback (an ``async def``
+    one awaited, any other in a thread, so the worker's loop goes on); what it raises is logged."""
+    request.called_directly = False
+    try:
+        value = await asyncio.to_thread(errback, request, exc, traceback)
+        if inspect.isawaitable(value):
+            await value
+    except Exception as error:
+        worker.log.error(
+            "Task %s[%s]: its errback %s raised %s",
+            request.task,
+            request.id,
+            errback,
+            describe(error),
+            exc_info=error,
+        )
+
+
+async def _follow(
+    worker: Worker, call: TaskCall | str, role: str, data: Any, args: tuple[Any, ...], **options: Any
+) -> None:
+    """Send ``data``, the ``role`` ("callback", "next step"...) of ``call`` (a task, or a chord's id),
+    through the writer: an outage is waited out; a follow-up that cannot be built or sent fails alone."""
+    sig: Signature | None = None
+    try:
+        sig = maybe_signature(data, worker.app)
+        ready = sig
+        await worker.writer.send(
+            lambda: asend_follow_up(ready, args, **options), what=f"send the {role} {ready!r}"
+        )
+    except Exception as exc:
+        whose = call if isinstance(call, str) else f"Task {call.name}[{call.id}]"
+        worker.log.error(
+            "%s: its %s %s could not be sent (%s); that follow-up fails, the task's own result stands",
+            whose,
+            role,
+            sig if sig is not None else f"{data!r:.200}",
+            describe(exc),
+        )
+        if sig is None:
+            return  # not a signature: nothing names a result to fail
+        if options.get("chain"):
+            sig = sig.clone().set(chain=options["chain"])  # its rest, as the message would have carried it
+        await _fail(worker, sig, states.FAILURE, exc, errbacks=True)
 
 
 async def _count(worker: Worker, member: _Member, status: str, value: Any) -> None:
@@ -133,7 +216,10 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
     body = maybe_signature(member.body, worker.app)
     culprit = next((p for p in claim.parts if p.status != states.SUCCESS), None)
     if culprit is None:
-        await body.aapply_async((claim.values,), parent_id=member.task_id, root_id=member.root_id)
+        what = f"Chord {member.group_id}"
+        await _follow(
+            worker, what, "body", body, (claim.values,), parent_id=member.task_id, root_id=member.root_id
+        )
     else:
         error = ChordError(f"Dependency {culprit.task_id} raised {_describe(culprit)}")
         worker.log.error("Chord %s failed: %s; its body %s will not run", member.group_id, error, body)
@@ -162,7 +248,24 @@ async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException,
             await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
         if run_errbacks and task_id:
             for data in options.get("link_error") or ():
-                await maybe_signature(data, app).aapply_async((task_id,), parent_id=task_id)
+                errback = _new_style(worker, data)
+                if errback is not None:
+                    request = Context(
+                        id=task_id,
+                        task=task.name,
+                        args=task.args,
+                        kwargs=task.kwargs,
+                        group=options.get("group_id"),
+                        group_index=options.get("group_index"),
+                        root_id=options.get("root_id"),
+                        parent_id=options.get("parent_id"),
+                        hostname=worker.hostname,
+                    )
+                    await _call_errback(worker, request, errback, exc, None)
+                    continue
+                await _follow(
+                    worker, f"Task {task['task']}[{task_id}]", "errback", data, (task_id,), parent_id=task_id
+                )
         for data in reversed(options.get("chain") or ()):  # in the order they would have run
             await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
         chord_body, group_id = options.get("chord"), options.get("group_id")

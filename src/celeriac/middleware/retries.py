@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.exceptions import Retry
@@ -37,8 +38,7 @@ class Retries(Middleware):
             retries=item.call.retries + 1,
             eta=eta,
             parent_id=item.call.id,  # what Celery 5.7 sends on a retry
-            args=list(options.get("args", item.call.args)),
-            kwargs=dict(options.get("kwargs", item.call.kwargs)),
+            **_retried_arguments(item, options),
             argsrepr=None,
             kwargsrepr=None,
         )
@@ -67,3 +67,29 @@ class Retries(Middleware):
             retry.humanize(),
             retry.exc,
         )
+
+
+def _retried_arguments(item: WorkItem, options: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of the retried call: ``retry(args=...)`` or ``retry(kwargs=...)`` replace the
+    parameters they name and keep the others, as Celery 5.7 does (new positional arguments drop the
+    keyword arguments they now fill; new keyword arguments take the place of the positional ones)."""
+    call = item.call
+    new_args, new_kwargs = options.get("args"), options.get("kwargs")
+    if new_args is None and new_kwargs is None:
+        return {"args": list(call.args), "kwargs": dict(call.kwargs)}
+    params = list(inspect.signature(item.task.__wrapped__).parameters.values())[1 if item.task.bind else 0 :]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in params) or len(call.args) > len(positional):
+        # Names cannot say which is which: each half given replaces that half.
+        return {
+            "args": list(call.args if new_args is None else new_args),
+            "kwargs": dict(call.kwargs if new_kwargs is None else new_kwargs),
+        }
+    if new_args is not None:
+        filled = set(positional[: len(new_args)])
+        kwargs = {
+            k: v for k, v in (call.kwargs if new_kwargs is None else new_kwargs).items() if k not in filled
+        }
+        return {"args": list(new_args), "kwargs": kwargs}
+    named = dict(zip(positional, call.args, strict=False))
+    return {"args": [], "kwargs": {**named, **call.kwargs, **(new_kwargs or {})}}

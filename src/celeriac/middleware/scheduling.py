@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.exceptions import ConfigurationError, TaskRevokedError
@@ -25,6 +25,11 @@ class Expiry(Middleware):
 
     async def before_start(self, worker: Worker, item: WorkItem) -> None:
         """Skip an expired task, recording it REVOKED and telling what waits on it."""
+        await self.before_run(worker, item)
+
+    async def before_run(self, worker: Worker, item: WorkItem) -> None:
+        """The same once a slot is held: a task may expire while it waits for one (a full pool holding
+        prefetched messages)."""
         expires = item.call.expires
         if expires is not None and datetime.now(UTC) >= expires:
             error = TaskRevokedError("expired")
@@ -53,6 +58,7 @@ class Revocation(Middleware):
         self._live = False
         self._feed: asyncio.Task[None] | None = None
         self._pruned_at = 0
+        self._stamps: dict[str, list[Any]] = {}  # stamp name -> revoked values
 
     async def worker_start(self, worker: Worker) -> None:
         """Follow the backend's feed of revocations, where it pushes them."""
@@ -98,6 +104,34 @@ class Revocation(Middleware):
         """The ids revoked by remote control and remembered, with when (unix time)."""
         return dict(self._heard)
 
+    def hear_stamps(self, stamps: dict[str, Any]) -> None:
+        """Remember stamps revoked by remote control (``revoke_by_stamped_headers``): a task stamped with
+        one of these values is not run from now on. Kept in memory only, as Celery keeps them."""
+        for name, values in stamps.items():
+            known = self._stamps.setdefault(name, [])
+            known.extend(v for v in (values if isinstance(values, list) else [values]) if v not in known)
+
+    def stamped_revoked(self, item: WorkItem) -> dict[str, Any] | None:
+        """The revoked stamps ``item`` carries, or None."""
+        if not self._stamps:
+            return None
+        stamps = _stamps_of(item)
+        hits = {}
+        for name, revoked in self._stamps.items():
+            if name in stamps:
+                values = stamps[name] if isinstance(stamps[name], list) else [stamps[name]]
+                if any(v in revoked for v in values):
+                    hits[name] = stamps[name]
+        return hits or None
+
+    async def before_run(self, worker: Worker, item: WorkItem) -> None:
+        """Skip a task whose stamps were revoked (checked when it is about to run, as Celery checks)."""
+        hits = self.stamped_revoked(item)
+        if hits is not None:
+            error = TaskRevokedError("revoked")
+            await worker.writer.store_state(item, states.REVOKED, error)
+            raise Skip(Fate.ACK, f"revoked by header: {hits}", abandon=(states.REVOKED, error))
+
     def _learn(self, ids: Sequence[str], expires: float | None) -> None:
         now = time.monotonic()
         for task_id in ids:
@@ -121,6 +155,15 @@ class Revocation(Middleware):
                 revoked += [item for item in items if _revoked(found.get(item.call.id))]
         for item in revoked:
             item.settle(Fate.ACK, "revoked", abandon=(states.REVOKED, TaskRevokedError("revoked")))
+
+
+def _stamps_of(item: WorkItem) -> dict[str, Any]:
+    """The stamps a task's message carries (Celery's ``stamps`` header, by ``stamped_headers``)."""
+    headers = item.call.headers
+    names, stamps = headers.get("stamped_headers"), headers.get("stamps")
+    if not isinstance(names, list) or not isinstance(stamps, dict):
+        return {}
+    return {name: stamps[name] for name in names if name in stamps}
 
 
 def _revoked(meta: ResultMeta | None) -> bool:

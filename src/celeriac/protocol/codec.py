@@ -85,10 +85,9 @@ def encode_task(
         properties["reply_to"] = call.reply_to
     if call.priority is not None:
         properties["priority"] = call.priority
-    if call.expires is not None:
-        # Like Celery, also give the broker a TTL (ms) so it can drop the message once it expired.
-        remaining = (_utc(call.expires) - datetime.now(UTC)).total_seconds()
-        properties["expiration"] = str(int(max(remaining, 0.0) * 1000))
+    # Unlike Celery, no ``expiration`` (an AMQP TTL) for ``expires``: RabbitMQ would drop a message that
+    # expires in its queue without a word, and its result would stay PENDING forever. A worker that reads
+    # it records REVOKED ("expired") instead, so ``get()`` ends.
     return Message(
         body=body,
         headers=headers,

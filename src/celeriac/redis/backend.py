@@ -227,6 +227,15 @@ class RedisBackend(Backend):
         index = None if score is None or score in (b"inf", b"+inf") else int(float(score))
         return ChordPart(str(task_id), index, str(status), result)
 
+    async def chord_grow(self, group_id: str, by: int = 1) -> None:
+        # Celery's size adjustment key, which its add_to_chord INCRs and the counting script adds.
+        key = self.group_key(group_id, ".t")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, by)
+            if self.expires:
+                pipe.expire(key, math.ceil(self.expires))
+            await pipe.execute()
+
     async def chord_done(self, claim: ChordClaim) -> None:
         await self._lua("chord_done")(
             keys=[self.group_key(claim.group_id, s) for s in (".c", ".j", ".t", ".s", ".d")],

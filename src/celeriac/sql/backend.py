@@ -216,6 +216,10 @@ class SQLBackend(Backend):
             ),
         )
 
+    async def chord_grow(self, group_id: str, by: int = 1) -> None:
+        await self._open()
+        await self._db.call(self._retrying, partial(_grow_chord, group_id, by))
+
     async def chord_done(self, claim: ChordClaim) -> None:
         await self._open()
         await self._db.call(self._db.write, partial(_end_chord, claim.group_id, claim.token))
@@ -348,15 +352,11 @@ def _upsert(table: sa.Table, rows: list[dict[str, Any]], conn: sa.Connection) ->
             conn.execute(table.insert(), new)
 
 
-def _count_part(
-    part: dict[str, Any], size: int, token: str, lease: float, conn: sa.Connection
-) -> list[sa.Row[Any]] | None:
-    """One chord report, inside a write transaction: the header's rows if this call claims the chord."""
-    c, p = chords.c, chord_parts.c
-    group_id, now = part["group_id"], time.time()
-    touched = _naive_utc(_now())
-    # Make sure the chord's row exists, then lock it: from here on, reports on this chord are serial.
-    new = {"group_id": group_id, "size": size, "counted": 0, "done": False, "touched": touched}
+def _locked_chord(group_id: str, size: int, conn: sa.Connection) -> sa.Row[Any]:
+    """The chord's row, made with ``size`` if it did not exist, and locked: from here on, writes on this
+    chord in other transactions wait for this one."""
+    c = chords.c
+    new = {"group_id": group_id, "size": size, "counted": 0, "done": False, "touched": _naive_utc(_now())}
     dialect = conn.dialect.name
     if dialect in ("mysql", "mariadb"):
         upsert = mysql.insert(chords)
@@ -364,15 +364,38 @@ def _count_part(
     else:
         insert = sqlite.insert(chords) if dialect == "sqlite" else postgresql.insert(chords)
         conn.execute(insert.on_conflict_do_nothing(index_elements=[c.group_id]), new)
-    chord = conn.execute(sa.select(chords).where(c.group_id == group_id).with_for_update()).one()
+    return conn.execute(sa.select(chords).where(c.group_id == group_id).with_for_update()).one()
+
+
+def _grow_chord(group_id: str, by: int, conn: sa.Connection) -> None:
+    """``chord_grow`` inside a write transaction. Before the first report the header's size is not known
+    here: the row then holds minus the parts added, and the first report adds its size to them."""
+    chord = _locked_chord(group_id, 0, conn)
+    size = chord.size + by if chord.size > 0 else chord.size - by
+    conn.execute(chords.update().where(chords.c.group_id == group_id).values(size=size))
+
+
+def _count_part(
+    part: dict[str, Any], size: int, token: str, lease: float, conn: sa.Connection
+) -> list[sa.Row[Any]] | None:
+    """One chord report, inside a write transaction: the header's rows if this call claims the chord."""
+    c, p = chords.c, chord_parts.c
+    group_id, now = part["group_id"], time.time()
+    touched = _naive_utc(_now())
+    chord = _locked_chord(group_id, size, conn)
     if chord.done:
         return None
+    if chord.size <= 0:  # only add_to_chord's parts counted so far (``_grow_chord``)
+        chord_size = size - chord.size
+        conn.execute(chords.update().where(c.group_id == group_id).values(size=chord_size))
+    else:
+        chord_size = chord.size
     counted = chord.counted
     key = (p.group_id == group_id) & (p.task_id == part["task_id"]) & (p.position == part["position"])
     if conn.execute(sa.select(p.arrival).where(key)).first() is None:
         conn.execute(chord_parts.insert(), {**part, "arrival": counted})
         counted += 1
-    claims = counted >= chord.size and (chord.token is None or (chord.lease_until or 0) < now)
+    claims = counted >= chord_size and (chord.token is None or (chord.lease_until or 0) < now)
     changes: dict[str, Any] = {"counted": counted, "touched": touched}
     if claims:
         changes.update(token=token, lease_until=now + lease)

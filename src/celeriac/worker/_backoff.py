@@ -72,18 +72,28 @@ class Persistent:
         self.timeout = timeout
         self.give_up = give_up
 
-    async def write(self, write: Callable[[], Awaitable[T]], *, what: str, where: str, undone: str) -> T:
+    async def write(
+        self,
+        write: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        where: str,
+        undone: str,
+        permanent: Callable[[Exception], bool] | None = None,
+    ) -> T:
         """``write()`` until it succeeds; ``what`` and ``where`` name it in logs ("ack 3 message(s)",
-        "redis://host:6379/0"), ``undone`` says what a write given up on leaves behind."""
+        "redis://host:6379/0"), ``undone`` says what a write given up on leaves behind. ``permanent``
+        tells the errors that no retry can mend (default: those of ``Persistent.permanent``), raised
+        at once."""
         backoff = Backoff()
         while True:
             deadline = asyncio.timeout(self.timeout)
             try:
                 async with deadline:
                     result = await write()
-            except self.permanent:
-                raise
             except Exception as exc:
+                if permanent(exc) if permanent is not None else isinstance(exc, self.permanent):
+                    raise
                 error = exc
             else:
                 if backoff.failures:
@@ -96,6 +106,28 @@ class Persistent:
             delay = backoff.next()
             self.log.warning("could not %s on %s (%s); trying again in %.2fs", what, where, reason, delay)
             await sleep_unless(self.give_up, delay)
+
+
+#: Names of the errors drivers raise when their server cannot be reached or cannot take a write now
+#: (redis-py's ``ConnectionError``, ``BusyLoadingError`` and ``OutOfMemoryError``, SQLAlchemy's
+#: ``OperationalError``...): not all of them derive from the built-in ``ConnectionError``, so they are
+#: known by name.
+_OUTAGE_NAMES = (
+    "ConnectionError",
+    "TimeoutError",
+    "OperationalError",
+    "ConnectionClosed",
+    "BusyLoadingError",
+    "OutOfMemoryError",
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server is down, unreachable or busy (worth waiting out), rather than that
+    what was sent is wrong (which no retry mends)."""
+    if isinstance(exc, ConnectionError | OSError | TimeoutError):
+        return True
+    return any(cls.__name__.endswith(_OUTAGE_NAMES) for cls in type(exc).__mro__)
 
 
 def describe(exc: BaseException, timed_out_after: float | None = None) -> str:

@@ -14,7 +14,7 @@ from celeriac.middleware.base import Fate
 from celeriac.middleware.scheduling import RateLimits, parse_rate
 from celeriac.result import revoke as record_revoked
 from celeriac.worker._backoff import describe
-from celeriac.worker._inspect import remember_revoked
+from celeriac.worker._inspect import remember_revoked, revocations
 
 if TYPE_CHECKING:
     from celeriac.worker.control import ControlState
@@ -80,6 +80,43 @@ async def revoke(
         ]
         return _ok(f"terminate: {', '.join(hit)}" if hit else "terminate: tasks unknown")
     return _ok(f"tasks {wanted!r} flagged as revoked")
+
+
+@control_commands.control_command(args=[("headers", str)], variadic="headers")
+async def revoke_by_stamped_headers(
+    state: ControlState,
+    headers: dict[str, Any] | list[str] | str,
+    terminate: bool = False,
+    signal: str | int | None = None,
+    **_: Any,
+) -> dict[str, str]:
+    """Revoke every task stamped with one of these values (``{stamp: value or [values]}``, or Celery's
+    CLI form ``["stamp=value", ...]``): checked when each is about to run, remembered in memory as
+    Celery does; with ``terminate``, running ones are stopped too."""
+    if isinstance(headers, str):
+        headers = [headers]
+    if isinstance(headers, list):
+        pairs = [str(h).split("=", 1) for h in headers]
+        parsed: dict[str, Any] = {}
+        for name, value in (p for p in pairs if len(p) == 2):
+            parsed.setdefault(name, []).append(value)
+        headers = parsed
+    if not isinstance(headers, dict) or not headers:
+        return {"error": f"revoke_by_stamped_headers needs {{stamp: value}} headers, got {headers!r}"}
+    worker = state.worker
+    middleware = revocations(worker)
+    if middleware is None:
+        return {"error": "this worker has no Revocation middleware: revoking by stamps is off"}
+    middleware.hear_stamps(headers)
+    if not terminate:
+        return _ok(f"headers {headers!r} flagged as revoked, but not terminated")
+    number = _signal_number(signal)
+    hit = [
+        item.call.id
+        for item in worker.active_items()
+        if middleware.stamped_revoked(item) and worker.pool.terminate(item.call.id, number)
+    ]
+    return _ok(f"headers {headers!r} revoked" if hit else f"headers {headers!r} were not terminated")
 
 
 @control_commands.control_command(args=[("task_id", str), ("signal", str)])

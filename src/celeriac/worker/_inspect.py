@@ -214,6 +214,11 @@ def remember_revoked(worker: Worker, ids: list[str]) -> None:
             mw.hear(ids)
 
 
+def revocations(worker: Worker) -> Revocation | None:
+    """The worker's Revocation middleware, if it has one."""
+    return next((mw for mw in worker.middleware if isinstance(mw, Revocation)), None)
+
+
 @inspect_commands.inspect_command()
 def revoked(state: ControlState, **_: Any) -> list[str]:
     """The ids this worker was told to revoke (kept three hours, at most 50 000)."""

@@ -81,21 +81,23 @@ def accept(
 def job_of(item: WorkItem, hostname: str) -> Job:
     """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's) and
     the request the task sees as ``self.request``."""
-    call = item.call
+    call, task, message = item.call, item.task, item.delivery.message
+    hard = call.time_limit if call.time_limit is not None else task.time_limit
+    soft = call.soft_time_limit if call.soft_time_limit is not None else task.soft_time_limit
     return Job(
         id=call.id,
         name=call.name,
         args=call.args,
         kwargs=call.kwargs,
-        time_limit=call.time_limit if call.time_limit is not None else item.task.time_limit,
-        soft_time_limit=call.soft_time_limit
-        if call.soft_time_limit is not None
-        else item.task.soft_time_limit,
+        time_limit=hard,
+        soft_time_limit=soft,
         request=request_fields(
             call,
             hostname,
             queue=item.delivery.queue,
             redelivered=item.delivery.redelivered,
             ignore_result=item.ignore_result,
+            properties=message.properties if message is not None else None,
+            limits=(hard, soft),
         ),
     )

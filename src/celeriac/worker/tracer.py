@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals, states
 from celeriac._request import Context, current
 from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.worker.pools.base import Job, Outcome
 
 if TYPE_CHECKING:
@@ -109,6 +110,10 @@ def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
     except Exception as exc:
         return _failed_after_success(task, job, exc)
     signals.task_success.send(sender=task, result=value)
+    if isinstance(value, AsyncResult | GroupResult):
+        # A task that returns the handle of what it sent stores the handle's tuple, as Celery does: the
+        # caller reads ids it can rebuild handles from, and no serializer has to know our classes.
+        value = value.as_tuple()
     return Outcome(states.SUCCESS, value=value)
 
 

@@ -486,15 +486,21 @@ class Worker:
             await writer.give_back([item.delivery])
             raise
         except Exception as exc:
-            # Not the task's doing (e.g. the ETA middleware could not reach the broker): give the
-            # message back uncounted, to be tried again.
-            self.log.warning(
-                "Task %s[%s] not started: %s; its message goes back to the queue",
-                item.task.name,
-                item.call.id,
-                describe(exc),
-            )
-            await writer.release([item.delivery])
+            await self._not_started(item, exc)
+            return
+        try:
+            for mw in self._hooked("before_run"):
+                await mw.before_run(self, item)
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, Skip):
+                item.settle(exc.fate, exc.reason, abandon=exc.abandon)
+                await self._not_run(item)
+                return
+            if not isinstance(exc, Exception):
+                await writer.give_back([item.delivery])
+                raise
+            await self._not_started(item, exc)
             return
         current = asyncio.current_task()
         assert current is not None
@@ -519,22 +525,56 @@ class Worker:
         lost = outcome.worker_lost and isinstance(outcome.exc, WorkerLostError)
         if lost and reject_lost is not False and not item.acked:
             item.settle(Fate.REQUEUE, "worker lost")
-        try:
-            for mw in self._hooked("after_outcome"):
+        for mw in self._hooked("after_outcome"):
+            try:
                 await mw.after_outcome(self, item, outcome)
-        except Exception:
-            self.log.exception(
-                "Task %s[%s]: finishing failed; its message goes back to the queue",
-                item.task.name,
-                item.call.id,
-            )
-            item.settle(Fate.REQUEUE, "worker lost")
+            except Exception as exc:
+                self._finishing_failed(item, mw, exc)
         if item.fate is not Fate.RUN:
             await self._settle(item)
         elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
             await self._rejected(item, outcome.exc)
         elif not item.acked:
             await writer.ack(item.delivery)
+
+    async def _not_started(self, item: WorkItem, exc: Exception) -> None:
+        """A middleware failed before the task started, not by the task's doing (e.g. the ETA middleware
+        could not reach the broker): its message goes back uncounted, to be tried again."""
+        self.log.warning(
+            "Task %s[%s] not started: %s; its message goes back to the queue",
+            item.task.name,
+            item.call.id,
+            describe(exc),
+        )
+        await self.writer.release([item.delivery])
+
+    def _finishing_failed(self, item: WorkItem, mw: Middleware, exc: Exception) -> None:
+        """A middleware failed to finish a task that ran (its writes gave up in a cold shutdown, or a bug).
+
+        The task's outcome is final once reached: its message is not run again for a failure after the
+        run, except when a cold shutdown gave up on the writes that record it. Then the message goes back
+        uncounted (at least once: nothing records the run).
+        """
+        name, task_id, stage = item.task.name, item.call.id, type(mw).__name__
+        if self._stop_level > 1 and not item.acked:
+            self.log.error(
+                "Task %s[%s]: %s could not finish it before the cold shutdown (%s); its message goes back "
+                "to the queue and the task runs again",
+                name,
+                task_id,
+                stage,
+                describe(exc),
+            )
+            item.settle(Fate.REQUEUE, f"cold shutdown while finishing: {describe(exc)}")
+            return
+        self.log.error(
+            "Task %s[%s]: internal error in %s after the task ran; its outcome stands and it is not run "
+            "again",
+            name,
+            task_id,
+            stage,
+            exc_info=exc,
+        )
 
     async def _not_run(self, item: WorkItem) -> None:
         """Settle the message of an item a middleware kept from running, telling what waits on its task

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from celeriac import states
 from celeriac._exception_records import exception_to_dict
 from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.worker._backoff import Persistent, describe, safe_url
+from celeriac.worker._backoff import Persistent, describe, is_outage, safe_url
 from celeriac.worker._batch import Batcher
 
 if TYPE_CHECKING:
@@ -137,6 +137,18 @@ class Writer:
                         )
                     ]
                 )
+
+    async def send(self, send: Callable[[], Awaitable[object]], *, what: str) -> None:
+        """Send what a task's end calls for (a callback, a chain's next step, a chord's body) with
+        ``send()``, waiting out an outage of the broker as writes do; an error that is not an outage (the
+        message cannot be built or encoded) is raised at once: retrying cannot mend it."""
+        await self._persistent.write(
+            send,
+            what=what,
+            where=self._where_broker,
+            undone="the workflow stops here; the task's own result is kept",
+            permanent=lambda exc: not is_outage(exc),
+        )
 
     async def store(self, metas: Sequence[ResultMeta]) -> None:
         """Store result records as they are, waiting out an outage of the backend (which must exist)."""

@@ -164,6 +164,28 @@ def test_options_partial_arguments_and_immutability():
     assert [s[1] for s in plan.sends] == [[9, 1], [2]]
 
 
+def test_task_code_changes_a_signatures_parts_in_place_as_with_celery():
+    sig = t.s(1)
+    sig.args = (2,)
+    sig.kwargs["x"] = 3
+    sig.options["queue"] = "elsewhere"
+    sig.options.update(countdown=1)
+    sig.immutable = True
+    assert dict(sig) == {
+        "task": t.name,
+        "args": [2],
+        "kwargs": {"x": 3},
+        "options": {"queue": "elsewhere", "countdown": 1},
+        "subtask_type": None,
+        "immutable": True,
+    }
+    sig.args.append(4)
+    sig.kwargs = {"y": 5}
+    plan, _ = _sent(sig, 0)  # immutable: the parent's argument is not added
+    assert plan.sends[0][:3] == (t.name, [2, 4], {"y": 5})
+    assert plan.sends[0][3]["queue"] == "elsewhere"
+
+
 # -- reading a workflow does not change it ----------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from celeriac.worker._backoff import Backoff, Persistent, sleep_unless
+from celeriac.worker._backoff import Backoff, Persistent, is_outage, sleep_unless
 from celeriac.worker._batch import Batcher
 
 
@@ -93,6 +93,38 @@ async def test_errors_of_the_data_are_not_retried() -> None:
     with pytest.raises(TypeError):
         await persistent.write(write, what="store", where="x://", undone="-")
     assert write.calls == 1
+
+
+def test_outages_are_told_from_errors_no_retry_mends() -> None:
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    from celeriac.exceptions import ConfigurationError, OperationalError
+
+    outages = [
+        ConnectionRefusedError(),
+        TimeoutError(),
+        OperationalError("down"),
+        redis.exceptions.ConnectionError("reset"),
+        redis.exceptions.BusyLoadingError("loading"),
+        redis.exceptions.OutOfMemoryError("maxmemory"),
+        sqlalchemy.exc.OperationalError("select 1", {}, Exception("gone away")),
+    ]
+    assert all(is_outage(exc) for exc in outages)
+    faults = [TypeError("bad option"), ValueError("priority 999"), KeyError("x"), ConfigurationError("queue")]
+    assert not any(is_outage(exc) for exc in faults)
+
+
+@in_loop
+async def test_a_send_is_retried_through_an_outage_and_refused_at_once_when_it_is_wrong() -> None:
+    persistent = Persistent(logging.getLogger("test"), timeout=5, give_up=asyncio.Event())
+    lasting = Flaky(2, OSError("unreachable"))
+    wrong = Flaky(5, ValueError("priority must be an int from 0 to 255"))
+    permanent = lambda exc: not is_outage(exc)  # noqa: E731 - as Writer.send passes it
+    assert await persistent.write(lasting, what="send", where="x://", undone="-", permanent=permanent)
+    with pytest.raises(ValueError):
+        await persistent.write(wrong, what="send", where="x://", undone="-", permanent=permanent)
+    assert (lasting.calls, wrong.calls) == (3, 1)
 
 
 @in_loop

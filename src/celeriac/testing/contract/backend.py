@@ -329,6 +329,29 @@ class BackendContract:
 
         backend_kit.run(scenario)
 
+    def test_chord_grown_by_add_to_chord_waits_for_the_added_parts(self, backend_kit: BackendKit) -> None:
+        """``chord_grow`` (a header task's ``add_to_chord``) makes the header larger than the size its
+        parts report, whether it comes before any report or after some."""
+
+        async def scenario() -> None:
+            backend, other = backend_kit.backend(), backend_kit.backend()
+            for grow_first in (True, False):
+                group_id = backend_kit.group_id()
+                await backend.chord_begin(group_id, 2)
+                first, second, added, again = _header(group_id, 4)
+                if grow_first:
+                    await other.chord_grow(group_id, 2)
+                assert await backend.chord_part(group_id, first, 2) is None
+                if not grow_first:
+                    await other.chord_grow(group_id, 2)
+                assert await backend.chord_part(group_id, second, 2) is None
+                assert await other.chord_part(group_id, added, 2) is None
+                claim = await backend.chord_part(group_id, again, 2)
+                assert claim is not None and list(claim.parts) == [first, second, added, again]
+                await backend.chord_done(claim)
+
+        backend_kit.run(scenario)
+
     def test_chord_counts_a_redelivered_part_once(self, backend_kit: BackendKit) -> None:
         """A part reported twice (a redelivered message) is counted once."""
 

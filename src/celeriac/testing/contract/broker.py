@@ -201,6 +201,27 @@ class BrokerContract:
 
         broker_kit.run(scenario)
 
+    def test_a_message_back_from_a_delay_can_be_delayed_again(self, broker_kit: BrokerKit) -> None:
+        """A delayed message fetched and published again with ``not_before`` (a task retried with a
+        countdown, twice) comes back each time: nothing the delay wrote into it holds it back.
+
+        The delay, rounded up to 3 s, is two powers of two: on RabbitMQ's delay scheme the message passes
+        two delay queues, so a second trip dead-letters it into a queue its first trip already left
+        (which RabbitMQ drops as a dead-letter cycle when the message still carries ``x-death``)."""
+
+        async def scenario() -> None:
+            broker, queue = broker_kit.broker(), broker_kit.queue()
+            again = message("again")
+            for trip in range(2):
+                await broker.publish(queue, again, not_before=time.time() + 2.1)
+                got = await broker.fetch([queue], 10, 5.0)
+                assert ids(got) == ["again"], f"trip {trip + 1}: the delayed message never came back"
+                await broker.ack(got)
+                assert got[0].message is not None
+                again = got[0].message
+
+        broker_kit.run(scenario)
+
     def test_ack_removes_the_message(self, broker_kit: BrokerKit) -> None:
         """An acked message is gone for every consumer."""
 
