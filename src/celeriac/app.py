@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import signals
 from celeriac._builtins import register_builtins
+from celeriac._outages import is_outage, safe_url
 from celeriac._portal import portal
 from celeriac._sending import RetryPolicy, SendOptions, announce, build_call
 from celeriac.backends import create_backend
@@ -24,7 +25,7 @@ from celeriac.canvas import Signature
 from celeriac.canvas._eager import run_eagerly
 from celeriac.canvas._plan import asend_plan, send_plan
 from celeriac.config import Settings, settings_from_object
-from celeriac.exceptions import ConfigurationError, NotRegistered
+from celeriac.exceptions import ConfigurationError, NotRegistered, OperationalError
 from celeriac.protocol import encode_task
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.routing import Router
@@ -452,9 +453,19 @@ class Celeriac:
         delays = policy.delays() if retry else []
         if signals.before_task_publish.has_receivers():
             announce(signals.before_task_publish, items, declare=[], retry_policy=asdict(policy))
+        # A broker that takes connections but never answers (a paused or wedged server) must not hold a
+        # caller for minutes: each attempt has broker_publish_timeout (plus 1 ms a message, for large
+        # groups), and all of them together that plus the retry policy's waits.
+        timeout = self.conf.broker_publish_timeout
+        per_attempt = float(timeout) + 0.001 * len(items) if timeout else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + per_attempt + sum(delays) if per_attempt is not None else None
         for attempt in range(len(delays) + 1):
+            bound = None if deadline is None else max(0.0, min(per_attempt or 0.0, deadline - loop.time()))
+            limit = asyncio.timeout(bound)
             try:
-                await broker.publish_many(items)
+                async with limit:
+                    await broker.publish_many(items)
                 if signals.after_task_publish.has_receivers():
                     announce(signals.after_task_publish, items)
                 if self.conf.task_send_sent_event:
@@ -462,9 +473,19 @@ class Celeriac:
 
                     await send_task_sent(broker, items)
                 return
-            except (ConnectionError, OSError) as exc:
-                if attempt == len(delays):
+            except Exception as exc:
+                if not is_outage(exc):
                     raise
+                out_of_time = deadline is not None and loop.time() >= deadline
+                if attempt == len(delays) or out_of_time:
+                    why = (
+                        f"no answer within {bound:g}s" if limit.expired() else f"{type(exc).__name__}: {exc}"
+                    )
+                    raise OperationalError(
+                        f"could not publish {len(items)} message(s) to {safe_url(self.broker_url)} after "
+                        f"{attempt + 1} attempt(s) ({why}); is the broker up and answering? "
+                        "(broker_publish_timeout, task_publish_retry_policy)"
+                    ) from exc
                 queues = ", ".join(sorted({repr(queue) for queue, _, _ in items}))
                 logger.warning(
                     "publish to %s failed (%s); retry %d of %d", queues, exc, attempt + 1, len(delays)

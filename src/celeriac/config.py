@@ -42,6 +42,12 @@ SETTINGS: dict[str, Setting] = {
     ),
     "broker_heartbeat": _s(None, *_NUM, doc="AMQP heartbeat in seconds (default: the server's, 60)."),
     "broker_connection_timeout": _s(4.0, *_NUM, doc="Seconds to wait for a broker connection."),
+    "broker_publish_timeout": _s(
+        10.0,
+        *_NUM,
+        doc="The most one publish attempt may take (a broker that takes connections but never answers); "
+        "all retries together get this plus task_publish_retry_policy's waits. None: no bound.",
+    ),
     "broker_connection_retry": _s(True, bool, doc="Default of broker_connection_retry_on_startup."),
     "broker_connection_retry_on_startup": _s(
         None, bool, doc="A worker that cannot reach its broker at start waits for it (default: True)."

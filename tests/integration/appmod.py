@@ -22,7 +22,7 @@ def _ledger(line: str) -> None:
 
 
 @app.task(bind=True)
-def work(self, n: int, seconds: float = 0.0) -> int:
+def work(self, n: int, seconds: float = 0.0, padding: str = "") -> int:
     time.sleep(seconds)
     _ledger(f"{self.request.id} {os.getpid()}")
     return n

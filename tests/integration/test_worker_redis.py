@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from celeriac.exceptions import OperationalError
 from tests.integration import appmod
 from tests.integration.conftest import ledger, log_of, wait_until
 from tests.servers import RedisServer
@@ -126,3 +127,21 @@ def test_a_wedged_consumer_is_detected_cancelled_and_restarted(
     # fetching restarted: the worker serves again once the server answers
     assert appmod.add.delay(2, 3).get(timeout=20) == 5
     assert worker.terminate() == 0
+
+
+def test_delay_to_a_broker_that_never_answers_fails_soon_and_says_so(app: Any, redis: RedisServer) -> None:
+    assert appmod.add.delay(1, 1).id  # connected: the client has a live connection to the server
+    app.conf.update(broker_publish_timeout=1.0, task_publish_retry_policy={"max_retries": 1})
+    redis.pause()  # connections stay open and nothing answers: a SIGSTOPped or wedged server
+    try:
+        began = time.monotonic()
+        with pytest.raises(
+            OperationalError, match=r"no answer within 1(\.0+1)?s.*broker_publish_timeout"
+        ) as failed:
+            appmod.add.delay(2, 2)
+        took = time.monotonic() - began
+    finally:
+        redis.resume()
+    assert took < 4.0, f"delay() held its caller {took:.1f}s"
+    assert redis.url() in str(failed.value) and isinstance(failed.value, ConnectionError)
+    assert appmod.add.delay(3, 3).id  # the client works again once the server answers

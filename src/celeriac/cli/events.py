@@ -9,10 +9,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from celeriac._outages import safe_url
 from celeriac.events.receiver import receive
 from celeriac.events.state import Fleet
 from celeriac.exceptions import CeleriacError
-from celeriac.worker._backoff import safe_url
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac

@@ -58,7 +58,11 @@ class Retries(Middleware):
         # worker that takes it waits out the rest in memory (the Eta middleware), as for any ETA task
         # due that soon. Delayed stores may count in coarser steps (RabbitMQ's delay queues: 1 s).
         not_before = eta.timestamp() if delay > conf.worker_eta_horizon else None
-        await worker.app.publish(queue, encoded, not_before=not_before)
+        # As a write: a broker outage is waited out; the message is acked only once the retry is out.
+        await worker.writer.send(
+            lambda: worker.app.publish(queue, encoded, not_before=not_before),
+            what=f"send the retry of {item.task.name}[{item.call.id}]",
+        )
         worker.log.info(
             "Task %s[%s] retry %d %s: %r",
             item.task.name,

@@ -523,10 +523,18 @@ class RedisBroker(Broker):
         while True:
             try:
                 client = await self._connected()
+                lease = max(int(self.lease_seconds * 1000), 1)
+                # PEXPIRE first: it is taken at maxmemory (SET is refused there), so a worker draining a
+                # full broker keeps its lease; the key is set again only when it was gone.
                 async with client.pipeline(transaction=False) as pipe:
-                    pipe.set(self._heartbeat_key, b"1", px=max(int(self.lease_seconds * 1000), 1))
-                    pipe.sadd(self._consumers, self.consumer_id)
-                    await pipe.execute()
+                    pipe.pexpire(self._heartbeat_key, lease)
+                    pipe.sismember(self._consumers, self.consumer_id)
+                    renewed, listed = await pipe.execute()
+                if not renewed or not listed:
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.set(self._heartbeat_key, b"1", px=lease)
+                        pipe.sadd(self._consumers, self.consumer_id)
+                        await pipe.execute()
                 signals.heartbeat_sent.send(sender=self)
             except asyncio.CancelledError:
                 raise

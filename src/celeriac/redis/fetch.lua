@@ -35,17 +35,23 @@ if redis.call('HEXISTS', KEYS[1], prefix .. '1') == 1 then
     taken[#taken + 1] = header[2]
     taken[#taken + 1] = string.sub(value, cut + 1)
   end
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
-  redis.call('SADD', KEYS[5], ARGV[5])
+  -- pcall: at maxmemory these writes are refused (nothing was freed first), and the messages must
+  -- still be handed out; the next fetch or heartbeat renews the lease.
+  redis.pcall('SET', KEYS[4], '1', 'PX', ARGV[4])
+  redis.pcall('SADD', KEYS[5], ARGV[5])
   return {'', taken, 1}
 end
+
+-- Free before writing. At maxmemory (noeviction) Redis refuses a script's first write when it is one
+-- that may grow memory (LPUSH, HSET, SET...), but not writes after a first one that shrinks it (ZREM,
+-- RPOP): so every step below removes before it adds, and a full broker can still be drained.
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
 for _, member in ipairs(due) do
   local cut = string.find(member, '\n', 1, true)
   local header = cjson.decode(string.sub(member, 1, cut - 1))
-  redis.call('LPUSH', header[1], string.sub(member, cut + 1))
   redis.call('ZREM', KEYS[3], member)
+  redis.call('LPUSH', header[1], string.sub(member, cut + 1))
 end
 
 local limit = tonumber(ARGV[1])

@@ -11,13 +11,15 @@ if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 local entries = redis.call('HGETALL', KEYS[3])
+-- Removed before the messages are pushed back: at maxmemory Redis refuses a script whose first write may
+-- grow memory (see fetch.lua).
+redis.call('DEL', KEYS[3])
 for i = 2, #entries, 2 do
   local value = entries[i]
   local cut = string.find(value, '\n', 1, true)
   local header = cjson.decode(string.sub(value, 1, cut - 1))
   redis.call('RPUSH', header[1], string.sub(value, cut + 1))
 end
-redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
   redis.call('DEL', KEYS[2])

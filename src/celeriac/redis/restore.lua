@@ -9,10 +9,11 @@
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
   return 0
 end
+-- Removed before pushed back: at maxmemory Redis refuses a script whose first write may grow memory.
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 for i = 3, #KEYS do
   -- The taking end, as kombu restores: a message given back is taken next.
   redis.call('RPUSH', KEYS[i], ARGV[3])
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
 return 1

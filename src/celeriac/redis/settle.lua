@@ -15,6 +15,9 @@ for i = 5, #ARGV do
     local header = cjson.decode(string.sub(value, 1, cut - 1))
     local envelope = string.sub(value, cut + 1)
     local sum = redis.sha1hex(envelope)
+    -- Removed before anything is added: at maxmemory Redis refuses a script whose first write may grow
+    -- memory, so a full broker could take no ack, requeue or dead letter (see fetch.lua).
+    redis.call('HDEL', KEYS[1], ARGV[i])
     if mode == 'requeue' or mode == 'release' then
       -- The right end is where consumers take from: a message given back is taken next.
       redis.call('RPUSH', header[1], envelope)
@@ -28,7 +31,6 @@ for i = 5, #ARGV do
         redis.call('LPUSH', KEYS[3], record .. '\n' .. envelope)
       end
     end
-    redis.call('HDEL', KEYS[1], ARGV[i])
     settled = settled + 1
   end
 end

@@ -108,40 +108,8 @@ class Persistent:
             await sleep_unless(self.give_up, delay)
 
 
-#: Names of the errors drivers raise when their server cannot be reached or cannot take a write now
-#: (redis-py's ``ConnectionError``, ``BusyLoadingError`` and ``OutOfMemoryError``, SQLAlchemy's
-#: ``OperationalError``...): not all of them derive from the built-in ``ConnectionError``, so they are
-#: known by name.
-_OUTAGE_NAMES = (
-    "ConnectionError",
-    "TimeoutError",
-    "OperationalError",
-    "ConnectionClosed",
-    "BusyLoadingError",
-    "OutOfMemoryError",
-)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says the server is down, unreachable or busy (worth waiting out), rather than that
-    what was sent is wrong (which no retry mends)."""
-    if isinstance(exc, ConnectionError | OSError | TimeoutError):
-        return True
-    return any(cls.__name__.endswith(_OUTAGE_NAMES) for cls in type(exc).__mro__)
-
-
 def describe(exc: BaseException, timed_out_after: float | None = None) -> str:
     """An error as a log names it; a call cut off by our own timeout says so (its message is empty)."""
     if timed_out_after is not None:
         return f"no answer within {timed_out_after:g}s: wedged, cancelled"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password hidden, for logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"

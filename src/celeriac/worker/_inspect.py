@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from celeriac._outages import safe_url
 from celeriac.control.registry import Registry
 from celeriac.middleware.scheduling import Revocation
-from celeriac.worker._backoff import safe_url
 
 if TYPE_CHECKING:
     from celeriac.middleware.base import WorkItem

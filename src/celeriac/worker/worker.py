@@ -21,11 +21,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
+from celeriac._outages import safe_url
 from celeriac.backends.base import Backend
 from celeriac.brokers.base import Broker, Delivery
 from celeriac.exceptions import Reject, WorkerLostError
 from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
-from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
+from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
 from celeriac.worker.control import RemoteControl
 from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac._exception_records import exception_to_dict
+from celeriac._outages import is_outage, safe_url
 from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.worker._backoff import Persistent, describe, is_outage, safe_url
+from celeriac.worker._backoff import Persistent, describe
 from celeriac.worker._batch import Batcher
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from celeriac.worker._backoff import Backoff, Persistent, is_outage, sleep_unless
+from celeriac._outages import is_outage
+from celeriac.worker._backoff import Backoff, Persistent, sleep_unless
 from celeriac.worker._batch import Batcher
 
 
