@@ -74,11 +74,7 @@ async def revoke(
             worker.drop_waiting(item)
     if terminate:
         number = _signal_number(signal)
-        hit = [
-            item.call.id
-            for item in worker.active_items()
-            if item.call.id in wanted and worker.pool.terminate(item.call.id, number)
-        ]
+        hit = [task_id for task_id in dict.fromkeys(ids) if worker.terminate(task_id, number)]
         return _ok(f"terminate: {', '.join(hit)}" if hit else "terminate: tasks unknown")
     return _ok(f"tasks {wanted!r} flagged as revoked")
 

@@ -33,7 +33,7 @@ from celeriac.worker._slots import Slots
 from celeriac.worker.control import RemoteControl
 from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents
 from celeriac.worker.pools import pool_class
-from celeriac.worker.pools.base import Outcome, Pool
+from celeriac.worker.pools.base import Outcome, Pool, revoked
 from celeriac.worker.writer import Writer
 
 if TYPE_CHECKING:
@@ -151,6 +151,8 @@ class Worker:
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[asyncio.Task[None], WorkItem] = {}
+        #: Active tasks terminated before they reached the pool, with the signal asked for.
+        self._doomed: dict[str, int] = {}
         #: Tasks started, by name (remote control's ``stats``).
         self.total: Counter[str] = Counter()
         #: The remote control, while the worker runs (None when ``worker_enable_remote_control`` is off).
@@ -311,6 +313,20 @@ class Worker:
             self._spawn(self.pool.stop(cold=True))
         self._stopped.set()
         self._slot_freed.set()
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the active ``task_id`` (remote control's ``revoke(terminate=True)``): the pool stops it
+        as it can (``Pool.terminate``), or, not handed to the pool yet, it never starts. Its run ends
+        REVOKED. False when it is not active here, or its run has ended already."""
+        for task, item in self._active.items():
+            if item.call.id != task_id:
+                continue
+            if task in self._finishing:
+                return False
+            if not self.pool.terminate(task_id, signum):
+                self._doomed[task_id] = signum
+            return True
+        return False
 
     def resize(self, concurrency: int) -> None:
         """Run at most ``concurrency`` tasks at once from now on; running ones are never stopped.
@@ -577,7 +593,11 @@ class Worker:
             if not item.acks_late:
                 await writer.ack(item.delivery)
                 item.acked = True
-            outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
+            signum = self._doomed.pop(item.call.id, None)
+            if signum is None:
+                outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
+            else:  # terminated before it reached the pool: it never starts
+                outcome = revoked(signum)
         finally:
             self._slots.release()
             self._finishing.add(current)

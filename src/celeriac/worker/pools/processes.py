@@ -129,6 +129,8 @@ class ProcessPool(Pool):
         self._startup: asyncio.Future[None] | None = None
         self._gone = asyncio.Event()
         self._stopping = False
+        #: Jobs waiting for a child, by task id; the signal once ``terminate`` stopped one.
+        self._pending: dict[str, int | None] = {}
 
     # -- starting and restarting -------------------------------------------------------------------
     async def start(self) -> None:
@@ -343,11 +345,18 @@ class ProcessPool(Pool):
     # -- running jobs --------------------------------------------------------------------------------
     async def run(self, job: Job, on_start: Callable[[], Any] | None = None) -> Outcome:
         self.busy += 1
+        self._pending[job.id] = None  # terminated while it waits for a child, it never starts
         try:
-            child = await self._take()
+            try:
+                child = await self._take()
+            finally:
+                signum = self._pending.pop(job.id, None)
             if child is None:
                 exc = WorkerLostError("the pool stopped before the job started")
                 return Outcome(states.FAILURE, exc=exc, worker_lost=True)
+            if signum is not None:
+                self._put_idle(child)
+                return revoked(signum)
             return await self._dispatch(child, job, on_start)
         finally:
             self.busy -= 1
@@ -433,6 +442,9 @@ class ProcessPool(Pool):
         outcome for this job is ignored and it takes the next job.
         """
         child = self._running_child(task_id)
+        if child is None and task_id in self._pending:
+            self._pending[task_id] = signum
+            return True
         if child is None or child.gone:
             return False
         assert self._loop is not None

@@ -261,6 +261,10 @@ class _Lane:
             call()
 
 
+def _not_started(signum: int) -> None:
+    """What terminating a job that waits for a slot takes: nothing (``run`` sees it and returns)."""
+
+
 class ThreadPool(Pool):
     """Runs sync tasks on up to ``concurrency`` threads and ``async def`` tasks on the worker's loop.
 
@@ -288,11 +292,20 @@ class ThreadPool(Pool):
 
     async def run(self, job: Job, on_start: Callable[[], Any] | None = None) -> Outcome:
         self.busy += 1
+        # Terminated while it waits for a slot, it never starts.
+        self._stoppers[job.id] = _not_started
         try:
             await self._slots.acquire()
         except BaseException:
             self.busy -= 1
+            self._stoppers.pop(job.id, None)
             raise
+        signum = self._terminated.pop(job.id, None)
+        if signum is not None:
+            self._stoppers.pop(job.id, None)
+            self.busy -= 1
+            self._slots.release()
+            return revoked(signum)
         notify(on_start)
         task = self.app.tasks.get(job.name)
         try:
