@@ -23,10 +23,11 @@ log = logging.getLogger("celeriac.worker.autoscale")
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
-    """``"MAX,MIN"`` (Celery's order; ``"MAX"`` alone means MIN 0) as ``(max, min)``.
+    """``"MAX,MIN"`` as ``(max, min)``; as in Celery, the larger number is the maximum whatever the order,
+    and ``"MAX"`` alone means MIN 0.
 
     Raises:
-        ValueError: not one or two whole numbers, a negative one, MAX of 0, or MIN above MAX.
+        ValueError: not one or two whole numbers, a negative one, or a maximum of 0.
     """
     parts = [part.strip() for part in text.split(",")]
     try:
@@ -35,7 +36,7 @@ def parse_autoscale(text: str) -> tuple[int, int]:
         numbers = [int(part) for part in parts]
     except ValueError:
         raise ValueError(f"--autoscale wants MAX,MIN (two whole numbers, e.g. 10,3), not {text!r}") from None
-    maximum, minimum = numbers[0], numbers[1] if len(numbers) == 2 else 0
+    maximum, minimum = (max(numbers), min(numbers)) if len(numbers) == 2 else (numbers[0], 0)
     check_range(maximum, minimum)
     return maximum, minimum
 
