@@ -341,7 +341,6 @@ class Worker:
         self.concurrency = concurrency
         self._slots.resize(concurrency)
         self.prefetch_slots_changed()
-        self._slot_freed.set()
 
     def prefetch_slots_changed(self) -> None:
         """Fetch for the current pool size, or for the autoscaler's maximum (so that work waits and it
@@ -353,6 +352,7 @@ class Worker:
         if self.broker is not None:
             self.broker.capacity = slots * self.prefetch_multiplier
             self.broker.slots = max(slots, 1)
+        self._slot_freed.set()  # the consumer looks at its room again
 
     @property
     def prefetch_count(self) -> int:

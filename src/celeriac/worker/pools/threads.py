@@ -299,6 +299,7 @@ class ThreadPool(Pool):
         except BaseException:
             self.busy -= 1
             self._stoppers.pop(job.id, None)
+            self._terminated.pop(job.id, None)
             raise
         signum = self._terminated.pop(job.id, None)
         if signum is not None:
