@@ -7,6 +7,9 @@ import asyncio
 
 import pytest
 
+from celeriac import Celeriac
+from celeriac.exceptions import ConfigurationError
+from celeriac.worker import Worker
 from celeriac.worker._autoscale import Autoscaler, parse_autoscale
 from celeriac.worker._slots import Slots
 
@@ -130,3 +133,14 @@ def test_a_cancelled_waiter_given_a_slot_passes_it_on() -> None:
         assert slots.held == 1
 
     asyncio.run(scenario())
+
+
+def test_a_worker_refuses_autoscale_on_the_solo_pool_and_a_bad_range() -> None:
+    app = Celeriac("auto", broker="memory://auto", backend="memory://auto")
+    with pytest.raises(ConfigurationError, match="solo pool"):
+        Worker(app, pool="solo", autoscale=(2, 1))
+    with pytest.raises(ConfigurationError, match="min <= max"):
+        Worker(app, pool="threads", autoscale=(1, 2))
+    worker = Worker(app, pool="threads", autoscale=(8, 2))
+    assert worker.concurrency == 2 and worker.pool.concurrency == 2
+    assert worker.prefetch_count == 8  # fetches for the maximum, so that a backlog shows
