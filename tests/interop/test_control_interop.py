@@ -118,6 +118,17 @@ def test_celerys_commands_inspect_and_revoke_on_a_celeriac_worker(
         while running.state != states.REVOKED:
             assert time.monotonic() < deadline, worker.text()
             time.sleep(0.05)
+        prefetch = stats["prefetch_count"]  # at one slot
+        assert celery_cli(env, "control", "pool_grow", "2", "-d", node) == [{node: {"ok": "pool will grow"}}]
+        stats = celery_cli(env, "inspect", "stats", "-d", node)[node]
+        assert (stats["pool"]["max-concurrency"], stats["pool"]["threads"]) == (3, 3)
+        assert stats["prefetch_count"] == 3 * prefetch
+        assert celery_cli(env, "control", "pool_shrink", "2", "-d", node) == [
+            {node: {"ok": "pool will shrink"}}
+        ]
+        assert celery_cli(env, "control", "autoscale", "4", "1", "-d", node) == [
+            {node: {"error": "ValueError('Autoscale not enabled')"}}
+        ]
     finally:
         worker.stop()
 
