@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from celeriac import Celeriac
 from celeriac.exceptions import ConfigurationError
+from celeriac.testing import start_worker
 from celeriac.worker import Worker
 from celeriac.worker._autoscale import Autoscaler, parse_autoscale
 from celeriac.worker._slots import Slots
@@ -144,3 +146,23 @@ def test_a_worker_refuses_autoscale_on_the_solo_pool_and_a_bad_range() -> None:
     worker = Worker(app, pool="threads", autoscale=(8, 2))
     assert worker.concurrency == 2 and worker.pool.concurrency == 2
     assert worker.prefetch_count == 8  # fetches for the maximum, so that a backlog shows
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_a_worker_autoscaled_from_zero_grows_to_run_a_task_and_goes_back_to_zero(pool: str) -> None:
+    from tests.unit.worker.pools import poolapp
+
+    app = poolapp.app
+    app.conf.worker_autoscaler_keepalive = 0.5
+    try:
+        with start_worker(
+            app, pool=pool, autoscale=(2, 0), app_path="tests.unit.worker.pools.poolapp"
+        ) as worker:
+            assert worker.concurrency == 0
+            assert poolapp.add.delay(2, 3).get(timeout=30) == 5
+            deadline = time.monotonic() + 10
+            while worker.concurrency:
+                assert time.monotonic() < deadline, "never shrank back to 0"
+                time.sleep(0.05)
+    finally:
+        app.conf.worker_autoscaler_keepalive = 30.0
