@@ -16,6 +16,7 @@ import pytest
 from celeriac import Celeriac, signals, states
 from celeriac._request import Context
 from celeriac.exceptions import ExceptionInfo, NotRegistered
+from celeriac.middleware import Middleware, default_middleware
 from celeriac.protocol.message import Message
 from celeriac.signals import Signal
 from celeriac.testing import start_worker
@@ -362,3 +363,29 @@ def test_setting_up_logging_sends_after_setup_task_logger(record: Callable[[Sign
     assert sender is None and kwargs["logger"] is logging.getLogger()
     assert (kwargs["loglevel"], kwargs["format"]) == (logging.INFO, "%(task_name)s %(message)s")
     assert (kwargs["logfile"], kwargs["colorize"]) == (None, False)
+
+
+def test_a_failure_of_the_worker_finishing_a_task_sends_task_internal_error(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.once")
+    def once() -> str:
+        return "ran"
+
+    class BrokenOnce(Middleware):
+        """Fails finishing the first task it sees, as a bug in a middleware would."""
+
+        failed = False
+
+        async def after_outcome(self, worker: Any, item: Any, outcome: Any) -> None:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug while finishing")
+
+    internal = record(signals.task_internal_error)
+    with start_worker(app, middleware=[*default_middleware(), BrokenOnce()]):
+        result = once.delay()
+        assert result.get(timeout=10) == "ran"  # its message went back to the queue, and it ran again
+    [(sender, kwargs)] = internal
+    assert sender is once and kwargs["task_id"] == result.id and kwargs["request"].id == result.id
+    assert isinstance(kwargs["exception"], RuntimeError) and kwargs["einfo"].internal
