@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac._request import Context, current
-from celeriac.exceptions import ExceptionInfo, Ignore, Reject, Retry, Terminated
+from celeriac.exceptions import (
+    ExceptionInfo,
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+)
 from celeriac.worker.pools.base import Job, Outcome, revoked
 
 if TYPE_CHECKING:
@@ -25,6 +33,9 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+# What a pool raises inside a thread: it may land in the tracer's own code just after the task.
+_RAISED_INTO_THREAD = (SoftTimeLimitExceeded, TimeLimitExceeded)
 
 #: What the CancelledError says when remote control terminated an ``async def`` task's coroutine.
 TERMINATE_CANCEL = "terminated by remote control"
@@ -109,6 +120,8 @@ def execute(app: Celeriac, job: Job) -> Outcome:
         except BaseException as exc:  # every end of a task is an outcome
             return run.failed(exc)
         return run.succeeded(value)
+    except _RAISED_INTO_THREAD:
+        raise  # a time limit landing in our code as the task ended: the pool's business, not a bug
     except Exception as exc:
         return internal_error(app, job, exc)
 
@@ -124,6 +137,8 @@ async def aexecute(app: Celeriac, job: Job) -> Outcome:
         except BaseException as exc:  # every end of a task is an outcome
             return run.failed(exc)
         return run.succeeded(value)
+    except _RAISED_INTO_THREAD:
+        raise  # a time limit landing in our code as the task ended: the pool's business, not a bug
     except Exception as exc:
         return internal_error(app, job, exc)
 
