@@ -119,6 +119,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "worker_eta_horizon": _s(1.0, *_NUM, doc="ETA tasks due within this many seconds wait in memory."),
     "worker_shutdown_timeout": _s(None, *_NUM, doc="Seconds a warm shutdown waits before it turns cold."),
+    "worker_autoscaler_keepalive": _s(
+        30.0, *_NUM, doc="Seconds of quiet (no task received) before --autoscale shrinks the pool."
+    ),
     "worker_wedge_timeout": _s(
         30.0,
         *_NUM,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
+from traceback import format_exception as _format_exception
 from typing import Any
 
 
@@ -96,6 +97,13 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or had expired) and did not run."""
 
 
+class Terminated(BaseException):
+    """Raised inside a task's thread when remote control terminates it (``revoke(terminate=True)`` on
+    the threads and solo pools): it lands at the thread's next Python bytecode, never inside a blocking
+    C call. A ``BaseException``, so that a task's ``except Exception`` does not swallow it; clean up in
+    ``finally``. Celery's name (billiard's ``Terminated``)."""
+
+
 class MaxRetriesExceededError(TaskError):
     """``Task.retry`` was called after the task used up its ``max_retries``."""
 
@@ -164,3 +172,38 @@ class RemoteTaskError(Exception):
 
 class ChordError(TaskError):
     """A task in a chord's header failed, so the chord's body cannot run."""
+
+
+class ExceptionInfo:
+    """An exception with its traceback, as Celery's signals hand it over (billiard's ``ExceptionInfo``):
+    ``einfo`` of ``task_failure``, ``task_retry`` and ``task_internal_error``.
+
+    ``str(einfo)`` is the formatted traceback, and ``"text" in einfo`` searches it, so code written for
+    a traceback string keeps working.
+    """
+
+    def __init__(self, exc: BaseException, traceback: str | None = None, internal: bool = False) -> None:
+        #: The exception.
+        self.exception = exc
+        #: Its class.
+        self.type: type[BaseException] = type(exc)
+        #: The traceback object (None when the exception was never raised).
+        self.tb = exc.__traceback__
+        #: The formatted traceback.
+        self.traceback = traceback if traceback is not None else "".join(_format_exception(exc))
+        #: True when celeriac, not the task, failed (``task_internal_error``).
+        self.internal = internal
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        """``(type, exception, traceback object)``, as ``sys.exc_info()`` gives them."""
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __contains__(self, text: str) -> bool:
+        return text in self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"

@@ -24,13 +24,16 @@ from typing import Any, overload
 __all__ = [
     "Signal",
     "after_setup_logger",
+    "after_setup_task_logger",
     "after_task_publish",
     "before_task_publish",
     "celeryd_after_setup",
     "celeryd_init",
     "heartbeat_sent",
+    "import_modules",
     "setup_logging",
     "task_failure",
+    "task_internal_error",
     "task_postrun",
     "task_prerun",
     "task_received",
@@ -44,6 +47,7 @@ __all__ = [
     "worker_process_shutdown",
     "worker_ready",
     "worker_shutdown",
+    "worker_shutting_down",
 ]
 
 logger = logging.getLogger(__name__)
@@ -220,8 +224,14 @@ task_prerun = Signal("task_prerun", ("task_id", "task", "args", "kwargs"))
 task_postrun = Signal("task_postrun", ("task_id", "task", "args", "kwargs", "retval", "state"))
 #: A task succeeded. Sender: the task.
 task_success = Signal("task_success", ("result",))
-#: A task failed. Sender: the task.
+#: A task failed. Sender: the task. ``einfo`` is an ``ExceptionInfo`` (``str(einfo)``: the traceback).
 task_failure = Signal("task_failure", ("task_id", "exception", "args", "kwargs", "traceback", "einfo"))
+#: celeriac itself failed while handling a task (not the task raising): the run ends a FAILURE with
+#: that error. Sender: the task. ``einfo`` is an ``ExceptionInfo``.
+task_internal_error = Signal(
+    "task_internal_error",
+    ("task_id", "args", "kwargs", "request", "exception", "traceback", "einfo"),
+)
 #: A task ended with a retry. Sender: the task.
 task_retry = Signal("task_retry", ("request", "reason", "einfo"))
 
@@ -230,10 +240,16 @@ task_retry = Signal("task_retry", ("request", "reason", "einfo"))
 celeryd_init = Signal("celeryd_init", ("instance", "conf", "options"))
 #: The worker is made, before it runs. Sender: the worker's node name.
 celeryd_after_setup = Signal("celeryd_after_setup", ("instance", "conf"))
+#: The worker is about to import the task modules (``imports``, ``include``). Sender: the app.
+import_modules = Signal("import_modules")
 #: The worker is starting, before its pool starts. Sender: the worker.
 worker_init = Signal("worker_init")
 #: The worker is ready to take tasks. Sender: the worker.
 worker_ready = Signal("worker_ready")
+#: The worker begins its warm or cold shutdown. Sender: the worker's node name. ``sig``: the signal's
+#: name (``"SIGTERM"``), or None when no signal asked (remote control, ``request_stop``); ``how``:
+#: ``"Warm"`` or ``"Cold"``; ``exitcode``: what the worker exits with.
+worker_shutting_down = Signal("worker_shutting_down", ("sig", "how", "exitcode"))
 #: The worker has stopped. Sender: the worker.
 worker_shutdown = Signal("worker_shutdown")
 #: A processes-pool child has loaded the app and is about to take jobs. Sender: None.
@@ -249,3 +265,9 @@ heartbeat_sent = Signal("heartbeat_sent")
 setup_logging = Signal("setup_logging", ("loglevel", "logfile", "format", "colorize"))
 #: The worker set up logging (the root logger). Sender: None.
 after_setup_logger = Signal("after_setup_logger", ("logger", "loglevel", "logfile", "format", "colorize"))
+#: The worker set up the logging of task records (formatted with ``worker_task_log_format``). Sender:
+#: None. celeriac has no separate task logger: task records go through the root logger's handler, so
+#: ``logger`` is the root logger and ``format`` the task format.
+after_setup_task_logger = Signal(
+    "after_setup_task_logger", ("logger", "loglevel", "logfile", "format", "colorize")
+)

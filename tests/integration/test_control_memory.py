@@ -3,6 +3,7 @@ custom commands, destinations, and messages the worker must survive."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -209,7 +210,15 @@ def test_limits_queues_and_pool_commands(app: Celeriac) -> None:
         assert app.send_task("ctl.add", (5, 5), queue="extra").get(timeout=10) == 10
         assert one("cancel_consumer", queue="extra") == {"ok": "no longer consuming from extra"}
         assert worker.queues == ["celery"]
-        assert one("pool_grow", n=1)["error"].startswith("NotImplementedError(")
+        assert one("pool_grow", n=2) == {"ok": "pool will grow"}
+        stats = app.control.inspect(W1).stats()["w1@mem"]  # type: ignore[index]
+        assert (stats["pool"]["max-concurrency"], stats["pool"]["threads"]) == (4, 4)
+        assert stats["prefetch_count"] == 4 and worker.concurrency == 4
+        assert one("pool_shrink", n=3) == {"ok": "pool will shrink"}
+        assert app.control.inspect(W1).stats()["w1@mem"]["pool"]["max-concurrency"] == 1  # type: ignore[index]
+        assert "at least one slot" in one("pool_shrink")["error"]
+        assert worker.concurrency == 1
+        assert one("autoscale", max=3, min=1) == {"error": "ValueError('Autoscale not enabled')"}
         assert one("enable_events") == {"ok": "task events enabled"}
         assert worker.events.enabled
         assert one("enable_events") == {"ok": "task events already enabled"}
@@ -244,3 +253,53 @@ def test_shutdown_stops_the_worker_without_a_reply(app: Celeriac) -> None:
         listening(worker)
         assert app.control.broadcast("shutdown", reply=True, timeout=0.5) == []
         wait_until(lambda: worker._stopped.is_set())
+
+
+@pytest.mark.parametrize("pool", ["threads", "async", "solo"])
+def test_terminate_stops_a_running_task_on_the_pools_without_processes(app: Celeriac, pool: str) -> None:
+    @app.task(name="ctl.spin")
+    def spin(seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)  # short sleeps: the exception raised in the thread lands between two
+        return "finished"
+
+    @app.task(name="ctl.asleep")
+    async def asleep(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "finished"
+
+    with start_worker(app, pool=pool, concurrency=1, hostname="w1@mem") as worker:
+        listening(worker)
+        for task in (spin, asleep):
+            result = task.delay(30)
+            wait_until(lambda: app.control.inspect(W1).active()["w1@mem"])  # type: ignore[index]
+            began = time.monotonic()
+            replies = app.control.revoke(result.id, W1, terminate=True, signal="SIGUSR1", reply=True)
+            assert replies == [{"w1@mem": {"ok": f"terminate: {result.id}"}}]
+            wait_until(lambda: result.state == states.REVOKED, 5)  # noqa: B023
+            assert time.monotonic() - began < 1.0
+            wait_until(lambda: not app.control.inspect(W1).active()["w1@mem"])  # type: ignore[index]
+        assert app.send_task("ctl.add", (1, 2)).get(timeout=10) == 3  # the slot serves again
+
+
+def test_autoscale_grows_under_backlog_and_shrinks_when_quiet(app: Celeriac) -> None:
+    app.conf.worker_autoscaler_keepalive = 1.0
+    with start_worker(app, autoscale=(4, 1), hostname="w1@mem") as worker, released():
+        listening(worker)
+        assert worker.concurrency == 1
+        results = [app.send_task("ctl.wait", (30,)) for _ in range(4)]
+        wait_until(lambda: worker.concurrency == 4 and worker.pool.busy == 4, 10)
+        stats = app.control.inspect(W1).stats()["w1@mem"]  # type: ignore[index]
+        assert stats["autoscaler"] == {"max": 4, "min": 1, "current": 4, "qty": 4}
+        assert stats["pool"]["max-concurrency"] == 4
+        one = app.control.broadcast("pool_grow", {"n": 1}, W1, reply=True)[0]["w1@mem"]  # type: ignore[index]
+        assert one == {"error": "pool_grow is not supported with autoscale. Adjust autoscale range instead."}
+        RELEASE.set()
+        assert [r.get(timeout=10) for r in results] == ["done"] * 4
+        wait_until(lambda: worker.concurrency == 1, 10)  # quiet for a keepalive: back to the minimum
+        replies = app.control.broadcast("autoscale", {"max": 6, "min": 2}, W1, reply=True)
+        assert replies == [{"w1@mem": {"ok": "autoscale now max=6 min=2"}}]
+        assert worker.concurrency == 2  # brought up to the new minimum at once
+        replies = app.control.broadcast("autoscale", {"max": 1, "min": 3}, W1, reply=True)
+        assert "min <= max" in replies[0]["w1@mem"]["error"]  # type: ignore[index]

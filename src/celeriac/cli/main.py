@@ -16,6 +16,7 @@ from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
 from celeriac.exceptions import CeleriacError
 from celeriac.worker._appref import find_app
+from celeriac.worker._autoscale import parse_autoscale
 from celeriac.worker._logging import setup_logging
 
 if TYPE_CHECKING:
@@ -30,6 +31,14 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return value
+
+
+def _autoscale_range(text: str) -> str:
+    try:
+        parse_autoscale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="run N workers, each with its own pool of -c, under one supervisor (default: 1)",
+    )
+    # --autoscale: kept as the text given (checked here), so a supervisor passes it on unchanged.
+    worker.add_argument(
+        "--autoscale",
+        type=_autoscale_range,
+        metavar="MAX,MIN",
+        help="resize the pool between MIN and MAX slots as work waits (Celery's order: max first)",
     )
     # Set by the supervisor on the workers it starts: stdin is its lifeline (see worker._supervisor).
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
@@ -154,6 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         task_events=args.task_events,
         heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
+        autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above

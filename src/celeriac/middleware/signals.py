@@ -13,6 +13,7 @@ from celeriac import signals, states
 from celeriac._request import Context, request_fields
 from celeriac.exceptions import DecodeError, NotRegistered
 from celeriac.middleware.base import Middleware, WorkItem
+from celeriac.worker.pools.base import Outcome
 
 if TYPE_CHECKING:
     from celeriac.brokers.base import Delivery
@@ -67,4 +68,14 @@ class Signals(Middleware):
         expired = exc.args[:1] == ("expired",)
         signals.task_revoked.send(
             sender=task, request=request, terminated=False, signum=None, expired=expired
+        )
+
+    async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
+        """``task_revoked`` with ``terminated`` and the signal for a running task that remote control
+        terminated (sender: the task)."""
+        if outcome.status != states.REVOKED or not signals.task_revoked.has_receivers():
+            return
+        request = Context(**request_fields(item.call, worker.hostname), called_directly=False)
+        signals.task_revoked.send(
+            sender=item.task, request=request, terminated=True, signum=outcome.signum, expired=False
         )

@@ -52,7 +52,8 @@ async def revoke(
     **_: Any,
 ) -> dict[str, str]:
     """Revoke tasks: never run them here, wherever their messages wait (queued, held, ETA); with
-    ``terminate``, stop a running one by signalling its process (processes pool). The REVOKED record is
+    ``terminate``, stop a running one (processes: its child is signalled; threads, async, solo: it is
+    cancelled, or ``Terminated`` is raised in its thread) and it ends REVOKED. The REVOKED record is
     written unless the sender says it wrote it (``recorded``, sent by celeriac's clients; Celery's
     write none)."""
     worker = state.worker
@@ -73,11 +74,7 @@ async def revoke(
             worker.drop_waiting(item)
     if terminate:
         number = _signal_number(signal)
-        hit = [
-            item.call.id
-            for item in worker.active_items()
-            if item.call.id in wanted and worker.pool.terminate(item.call.id, number)
-        ]
+        hit = [task_id for task_id in dict.fromkeys(ids) if worker.terminate(task_id, number)]
         return _ok(f"terminate: {', '.join(hit)}" if hit else "terminate: tasks unknown")
     return _ok(f"tasks {wanted!r} flagged as revoked")
 
@@ -169,20 +166,38 @@ def shutdown(state: ControlState, msg: str = "Got shutdown from remote", **_: An
 
 @control_commands.control_command(args=[("n", int)])
 def pool_grow(state: ControlState, n: int = 1, **_: Any) -> dict[str, str]:
-    """Add ``n`` slots to the pool, where the pool can grow."""
-    raise NotImplementedError(f"the {state.worker.pool_name} pool cannot be resized while it runs")
+    """Add ``n`` slots to the pool (threads and async: more at once; processes: more children)."""
+    worker = state.worker
+    if worker.autoscaler is not None:
+        return {"error": "pool_grow is not supported with autoscale. Adjust autoscale range instead."}
+    worker.resize(worker.concurrency + int(n))
+    return _ok("pool will grow")
 
 
 @control_commands.control_command(args=[("n", int)])
 def pool_shrink(state: ControlState, n: int = 1, **_: Any) -> dict[str, str]:
-    """Take ``n`` slots from the pool, where the pool can shrink."""
-    raise NotImplementedError(f"the {state.worker.pool_name} pool cannot be resized while it runs")
+    """Take ``n`` slots from the pool; running tasks finish first (a busy child retires after its job).
+    The pool keeps at least one slot."""
+    worker = state.worker
+    if worker.autoscaler is not None:
+        return {"error": "pool_shrink is not supported with autoscale. Adjust autoscale range instead."}
+    size = worker.concurrency - int(n)
+    if size < 1:
+        raise ValueError(f"cannot shrink a pool of {worker.concurrency} by {n}: it keeps at least one slot")
+    worker.resize(size)
+    return _ok("pool will shrink")
 
 
 @control_commands.control_command(args=[("max", int), ("min", int)])
-def autoscale(state: ControlState, **_: Any) -> dict[str, str]:
-    """Change the autoscaler's range (there is no autoscaler: Celery's error)."""
-    raise ValueError("Autoscale not enabled")
+def autoscale(
+    state: ControlState, max: int | None = None, min: int | None = None, **_: Any
+) -> dict[str, str]:
+    """Change the autoscaler's range (Celery's ``autoscale max min``); an error without ``--autoscale``."""
+    autoscaler = state.worker.autoscaler
+    if autoscaler is None:
+        raise ValueError("Autoscale not enabled")
+    high, low = autoscaler.update(None if max is None else int(max), None if min is None else int(min))
+    return _ok(f"autoscale now max={high} min={low}")
 
 
 @control_commands.control_command()

@@ -115,18 +115,22 @@ inspect_commands.inspect_command("registered_tasks")(registered)
 
 @inspect_commands.inspect_command()
 def stats(state: ControlState, **_: Any) -> dict[str, Any]:
-    """Counts of tasks run by name, pid, clock, uptime, pool, broker, prefetch and resource usage."""
+    """Counts of tasks run by name, pid, clock, uptime, pool, broker, prefetch and resource usage; the
+    autoscaler's range and demand when it runs."""
     worker = state.worker
-    return {
+    found = {
         "total": dict(worker.total),
         "pid": worker.pid,
         "clock": str(state.clock),
         "uptime": int(time.time() - state.started),
         "pool": _pool_info(worker),
         "broker": _broker_info(worker.app.broker_url),
-        "prefetch_count": worker.concurrency * worker.prefetch_multiplier,
+        "prefetch_count": worker.prefetch_count,
         "rusage": _rusage(),
     }
+    if worker.autoscaler is not None:
+        found["autoscaler"] = worker.autoscaler.info()
+    return found
 
 
 def _pool_info(worker: Worker) -> dict[str, Any]:

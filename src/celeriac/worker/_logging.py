@@ -29,10 +29,11 @@ class TaskFormatter(logging.Formatter):
 
 def setup_logging(level: int | str, fmt: str, task_fmt: str, hijack: bool = True) -> None:
     """Log to stderr at ``level``; with ``hijack`` (``worker_hijack_root_logger``) replace the root
-    logger's handlers, otherwise leave a configuration the app made in place.
+        logger's handlers, otherwise leave a configuration the app made in place.
 
-    When a receiver is connected to ``celeriac.signals.setup_logging``, it is sent instead and logging
-    is left to it (Celery's rule); otherwise ``after_setup_logger`` is sent once the root logger is set.
+        When a receiver is connected to ``celeriac.signals.setup_logging``, it is sent instead and logging
+    is left to it (Celery's rule); otherwise ``after_setup_logger`` and ``after_setup_task_logger`` are
+    sent once the root logger is set.
     """
     number = _level_number(level)
     if signals.setup_logging.has_receivers():
@@ -41,6 +42,15 @@ def setup_logging(level: int | str, fmt: str, task_fmt: str, hijack: bool = True
     _configure(number, fmt, task_fmt, hijack)
     signals.after_setup_logger.send(
         sender=None, logger=logging.getLogger(), loglevel=number, logfile=None, format=fmt, colorize=False
+    )
+    # No logger of its own for task records: the root logger's handler formats them with ``task_fmt``.
+    signals.after_setup_task_logger.send(
+        sender=None,
+        logger=logging.getLogger(),
+        loglevel=number,
+        logfile=None,
+        format=task_fmt,
+        colorize=False,
     )
 
 

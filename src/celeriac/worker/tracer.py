@@ -7,6 +7,7 @@ and reports how it ended. Storing results, re-sending retries and acking are the
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import traceback
@@ -15,13 +16,38 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac._request import Context, current
-from celeriac.exceptions import Ignore, Reject, Retry
+from celeriac.exceptions import (
+    ExceptionInfo,
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+)
 from celeriac.result import AsyncResult, GroupResult
-from celeriac.worker.pools.base import Job, Outcome
+from celeriac.worker.pools.base import Job, Outcome, revoked
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
     from celeriac.task import Task
+
+
+logger = logging.getLogger(__name__)
+
+# What a pool raises inside a thread: it may land in the tracer's own code just after the task.
+_RAISED_INTO_THREAD = (SoftTimeLimitExceeded, TimeLimitExceeded)
+
+#: What the CancelledError says when remote control terminated an ``async def`` task's coroutine.
+TERMINATE_CANCEL = "terminated by remote control"
+
+
+def terminated(exc: BaseException) -> bool:
+    """Whether ``exc`` is how remote control stopped a run: ``Terminated`` raised in its thread, or its
+    coroutine cancelled with ``TERMINATE_CANCEL``."""
+    return isinstance(exc, Terminated) or (
+        isinstance(exc, asyncio.CancelledError) and exc.args == (TERMINATE_CANCEL,)
+    )
 
 
 class _Run:
@@ -81,27 +107,65 @@ class _Run:
 
 
 def execute(app: Celeriac, job: Job) -> Outcome:
-    """Run a job from synchronous code (a thread or a child process); async tasks get a loop here."""
-    run = _Run(app, job)
+    """Run a job from synchronous code (a thread or a child process); async tasks get a loop here.
+
+    A failure of celeriac's own code around the task (not the task raising) ends the run as a FAILURE
+    with that error, and sends ``task_internal_error``.
+    """
     try:
-        value = run.call()
-        if run.task.is_async:
-            value = run_coroutine_here(value)
-    except BaseException as exc:  # every end of a task is an outcome
-        return run.failed(exc)
-    return run.succeeded(value)
+        run = _Run(app, job)
+        try:
+            value = run.call()
+            if run.task.is_async:
+                value = run_coroutine_here(value)
+        except BaseException as exc:  # every end of a task is an outcome
+            return run.failed(exc)
+        return run.succeeded(value)
+    except _RAISED_INTO_THREAD:
+        raise  # a time limit landing in our code as the task ended: the pool's business, not a bug
+    except Exception as exc:
+        return internal_error(app, job, exc)
 
 
 async def aexecute(app: Celeriac, job: Job) -> Outcome:
-    """Run an ``async def`` task's job on the running loop."""
-    run = _Run(app, job)
+    """Run an ``async def`` task's job on the running loop (internal errors: as ``execute``)."""
     try:
-        value = run.call()
-        if run.task.is_async:
-            value = await value
-    except BaseException as exc:  # every end of a task is an outcome
-        return run.failed(exc)
-    return run.succeeded(value)
+        run = _Run(app, job)
+        try:
+            value = run.call()
+            if run.task.is_async:
+                value = await value
+        except BaseException as exc:  # every end of a task is an outcome
+            return run.failed(exc)
+        return run.succeeded(value)
+    except _RAISED_INTO_THREAD:
+        raise  # a time limit landing in our code as the task ended: the pool's business, not a bug
+    except Exception as exc:
+        return internal_error(app, job, exc)
+
+
+def internal_error(app: Celeriac, job: Job, exc: Exception, request: Context | None = None) -> Outcome:
+    """The FAILURE of a run that celeriac itself failed to handle; sends ``task_internal_error`` (sender:
+    the task) with the error as an ``ExceptionInfo``."""
+    einfo = ExceptionInfo(exc, internal=True)
+    logger.error("internal error handling %s[%s]:\n%s", job.name, job.id, einfo.traceback)
+    task = app.tasks.get(job.name)
+    if request is None:
+        try:
+            request = Context(**job.request)
+        except Exception:
+            request = None  # what failed may be the request itself
+    signals.task_internal_error.send(
+        sender=task,
+        task_id=job.id,
+        args=job.args,
+        kwargs=job.kwargs,
+        request=request,
+        exception=exc,
+        traceback=exc.__traceback__,
+        einfo=einfo,
+    )
+    return Outcome(states.FAILURE, exc=exc, traceback=einfo.traceback)
 
 
 def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
@@ -131,11 +195,13 @@ def _send_failure(task: Task[Any, Any], job: Job, exc: BaseException, einfo: str
         args=job.args,
         kwargs=job.kwargs,
         traceback=exc.__traceback__,
-        einfo=einfo,
+        einfo=ExceptionInfo(exc, einfo),
     )
 
 
 def _failed(task: Task[Any, Any], job: Job, ctx: Context, exc: BaseException) -> Outcome:
+    if terminated(exc):
+        return revoked()  # not the task's failure: no on_failure, no task_failure
     if isinstance(exc, Retry):
         return _retrying(task, job, exc)
     if isinstance(exc, Reject):
@@ -175,7 +241,9 @@ def _retrying(task: Task[Any, Any], job: Job, retry: Retry) -> Outcome:
         task.on_retry(retry.exc or retry, job.id, job.args, job.kwargs, einfo)
     except Exception:
         einfo += "\nwhile running on_retry:\n" + traceback.format_exc()
-    signals.task_retry.send(sender=task, request=current.get(), reason=retry, einfo=einfo)
+    signals.task_retry.send(
+        sender=task, request=current.get(), reason=retry, einfo=ExceptionInfo(retry.exc or retry, einfo)
+    )
     return Outcome(states.RETRY, exc=retry, traceback=einfo)
 
 

@@ -22,16 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac._outages import safe_url
+from celeriac._request import Context, request_fields
 from celeriac.backends.base import Backend
 from celeriac.brokers.base import Broker, Delivery
-from celeriac.exceptions import Reject, WorkerLostError
+from celeriac.exceptions import ConfigurationError, ExceptionInfo, Reject, WorkerLostError
 from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
+from celeriac.worker._autoscale import Autoscaler
 from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
+from celeriac.worker._slots import Slots
 from celeriac.worker.control import RemoteControl
 from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents
 from celeriac.worker.pools import pool_class
-from celeriac.worker.pools.base import Outcome, Pool
+from celeriac.worker.pools.base import Outcome, Pool, revoked
 from celeriac.worker.writer import Writer
 
 if TYPE_CHECKING:
@@ -58,6 +61,10 @@ class Worker:
     ``task_events`` (default: ``worker_send_task_events``) sends Celery's task events, as ``-E`` does;
     worker events (online, a heartbeat every ``heartbeat_interval`` seconds, offline) go out whenever the
     broker can broadcast (0 or None: no heartbeats).
+
+    ``autoscale`` (``(max, min)``, ``--autoscale MAX,MIN``) starts the pool at ``min`` slots and lets
+    ``autoscaler`` resize it between the two (``celeriac.worker._autoscale``); ``resize`` changes the
+    pool's size at run time (remote control's ``pool_grow`` and ``pool_shrink``).
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class Worker:
         wedge_timeout: float | None = None,
         task_events: bool | None = None,
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
+        autoscale: tuple[int, int] | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
@@ -89,7 +97,18 @@ class Worker:
         self.pool_name = pool or conf.worker_pool
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
+            if autoscale is not None:
+                raise ConfigurationError("the solo pool runs one task at a time: it cannot autoscale")
             self.concurrency = 1
+        #: Resizes the pool between ``autoscale``'s bounds while the worker runs (None: fixed size).
+        self.autoscaler: Autoscaler | None = None
+        if autoscale is not None:
+            maximum, minimum = autoscale
+            try:
+                self.autoscaler = Autoscaler(self, maximum, minimum, conf.worker_autoscaler_keepalive or 30.0)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+            self.concurrency = minimum
         self.app_path = app_path
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
@@ -127,11 +146,14 @@ class Worker:
         self._fetching: asyncio.Timeout | None = None
         self._persistent = Persistent(self.log, self.wedge_timeout, self._cold)
         self._writer: Writer | None = None
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self._slots = Slots(self.concurrency)
+        self._prefetch_slots = self.concurrency
         self._slot_freed = asyncio.Event()
         self._waiting: dict[asyncio.Task[None], WorkItem] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[asyncio.Task[None], WorkItem] = {}
+        #: Active tasks terminated before they reached the pool, with the signal asked for.
+        self._doomed: dict[str, int] = {}
         #: Tasks started, by name (remote control's ``stats``).
         self.total: Counter[str] = Counter()
         #: The remote control, while the worker runs (None when ``worker_enable_remote_control`` is off).
@@ -143,6 +165,7 @@ class Worker:
         self._thread = 0
         self.ready = asyncio.Event()
         #: Events (``celeriac.worker.events``): ``events.enable()``/``disable()`` switch task events.
+        self.prefetch_slots_changed()
         self.events = WorkerEvents(
             self.hostname,
             task_events=conf.worker_send_task_events if task_events is None else task_events,
@@ -174,12 +197,12 @@ class Worker:
         self._thread = threading.get_ident()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        signals.import_modules.send(sender=self.app)
         self.app.import_includes()
         signals.worker_init.send(sender=self)
         broker = self.broker = self.app.broker()
-        broker.capacity = self.concurrency * self.prefetch_multiplier
-        broker.slots = self.concurrency
+        self.prefetch_slots_changed()
         backend = self.backend = None if self.app.backend_url.startswith("disabled") else self.app.backend()
         self._writer = Writer(
             self.app,
@@ -196,6 +219,8 @@ class Worker:
             self.log.info("%s stopped before it could reach %s", self.hostname, self._where_broker)
             return 0
         await self.pool.start()
+        if self.autoscaler is not None:
+            self.autoscaler.start()
         for mw in self.middleware:
             await mw.worker_start(self)
         if self.app.conf.worker_enable_remote_control:
@@ -254,16 +279,26 @@ class Worker:
             if await sleep_unless(self._stopped, delay):
                 return False
 
-    def request_stop(self, cold: bool = False) -> None:
-        """Ask for a warm shutdown; asked again (or with ``cold``), a cold one. Safe from any thread."""
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.request_stop(sig=sig.name)
+
+    def request_stop(self, cold: bool = False, sig: str | None = None) -> None:
+        """Ask for a warm shutdown; asked again (or with ``cold``), a cold one. Safe from any thread.
+
+        Sends ``worker_shutting_down`` (``sig``: the signal's name, e.g. ``"SIGTERM"``, or None when
+        no signal asked; ``how``: ``"Warm"`` or ``"Cold"``; ``exitcode``: 0, what the worker exits with).
+        """
         loop = self._loop
         if loop is None:
             return
         if threading.get_ident() != self._thread:
             with contextlib.suppress(RuntimeError):  # its loop has closed: it has stopped already
-                loop.call_soon_threadsafe(self.request_stop, cold)
+                loop.call_soon_threadsafe(self.request_stop, cold, sig)
             return
         self._stop_level = max(self._stop_level + 1, 2 if cold else 1)
+        if self._stop_level <= 2:
+            how = "Warm" if self._stop_level == 1 else "Cold"
+            signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how=how, exitcode=0)
         fetching = self._fetching
         if fetching is not None and fetching.when() is not None:
             # A healthy fetch returns within its own timeout: do not wait out the wedge margin too.
@@ -279,6 +314,56 @@ class Worker:
             self._spawn(self.pool.stop(cold=True))
         self._stopped.set()
         self._slot_freed.set()
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the active ``task_id`` (remote control's ``revoke(terminate=True)``): the pool stops it
+        as it can (``Pool.terminate``), or, not handed to the pool yet, it never starts. Its run ends
+        REVOKED. False when it is not active here, or its run has ended already."""
+        for task, item in self._active.items():
+            if item.call.id != task_id:
+                continue
+            if task in self._finishing:
+                return False
+            if not self.pool.terminate(task_id, signum):
+                self._doomed[task_id] = signum
+            return True
+        return False
+
+    def resize(self, concurrency: int) -> None:
+        """Run at most ``concurrency`` tasks at once from now on; running ones are never stopped.
+
+        Raises:
+            NotImplementedError: the pool cannot be resized (solo).
+            ValueError: ``concurrency`` is below 0.
+        """
+        if concurrency < 0:
+            raise ValueError(f"a pool cannot have {concurrency} slots")
+        self.pool.resize(concurrency)
+        self.concurrency = concurrency
+        self._slots.resize(concurrency)
+        self.prefetch_slots_changed()
+
+    def prefetch_slots_changed(self) -> None:
+        """Fetch for the current pool size, or for the autoscaler's maximum (so that work waits and it
+        grows); tell the broker too (a pushing broker applies it when it next subscribes)."""
+        slots = self.concurrency
+        if self.autoscaler is not None:
+            slots = max(slots, self.autoscaler.maximum)
+        self._prefetch_slots = slots
+        if self.broker is not None:
+            self.broker.capacity = slots * self.prefetch_multiplier
+            self.broker.slots = max(slots, 1)
+        self._slot_freed.set()  # the consumer looks at its room again
+
+    @property
+    def prefetch_count(self) -> int:
+        """How many messages the worker holds at most (running and waiting): ``inspect stats``."""
+        return self._prefetch_slots * self.prefetch_multiplier
+
+    @property
+    def demand(self) -> int:
+        """Tasks running in the pool plus tasks fetched and waiting for a slot (the autoscaler's cue)."""
+        return self._slots.held + self._slots.waiting
 
     def waiting_items(self) -> list[WorkItem]:
         """The fetched items not running yet (waiting for their ETA, a rate limit or a pool slot)."""
@@ -303,6 +388,8 @@ class Worker:
         return safe_url(self.app.backend_url)
 
     async def _shutdown(self, broker: Broker) -> None:
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
         for task in list(self._waiting):
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
@@ -447,7 +534,7 @@ class Worker:
         """How many messages to fetch now. Jobs whose task ended and that are only writing (results,
         chord reports, acks: a round trip or two) take room only beyond one capacity's worth, so the
         next messages are fetched while those writes travel."""
-        capacity = self.concurrency * self.prefetch_multiplier
+        capacity = self._prefetch_slots * self.prefetch_multiplier
         busy = len(self._running) - min(len(self._finishing), capacity)
         return capacity - len(self._waiting) - busy
 
@@ -513,7 +600,11 @@ class Worker:
             if not item.acks_late:
                 await writer.ack(item.delivery)
                 item.acked = True
-            outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
+            signum = self._doomed.pop(item.call.id, None)
+            if signum is None:
+                outcome = await self.pool.run(job_of(item, self.hostname), lambda: self._started(item))
+            else:  # terminated before it reached the pool: it never starts
+                outcome = revoked(signum)
         finally:
             self._slots.release()
             self._finishing.add(current)
@@ -531,6 +622,7 @@ class Worker:
                 await mw.after_outcome(self, item, outcome)
             except Exception as exc:
                 self._finishing_failed(item, mw, exc)
+                self._internal_error(item, exc)
         if item.fate is not Fate.RUN:
             await self._settle(item)
         elif outcome.status == states.REJECTED and isinstance(outcome.exc, Reject):
@@ -576,6 +668,21 @@ class Worker:
             stage,
             exc_info=exc,
         )
+
+    def _internal_error(self, item: WorkItem, exc: Exception) -> None:
+        """Send ``task_internal_error`` for a task whose handling failed here (not in the task)."""
+        if signals.task_internal_error.has_receivers():
+            call = item.call
+            signals.task_internal_error.send(
+                sender=item.task,
+                task_id=call.id,
+                args=call.args,
+                kwargs=call.kwargs,
+                request=Context(**request_fields(call, self.hostname), called_directly=False),
+                exception=exc,
+                traceback=exc.__traceback__,
+                einfo=ExceptionInfo(exc, internal=True),
+            )
 
     async def _not_run(self, item: WorkItem) -> None:
         """Settle the message of an item a middleware kept from running, telling what waits on its task

@@ -155,6 +155,25 @@ def test_revoked_and_expired_tasks_are_reported_revoked_not_received(app: Celeri
     assert not seen.of("task-received", uuid=expired.id)
 
 
+def test_a_terminated_task_is_reported_revoked_and_terminated(app: Celeriac) -> None:
+    @app.task(name="nap")
+    async def nap() -> None:
+        await asyncio.sleep(30)
+
+    with (
+        Listener(app) as seen,
+        start_worker(app, pool="async", hostname="w5@events", task_events=True) as worker,
+    ):
+        assert worker.control is not None
+        eventually(worker.control.listening.is_set)
+        result = nap.delay()
+        seen.wait_for("task-started", uuid=result.id)
+        app.control.revoke(result.id, ["w5@events"], terminate=True, signal="SIGKILL", reply=True)
+        event = seen.wait_for("task-revoked", uuid=result.id)
+    assert (event["terminated"], event["signum"], event["expired"]) == (True, 9, False)
+    assert not seen.of("task-failed", uuid=result.id) and not seen.of("task-succeeded", uuid=result.id)
+
+
 def test_without_task_events_only_worker_events_go_until_enabled(app: Celeriac) -> None:
     with Listener(app) as seen:
         with start_worker(app, hostname="w4@events", heartbeat_interval=0.1) as worker:

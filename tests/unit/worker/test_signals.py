@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +15,13 @@ import pytest
 
 from celeriac import Celeriac, signals, states
 from celeriac._request import Context
-from celeriac.exceptions import NotRegistered
+from celeriac.exceptions import ExceptionInfo, NotRegistered
+from celeriac.middleware import Middleware, default_middleware
 from celeriac.protocol.message import Message
 from celeriac.signals import Signal
 from celeriac.testing import start_worker
+from celeriac.worker import tracer
+from celeriac.worker._logging import setup_logging
 
 Record = tuple[Any, dict[str, Any]]
 
@@ -266,3 +270,122 @@ def test_update_state_needs_a_state_and_a_task_id_and_stores_nothing_when_eager(
     eager.update_state(task_id="other", state="CUSTOM", meta={"n": 1})  # any task's record
     other = app.AsyncResult("other")
     assert (other.state, other.info) == ("CUSTOM", {"n": 1})
+
+
+def test_failure_einfo_is_an_exception_info_that_reads_as_its_traceback(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.boom2")
+    def boom() -> None:
+        raise ValueError("boom")
+
+    failure = record(signals.task_failure)
+    with start_worker(app):
+        with pytest.raises(ValueError):
+            boom.delay().get(timeout=10)
+        eventually(lambda: bool(failure))
+    einfo = failure[0][1]["einfo"]
+    assert isinstance(einfo, ExceptionInfo) and not einfo.internal
+    assert einfo.exception is failure[0][1]["exception"] and einfo.type is ValueError
+    assert einfo.tb is failure[0][1]["traceback"]
+    assert str(einfo) == einfo.traceback and einfo.traceback.startswith("Traceback (most recent call last)")
+    assert "ValueError: boom" in einfo and "ValueError: boom" in str(einfo)
+    assert einfo.exc_info == (ValueError, einfo.exception, einfo.tb)
+
+
+def test_a_failure_of_celeriac_itself_sends_task_internal_error(
+    app: Celeriac, record: Callable[[Signal], list[Record]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.task(name="sigs.fine")
+    def fine(x: int) -> int:
+        return x
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in celeriac")
+
+    monkeypatch.setattr(tracer, "_finish", broken)  # stands for a bug around the task's run
+    internal, failure = record(signals.task_internal_error), record(signals.task_failure)
+    with start_worker(app):
+        result = fine.delay(7)
+        with pytest.raises(RuntimeError, match="a bug in celeriac"):
+            result.get(timeout=10)
+    [(sender, kwargs)] = internal
+    assert sender is fine and kwargs["task_id"] == result.id
+    assert (kwargs["args"], kwargs["kwargs"]) == ([7], {})
+    assert isinstance(kwargs["request"], Context) and kwargs["request"].id == result.id
+    assert isinstance(kwargs["exception"], RuntimeError) and kwargs["traceback"] is not None
+    assert isinstance(kwargs["einfo"], ExceptionInfo) and kwargs["einfo"].internal
+    assert "a bug in celeriac" in kwargs["einfo"]
+    assert failure == []  # the task itself did not fail
+
+
+def test_the_worker_sends_import_modules_and_shutting_down(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    imports, shutting = record(signals.import_modules), record(signals.worker_shutting_down)
+    with start_worker(app) as worker:
+        assert imports == [(app, {})]
+        assert shutting == []
+    assert shutting == [(worker.hostname, {"sig": None, "how": "Warm", "exitcode": 0})]
+
+
+def test_a_terminated_task_sends_task_revoked_with_terminated_and_its_signal(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.asleep")
+    async def asleep() -> None:
+        await asyncio.sleep(30)
+
+    revoked = record(signals.task_revoked)
+    with start_worker(app, pool="async", hostname="sig@mem") as worker:
+        assert worker.control is not None
+        eventually(worker.control.listening.is_set)
+        result = asleep.delay()
+        eventually(lambda: bool(worker.active_items()))
+        app.control.revoke(result.id, ["sig@mem"], terminate=True, signal="SIGUSR1", reply=True)
+        eventually(lambda: result.state == states.REVOKED)
+        eventually(lambda: bool(revoked))
+    [(sender, kwargs)] = revoked
+    assert sender is asleep and kwargs["request"].id == result.id
+    assert (kwargs["terminated"], kwargs["signum"], kwargs["expired"]) == (True, signal.SIGUSR1, False)
+
+
+def test_setting_up_logging_sends_after_setup_task_logger(record: Callable[[Signal], list[Record]]) -> None:
+    task_logger = record(signals.after_setup_task_logger)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("INFO", "%(message)s", "%(task_name)s %(message)s", hijack=False)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    [(sender, kwargs)] = task_logger
+    assert sender is None and kwargs["logger"] is logging.getLogger()
+    assert (kwargs["loglevel"], kwargs["format"]) == (logging.INFO, "%(task_name)s %(message)s")
+    assert (kwargs["logfile"], kwargs["colorize"]) == (None, False)
+
+
+def test_a_failure_of_the_worker_finishing_a_task_sends_task_internal_error(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.once")
+    def once() -> str:
+        return "ran"
+
+    class BrokenOnce(Middleware):
+        """Fails finishing the first task it sees, as a bug in a middleware would."""
+
+        failed = False
+
+        async def after_outcome(self, worker: Any, item: Any, outcome: Any) -> None:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug while finishing")
+
+    internal = record(signals.task_internal_error)
+    with start_worker(app, middleware=[*default_middleware(), BrokenOnce()]):
+        result = once.delay()
+        assert result.get(timeout=10) == "ran"  # its message went back to the queue, and it ran again
+    [(sender, kwargs)] = internal
+    assert sender is once and kwargs["task_id"] == result.id and kwargs["request"].id == result.id
+    assert isinstance(kwargs["exception"], RuntimeError) and kwargs["einfo"].internal

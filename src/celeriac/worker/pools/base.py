@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import abc
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from celeriac import states
+from celeriac.exceptions import TaskRevokedError
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -36,6 +40,7 @@ class Outcome:
     exception for FAILURE/RETRY/REJECTED (a ``Retry`` for RETRY, a ``Reject`` for REJECTED);
     ``worker_lost`` is true when the process running the task died (``exc`` is a ``WorkerLostError``,
     or ``TimeLimitExceeded`` when the pool killed it). ``children`` are ids of tasks the run sent.
+    ``signum`` is, for a run remote control terminated, the signal it asked for (or sent).
     """
 
     status: str
@@ -46,6 +51,20 @@ class Outcome:
     children: list[str] = field(default_factory=list)
     worker_lost: bool = False
     expected: bool = False
+    signum: int | None = None
+
+
+def revoked(signum: int | None = None, runtime: float = 0.0, children: list[str] | None = None) -> Outcome:
+    """The REVOKED outcome of a run that remote control terminated (``TaskRevokedError``, Celery's)."""
+    exc = TaskRevokedError("terminated")
+    return Outcome(
+        states.REVOKED,
+        exc=exc,
+        traceback="".join(traceback.format_exception_only(exc)),
+        runtime=runtime,
+        children=list(children or []),
+        signum=signum,
+    )
 
 
 class Pool(abc.ABC):
@@ -96,9 +115,19 @@ class Pool(abc.ABC):
         return None
 
     def terminate(self, task_id: str, signum: int) -> bool:
-        """Stop the running ``task_id`` by sending ``signum`` to its process; False when it is not
-        running here or this pool cannot stop one task (threads and coroutines cannot be killed)."""
+        """Stop the running ``task_id`` and end its run as REVOKED (``revoked``); False when it does not
+        run here. How it is stopped is the pool's: ``signum`` sent to its process (processes), a
+        cancellation or an exception raised in its thread (threads, async, solo)."""
         return False
+
+    def resize(self, concurrency: int) -> None:
+        """Run at most ``concurrency`` jobs at a time from now on (``pool_grow``, ``pool_shrink``, the
+        autoscaler); running jobs are never stopped by a shrink.
+
+        Raises:
+            NotImplementedError: this pool cannot be resized.
+        """
+        raise NotImplementedError(f"the {self.name} pool cannot be resized")
 
     def info(self) -> dict[str, Any]:
         """What the pool reports about itself: its name, concurrency and busy slots."""

@@ -18,6 +18,8 @@ What the parent promises:
 * Restarts are rate limited per slot, so a crash loop cannot spin the CPU; a child that cannot load the
   app during ``start()`` makes ``start()`` fail instead of looping.
 * ``stop()`` reaps every child: none is left orphaned or a zombie.
+* ``resize()`` starts children at once to grow; to shrink it retires idle children first, then busy
+  ones after their current job (never killed).
 
 Children are started with ``spawn`` and import the app themselves (``find_app(app_path)``), so the
 parent stays small and never forks a process that has threads. Without ``app_path`` they are forked
@@ -46,9 +48,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import states
 from celeriac._exception_records import exception_from_dict
-from celeriac.exceptions import ConfigurationError, Retry, TaskRevokedError, WorkerLostError
+from celeriac.exceptions import ConfigurationError, Retry, WorkerLostError
 from celeriac.worker.pools._child import ExceptionRecord, child_main
-from celeriac.worker.pools.base import Job, Outcome, Pool
+from celeriac.worker.pools.base import Job, Outcome, Pool, revoked
 from celeriac.worker.pools.threads import failure, limits, notify, settle, time_limit_outcome
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class _Child:
     ready: bool = False
     gone: bool = False
     leaving: bool = False  # told to stop, recycling itself, or killed: takes no more jobs
+    retired: bool = False  # let go by a shrink: dismissed once idle, and not replaced
     running: _Running | None = None
     watchdog: asyncio.TimerHandle | None = None
 
@@ -126,6 +129,8 @@ class ProcessPool(Pool):
         self._startup: asyncio.Future[None] | None = None
         self._gone = asyncio.Event()
         self._stopping = False
+        #: Jobs waiting for a child, by task id; the signal once ``terminate`` stopped one.
+        self._pending: dict[str, int | None] = {}
 
     # -- starting and restarting -------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +146,8 @@ class ProcessPool(Pool):
         try:
             for slot in range(self.concurrency):
                 self._launch(slot)
+            if not self.concurrency:  # an autoscaled pool may start empty
+                self._startup.set_result(None)
             await asyncio.wait_for(asyncio.shield(self._startup), self.startup_timeout)
         except BaseException as exc:
             await self.stop(cold=True)
@@ -322,6 +329,8 @@ class ProcessPool(Pool):
         if self._stopping:
             if not self._children:
                 self._gone.set()
+        elif child.retired:
+            pass  # let go by a shrink: not replaced
         elif not child.ready and self._startup is not None and not self._startup.done():
             self._startup.set_exception(
                 ConfigurationError(
@@ -336,11 +345,18 @@ class ProcessPool(Pool):
     # -- running jobs --------------------------------------------------------------------------------
     async def run(self, job: Job, on_start: Callable[[], Any] | None = None) -> Outcome:
         self.busy += 1
+        self._pending[job.id] = None  # terminated while it waits for a child, it never starts
         try:
-            child = await self._take()
+            try:
+                child = await self._take()
+            finally:
+                signum = self._pending.pop(job.id, None)
             if child is None:
                 exc = WorkerLostError("the pool stopped before the job started")
                 return Outcome(states.FAILURE, exc=exc, worker_lost=True)
+            if signum is not None:
+                self._put_idle(child)
+                return revoked(signum)
             return await self._dispatch(child, job, on_start)
         finally:
             self.busy -= 1
@@ -365,7 +381,7 @@ class ProcessPool(Pool):
         return None
 
     def _put_idle(self, child: _Child) -> None:
-        if self._stopping:
+        if self._stopping or child.retired:
             self._dismiss(child)
             return
         while self._waiters:
@@ -426,6 +442,9 @@ class ProcessPool(Pool):
         outcome for this job is ignored and it takes the next job.
         """
         child = self._running_child(task_id)
+        if child is None and task_id in self._pending:
+            self._pending[task_id] = signum
+            return True
         if child is None or child.gone:
             return False
         assert self._loop is not None
@@ -444,17 +463,49 @@ class ProcessPool(Pool):
             child.leaving = True
         with contextlib.suppress(OSError):
             os.kill(child.pid, signum)
-        exc = TaskRevokedError("terminated")
-        settle(
-            running.future,
-            Outcome(
-                states.REVOKED,
-                exc=exc,
-                traceback="".join(traceback.format_exception_only(exc)),
-                runtime=self._loop.time() - running.sent,
-            ),
-        )
+        settle(running.future, revoked(signum, self._loop.time() - running.sent))
         return True
+
+    # -- resizing ------------------------------------------------------------------------------------
+    def resize(self, concurrency: int) -> None:
+        """Run ``concurrency`` children: new ones start now; a shrink retires idle children first, then
+        busy ones once their job ends."""
+        if concurrency < 0:
+            raise ValueError(f"a pool cannot have {concurrency} processes")
+        if self._stopping or self._loop is None:
+            raise RuntimeError("the pool is not running")
+        change = concurrency - self.concurrency
+        self.concurrency = concurrency
+        for _ in range(change):
+            slot = next(s for s in range(len(self._children) + len(self._restarts) + 1) if self._free(s))
+            self._launch(slot)
+        for _ in range(-change):
+            self._retire_one()
+        logger.info("processes pool resized to %d process(es)", concurrency)
+
+    def _free(self, slot: int) -> bool:
+        return slot not in self._children and slot not in self._restarts
+
+    def _retire_one(self) -> None:
+        """Let one child go: one waiting to be restarted, else an idle one, one starting, a busy one."""
+        if self._restarts:
+            slot = max(self._restarts)
+            self._restarts.pop(slot).cancel()
+            return
+        staying = [c for c in self._children.values() if not c.retired and not c.leaving]
+        idle = [c for c in self._idle if c in staying]
+        starting = [c for c in staying if not c.ready]
+        candidates = idle or starting or staying
+        if not candidates:
+            return
+        child = candidates[-1]
+        child.retired = True
+        if child in self._idle:
+            self._idle.remove(child)
+            self._dismiss(child)
+        elif not child.ready:
+            self._kill(child)  # still loading the app: nothing of value is lost
+        # a busy one is dismissed when its job is done (_put_idle)
 
     # -- stopping ------------------------------------------------------------------------------------
     def _kill(self, child: _Child) -> None:
@@ -523,7 +574,7 @@ class ProcessPool(Pool):
         """The base info plus ``processes``: the pids of the children ready to take jobs."""
         return {
             **super().info(),
-            "processes": [c.pid for c in self._children.values() if c.ready and not c.leaving],
+            "processes": [c.pid for c in self._children.values() if c.ready and not (c.leaving or c.retired)],
             "max-tasks-per-child": self.max_tasks_per_child,
             "max-memory-per-child": self.max_memory_per_child,
         }

@@ -14,6 +14,17 @@ Time limits, as far as threads allow:
 * ``async def`` task, hard limit: the coroutine is cancelled and ``run`` returns a FAILURE with
   ``TimeLimitExceeded`` at the limit, even if the coroutine swallows the cancellation (it is abandoned
   and keeps its slot until it ends).
+
+Terminating a running task (remote control's ``revoke(terminate=True)``), as far as threads allow:
+
+* sync task: ``celeriac.exceptions.Terminated`` is raised inside its thread, and ``run`` returns REVOKED
+  at once. The exception lands at the thread's next Python bytecode: a task looping in Python stops
+  within milliseconds, but one blocked in a C call (a long ``time.sleep``, a socket read) runs on until
+  the call returns. Its slot counts as busy until the thread is free again.
+* ``async def`` task: its coroutine is cancelled (``CancelledError``, which it may catch to clean up), and
+  the run ends REVOKED; a coroutine that swallows the cancellation is waited for, and still ends REVOKED.
+
+No signal is sent (a thread has none of its own); ``signum`` is only reported.
 """
 
 from __future__ import annotations
@@ -29,9 +40,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import states
-from celeriac.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-from celeriac.worker.pools.base import Job, Outcome, Pool
-from celeriac.worker.tracer import aexecute, execute
+from celeriac.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded, WorkerLostError
+from celeriac.worker._slots import Slots
+from celeriac.worker.pools.base import Job, Outcome, Pool, revoked
+from celeriac.worker.tracer import TERMINATE_CANCEL, aexecute, execute
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -77,9 +89,9 @@ def notify(on_start: Callable[[], Any] | None) -> None:
             logger.exception("on_start callback failed")
 
 
-async def _ends_within(run: asyncio.Future[Outcome], seconds: float) -> bool:
+async def _ends_within(watched: set[asyncio.Future[Outcome]], seconds: float) -> bool:
     # asyncio.wait, unlike wait_for, leaves ``run`` alone when the time is up or the caller is cancelled
-    done, _ = await asyncio.wait({run}, timeout=max(seconds, 0.0))
+    done, _ = await asyncio.wait(watched, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
     return bool(done)
 
 
@@ -89,20 +101,25 @@ async def supervise(
     hard: float | None,
     on_soft: Callable[[], Any],
     on_hard: Callable[[], Any],
+    stopped: asyncio.Future[Outcome] | None = None,
 ) -> Outcome:
-    """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up.
+    """Wait for ``run``; call ``on_soft`` at the soft limit; at the hard one, ``on_hard`` and give up;
+    when ``stopped`` ends first (the run was terminated), give up with its outcome.
 
     ``run`` is never cancelled here, even when the caller is: a thread's job runs on, and keeps its slot
     until it ends.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    if soft is not None and not await _ends_within(run, soft):
+    watched = {run} if stopped is None else {run, stopped}
+    if soft is not None and not await _ends_within(watched, soft):
         on_soft()
-    if hard is not None and not await _ends_within(run, hard - (loop.time() - started)):
+    if hard is not None and not await _ends_within(watched, hard - (loop.time() - started)):
         on_hard()
         return time_limit_outcome(hard, loop.time() - started)
-    await asyncio.wait({run})
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    if stopped is not None and stopped.done() and not run.done():
+        return stopped.result()
     try:
         return run.result()
     except BaseException as exc:  # the tracer failed before reaching the task
@@ -188,6 +205,8 @@ class _Call:
         self.job = job
         self.loop = loop
         self.future: asyncio.Future[Outcome] = loop.create_future()
+        #: Ended by ``terminate``: the run's outcome without waiting for the thread.
+        self.stopped: asyncio.Future[Outcome] = loop.create_future()
         self._lock = threading.Lock()
         self._thread: int | None = None
 
@@ -242,6 +261,10 @@ class _Lane:
             call()
 
 
+def _not_started(signum: int) -> None:
+    """What terminating a job that waits for a slot takes: nothing (``run`` sees it and returns)."""
+
+
 class ThreadPool(Pool):
     """Runs sync tasks on up to ``concurrency`` threads and ``async def`` tasks on the worker's loop.
 
@@ -255,28 +278,79 @@ class ThreadPool(Pool):
     def __init__(self, app: Celeriac, concurrency: int, **options: Any) -> None:
         """Take ``Pool``'s options (``app_path``, ``max_tasks_per_child``, ...), defined there only."""
         super().__init__(app, concurrency, **options)
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._lanes: list[_Lane] = []
         self._idle: list[_Lane] = []
         self._running: set[asyncio.Future[Outcome]] = set()
         #: Callers' tasks running an ``async def`` job in themselves (``_run_here``).
         self._here: set[asyncio.Task[Any]] = set()
+        #: How to stop each running job, by task id (``terminate``).
+        self._stoppers: dict[str, Callable[[int], object]] = {}
+        #: The jobs ``terminate`` stopped, with the signal asked for.
+        self._terminated: dict[str, int] = {}
         self._stopped = False
 
     async def run(self, job: Job, on_start: Callable[[], Any] | None = None) -> Outcome:
         self.busy += 1
+        # Terminated while it waits for a slot, it never starts.
+        self._stoppers[job.id] = _not_started
         try:
             await self._slots.acquire()
         except BaseException:
             self.busy -= 1
+            self._stoppers.pop(job.id, None)
+            self._terminated.pop(job.id, None)
             raise
+        signum = self._terminated.pop(job.id, None)
+        if signum is not None:
+            self._stoppers.pop(job.id, None)
+            self.busy -= 1
+            self._slots.release()
+            return revoked(signum)
         notify(on_start)
         task = self.app.tasks.get(job.name)
-        if task is not None and task.is_async:
-            if limits(job) == (None, None):
-                return await self._run_here(job)
-            return await aexecute_limited(self.app, job, on_task=self._hold)
-        return await self._run_in_thread(job)
+        try:
+            if task is not None and task.is_async:
+                if limits(job) == (None, None):
+                    outcome = await self._run_here(job)
+                else:
+                    outcome = await aexecute_limited(
+                        self.app, job, on_task=lambda run: self._hold_async(job.id, run)
+                    )
+            else:
+                outcome = await self._run_in_thread(job)
+        finally:
+            self._stoppers.pop(job.id, None)
+        signum = self._terminated.pop(job.id, None)
+        if signum is not None:  # REVOKED however the run ended once it was told to stop
+            outcome = revoked(signum, outcome.runtime, outcome.children)
+        return outcome
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the running ``task_id`` cooperatively (see the module's docstring): its run ends REVOKED."""
+        stop = self._stoppers.get(task_id)
+        if stop is None or task_id in self._terminated:
+            return stop is not None
+        logger.warning("%s[%s] terminated by remote control", self.name, task_id)
+        self._terminated[task_id] = signum
+        stop(signum)
+        return True
+
+    def resize(self, concurrency: int) -> None:
+        """Let ``concurrency`` jobs run at once; threads beyond that are ended once idle."""
+        if concurrency < 0:
+            raise ValueError(f"a pool cannot have {concurrency} slots")
+        self.concurrency = concurrency
+        self._slots.resize(concurrency)
+        while len(self._lanes) > max(concurrency, 1) and self._idle:
+            lane = self._idle.pop()
+            self._lanes.remove(lane)
+            lane.close()
+        logger.info("%s pool resized to %d slot(s)", self.name, concurrency)
+
+    def _hold_async(self, task_id: str, run: asyncio.Task[Outcome]) -> None:
+        self._hold(run)
+        self._stoppers[task_id] = lambda _: run.cancel(TERMINATE_CANCEL)
 
     async def _run_here(self, job: Job) -> Outcome:
         """An ``async def`` job with no time limit to watch, run in the caller's own task: a task of its
@@ -285,12 +359,18 @@ class ThreadPool(Pool):
         current = asyncio.current_task()
         assert current is not None
         self._here.add(current)
+        # Registered while the job is awaited, so that the cancellation lands inside the job's own code.
+        self._stoppers[job.id] = lambda _: current.cancel(TERMINATE_CANCEL)
         try:
             outcome = await aexecute(self.app, job)
         finally:
+            self._stoppers.pop(job.id, None)
             self._here.discard(current)
             self.busy -= 1
             self._slots.release()
+        if job.id in self._terminated and current.cancelling():
+            current.uncancel()  # the cancellation was the job's, and it has ended
+            return outcome
         if isinstance(outcome.exc, asyncio.CancelledError) and current.cancelling():
             if outcome.exc.args != (_STOP_CANCEL,):
                 raise asyncio.CancelledError  # the caller was cancelled, not the job
@@ -308,6 +388,13 @@ class ThreadPool(Pool):
             return call.future.result()
         call.future.add_done_callback(lambda _: self._park(lane))
         lane.submit(call)
+        started = call.loop.time()
+
+        def stop(signum: int) -> None:
+            call.interrupt(Terminated)
+            settle(call.stopped, revoked(signum, call.loop.time() - started))
+
+        self._stoppers[job.id] = stop
         soft, hard = limits(job)
         return await supervise(
             call.future,
@@ -315,6 +402,7 @@ class ThreadPool(Pool):
             hard,
             lambda: call.interrupt(SoftTimeLimitExceeded),
             lambda: call.interrupt(TimeLimitExceeded),
+            call.stopped,
         )
 
     def _new_lane(self) -> _Lane:
@@ -323,8 +411,10 @@ class ThreadPool(Pool):
         return lane
 
     def _park(self, lane: _Lane) -> None:
-        if self._stopped:
+        if self._stopped or len(self._lanes) > max(self.concurrency, 1):  # stopped, or shrunk
             lane.close()
+            if lane in self._lanes:
+                self._lanes.remove(lane)
         else:
             self._idle.append(lane)
 

@@ -127,3 +127,24 @@ def unpicklable_return() -> Any:
 @app.task
 def unpicklable_exception() -> None:
     raise Unpicklable("cannot travel")
+
+
+@app.task
+def swallows_exceptions(seconds: float) -> str:
+    """Catches every ``Exception`` while it spins: ``Terminated`` still ends it."""
+    try:
+        _spin(seconds)
+    except Exception:
+        return "swallowed"
+    return "finished"
+
+
+@app.task
+async def async_stubborn(seconds: float) -> str:
+    """Catches its cancellation once and carries on a little."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.1)
+        return "carried on"
+    return "finished"
