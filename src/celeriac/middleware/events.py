@@ -81,8 +81,9 @@ class Events(Middleware):
         """Never called (``wants_start`` says False); overridden so that the worker asks ``wants_start``."""
 
     async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
-        """``task-succeeded``, ``-failed``, ``-retried``, or ``-rejected`` (a ``Reject``, or a run that does
-        not count and goes back to the queue)."""
+        """``task-succeeded``, ``-failed``, ``-retried``, ``-rejected`` (a ``Reject``, or a run that does
+        not count and goes back to the queue), or ``-revoked`` (a run terminated by remote control: without
+        it, Flower would show the task STARTED for ever)."""
         events = worker.events
         if not events.enabled:
             return
@@ -101,6 +102,9 @@ class Events(Middleware):
             )
         elif status == states.REJECTED:
             events.task("task-rejected", uuid=uuid, requeue=bool(isinstance(exc, Reject) and exc.requeue))
+        elif status == states.REVOKED:
+            # The pool does not say which signal ended the run (it turns SIGTERM into SIGKILL): none is named.
+            events.task("task-revoked", uuid=uuid, terminated=True, signum=None, expired=False)
 
     async def on_refused(
         self,
