@@ -227,6 +227,11 @@ def test_flowers_buttons_act_on_a_celeriac_worker(
         # backend and in Flower's task list.
         running = client.send_task(NAP, (60,), queue=queue)
         eventually(lambda: (client.control.inspect([node]).active() or {}).get(node), what="the task to run")
+        # One worker's page: Flower asks it for its task lists too (``active`` with ``safe``: the client's
+        # argument reprs).
+        one = flower.get(f"/api/workers?workername={node}&refresh=1")[node]
+        assert [t["id"] for t in one["active"]] == [running.id] and one["active"][0]["args"] == "(60,)"
+        assert one["reserved"] == [] and one["scheduled"] == [] and running.id not in one["revoked"]
         waiting = client.send_task(NAP, (0,), queue=queue, countdown=30)
         status, body = flower.post(f"/api/task/revoke/{waiting.id}")
         assert (status, json.loads(body)) == (200, {"message": f"Revoked '{waiting.id}'"})
