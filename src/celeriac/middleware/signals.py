@@ -17,6 +17,7 @@ from celeriac.middleware.base import Middleware, WorkItem
 if TYPE_CHECKING:
     from celeriac.brokers.base import Delivery
     from celeriac.protocol.message import TaskCall
+    from celeriac.worker.pools.base import Outcome
     from celeriac.worker.worker import Worker
 
 
@@ -68,3 +69,14 @@ class Signals(Middleware):
         signals.task_revoked.send(
             sender=task, request=request, terminated=False, signum=None, expired=expired
         )
+
+    async def after_outcome(self, worker: Worker, item: WorkItem, outcome: Outcome) -> None:
+        """``task_revoked`` with ``terminated=True`` for a run terminated by remote control (sender: the
+        task); the pool does not say which signal ended it, so ``signum`` is None."""
+        if outcome.status != states.REVOKED or not signals.task_revoked.has_receivers():
+            return
+        task = worker.app.tasks.get(item.call.name)
+        if task is None:
+            return
+        request = Context(**request_fields(item.call, worker.hostname), called_directly=False)
+        signals.task_revoked.send(sender=task, request=request, terminated=True, signum=None, expired=False)
