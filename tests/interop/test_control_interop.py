@@ -96,14 +96,16 @@ def test_celerys_commands_inspect_and_revoke_on_a_celeriac_worker(
         assert celery_cli(env, "inspect", "ping", "-d", node) == {node: {"ok": "pong"}}
         registered = celery_cli(env, "inspect", "registered", "-d", node)
         assert registered == {node: ["interop.control.nap"]}
-        running = client.send_task("interop.control.nap", (8,), queue=queue)
+        # Long enough to outlast the five ``celery`` commands below: each starts a Python that imports
+        # Celery, seconds apiece on a loaded machine (with 8 s, the held task ran before the revoke came).
+        running = client.send_task("interop.control.nap", (40,), queue=queue)
         held = client.send_task("interop.control.nap", (0,), queue=queue)
         deadline = time.monotonic() + 20
         while not (client.control.inspect([node]).active() or {}).get(node):
             assert time.monotonic() < deadline, worker.text()
         [active] = celery_cli(env, "inspect", "active", "-d", node)[node]
         assert active["id"] == running.id and active["name"] == "interop.control.nap"
-        assert active["args"] == [8] and active["hostname"] == node
+        assert active["args"] == [40] and active["hostname"] == node
         stats = celery_cli(env, "inspect", "stats", "-d", node)[node]
         assert stats["pool"]["max-concurrency"] == 1 and stats["pid"] == worker.proc.pid  # type: ignore[union-attr]
         revoked = celery_cli(env, "control", "revoke", held.id, "-d", node)
