@@ -1,4 +1,4 @@
-"""``python -m bench [redis|rabbitmq|canvas] [OPTIONS]``: the benchmarks, each printing a table.
+"""``python -m bench [redis|rabbitmq|canvas|control|events] [OPTIONS]``: the benchmarks, each prints a table.
 
 ``python -m bench``: the memory and SQLite brokers, celeriac against Celery (``bench.local``).
 ``python -m bench redis``: celeriac against Celery and its peers on a private Redis (``bench.redis_suite``);
@@ -7,6 +7,9 @@
 (``bench.rabbit_suite``); ``python -m bench rabbitmq --help`` lists its options.
 ``python -m bench canvas``: a group and a chord of 10,000 no-op tasks, celeriac against Celery, on a private
 Redis (``bench.canvas``); ``python -m bench canvas --help`` lists its options.
+``python -m bench control``: the round trip of ``inspect ping`` to 1 and 4 workers on Redis, RabbitMQ and
+SQLite, celeriac against Celery, then what task events cost a draining worker (``bench.control``).
+``python -m bench events``: only the task events' cost (``bench.events``; needs a Redis, ``--url``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ def main(argv: list[str]) -> int:
         from bench.canvas import main as canvas_main
 
         return canvas_main(argv[1:])
+    if argv[:1] == ["control"]:
+        from bench.control import main as control_main
+
+        return control_main(argv[1:])
+    if argv[:1] == ["events"]:
+        from bench.events import main as events_main
+
+        return events_main(argv[1:])
     from bench.local import main as local_main
 
     return local_main(argv)

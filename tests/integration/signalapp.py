@@ -62,6 +62,11 @@ def _received(sender: Any, request: Any, **more: Any) -> None:
     _note("task_received", task_id=request.id, task=request.task)
 
 
+@signals.task_revoked.connect
+def _revoked(sender: Any, request: Any, terminated: bool, signum: Any, expired: bool, **more: Any) -> None:
+    _note("task_revoked", task=_name(sender), id=request.id, terminated=terminated, expired=expired)
+
+
 @signals.worker_process_init.connect
 def _process_init(sender: Any, **more: Any) -> None:
     _note("worker_process_init")
@@ -136,3 +141,9 @@ def guarded() -> str:
 @signals.task_success.connect(sender=guarded)
 def _raising(**more: Any) -> None:
     raise RuntimeError("receiver bug in a pool process")
+
+
+@app.task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

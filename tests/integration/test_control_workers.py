@@ -128,3 +128,20 @@ def test_revoked_queued_tasks_never_run_and_bad_commands_are_survived(
     assert "ignored an unreadable remote-control message" in log_of(worker)
     app.control.shutdown([name])
     assert worker.proc.wait(30) == 0
+
+
+def test_pings_in_a_tight_loop_are_all_answered(
+    app: Any, start_worker: Any, node: str, worker_env: dict[str, str]
+) -> None:
+    """A client pinging as fast as it can (a dashboard, a script, ``bench control``) never runs out of
+    connections: on Redis, each call's reply reader used to hold one for a second after the call."""
+    start_worker("-P", "threads", "-c", "1", name=node)
+    name = f"{node}@test"
+    pinged(app, name)
+    took = []
+    for _ in range(300):
+        started = time.perf_counter()
+        assert app.control.ping([name], timeout=5.0) == [{name: {"ok": "pong"}}]
+        took.append(time.perf_counter() - started)
+    took.sort()
+    print(f"ping round trip p50 {1000 * took[150]:.1f} ms, p95 {1000 * took[285]:.1f} ms")

@@ -201,3 +201,23 @@ def test_update_state_progress_is_visible_while_the_task_runs_in_a_pool_process(
     Path(progress_env["GO_PATH"]).touch()
     assert result.get(timeout=30) == "3 steps"
     assert (result.state, result.info) == (states.SUCCESS, "3 steps")  # the end overwrote the progress
+
+
+def test_a_run_terminated_by_remote_control_sends_task_revoked_in_the_worker(
+    sigapp: Any, start: Callable[..., WorkerProcess], sig_env: dict[str, str]
+) -> None:
+    worker = start("-P", "processes", "-c", "1")
+    running = sigapp.nap.delay(60)
+    assert wait_until(
+        lambda: (sigapp.app.control.inspect(["sig@test"]).active() or {}).get("sig@test"), 20
+    ), log_of(worker)
+    assert sigapp.app.control.revoke(running.id, ["sig@test"], terminate=True, reply=True) == [
+        {"sig@test": {"ok": f"terminate: {running.id}"}}
+    ]
+    assert wait_until(lambda: any(e["signal"] == "task_revoked" for e in noted(sig_env)), 20), log_of(worker)
+    assert worker.terminate() == 0
+    [revoked] = [e for e in noted(sig_env) if e["signal"] == "task_revoked"]
+    assert worker.proc is not None and revoked["pid"] == worker.proc.pid  # the worker, not the child
+    assert (revoked["task"], revoked["id"]) == ("tests.integration.signalapp.nap", running.id)
+    assert (revoked["terminated"], revoked["expired"]) == (True, False)
+    assert running.state == states.REVOKED

@@ -47,7 +47,18 @@ def test_import_celeriac_loads_no_driver_and_no_technology() -> None:
     loaded = json.loads(
         subprocess.run([sys.executable, "-c", script], check=True, capture_output=True).stdout
     )
-    drivers = {"redis", "aiormq", "pamqp", "sqlalchemy", "psycopg", "pymysql", "boto3", "yaml", "msgpack"}
+    drivers = {
+        "redis",
+        "aiormq",
+        "pamqp",
+        "sqlalchemy",
+        "psycopg",
+        "pymysql",
+        "boto3",
+        "yaml",
+        "msgpack",
+        "rich",
+    }
     assert [name for name in loaded if name.split(".")[0] in drivers] == []
     technologies = {f"celeriac.{tech}" for tech in TECHNOLOGIES}
     assert sorted(name for name in loaded if ".".join(name.split(".")[:2]) in technologies) == []

@@ -1,8 +1,9 @@
 """``celeriac inspect COMMAND`` and ``celeriac control COMMAND``: remote control from the shell.
 
-Both send one command to the workers (all, or ``--destination a,b``) and print each worker's reply
-as a block, or all replies as JSON with ``--json``. Positional arguments after the command are the
-command's own (``celeriac control rate_limit proj.add 10/m``), converted as the command declares.
+Both send one command to the workers (all, or ``--destination a,b``) and print the replies as one
+table (a row per worker, or per item a worker listed), or all replies as JSON with ``--json``.
+Positional arguments after the command are the command's own (``celeriac control rate_limit proj.add
+10/m``), converted as the command declares.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from celeriac.exceptions import CeleriacError
 from celeriac.worker.control import find_command, known_commands
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace, app: Celeriac) -> int:
         by_node: Any = {k: v for reply in replies for k, v in reply.items()}
         print(json.dumps(by_node if args.command == "inspect" else replies, default=repr))
     else:
-        print_replies(replies)
+        print_replies(replies, handler.name)
     if not replies:
         print("no worker replied in time", file=sys.stderr)
         return 1
@@ -89,26 +90,10 @@ def _arguments(handler: Handler, given: list[str]) -> dict[str, Any]:
     return found
 
 
-def print_replies(replies: list[dict[str, Any]]) -> None:
-    """Each worker's reply as a block: its node name, then the reply, indented."""
-    for node, value in sorted((k, v) for reply in replies for k, v in reply.items()):
-        print(f"-> {node}:")
-        for line in _lines(value):
-            print(f"    {line}")
-    if replies:
-        print(f"\n{len(replies)} node(s) replied")
+def print_replies(replies: list[dict[str, Any]], command: str = "", file: TextIO | None = None) -> None:
+    """Every worker's reply to ``command`` as one table, then how many workers replied."""
+    if not replies:
+        return
+    from celeriac.cli._tables import emit, make_console, replies_table  # rich: for this command only
 
-
-def _lines(value: Any) -> list[str]:
-    if isinstance(value, dict) and set(value) <= {"ok", "error"} and len(value) == 1:
-        [(key, text)] = value.items()
-        return [f"{key.upper()}: {line}" if n == 0 else line for n, line in enumerate(str(text).splitlines())]
-    if isinstance(value, list):
-        return [_one(item) for item in value] or ["- empty -"]
-    if isinstance(value, dict):
-        return [f"{key}: {_one(item)}" for key, item in value.items()] or ["- empty -"]
-    return [_one(value)]
-
-
-def _one(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=repr)
+    emit(make_console(file), replies_table(command, replies), f"{len(replies)} node(s) replied")

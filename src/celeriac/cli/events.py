@@ -1,5 +1,6 @@
 """``celeriac events``: follow a fleet's events, as a live view of workers and tasks or, with ``--dump``,
-one JSON object per event per line (workers of Celery and of celeriac alike)."""
+one line per event (workers of Celery and of celeriac alike): a JSON object, or with ``--format text``
+a line to read (``node [time] type uuid=... name=... field=value ...``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from celeriac._outages import safe_url
@@ -17,9 +19,11 @@ from celeriac.exceptions import CeleriacError
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
-__all__ = ["render", "watch"]
+__all__ = ["TextLines", "render", "watch"]
 
 _CLEAR = "\x1b[H\x1b[2J"
+#: Fields a text line leaves out: shown otherwise (node, time, type) or only of use to programs.
+_UNSHOWN = {"type", "hostname", "timestamp", "uuid", "name", "utcoffset", "pid", "clock", "local_received"}
 
 
 def render(fleet: Fleet, now: float | None = None, tasks: int = 20) -> str:
@@ -43,7 +47,45 @@ def _line(event: dict[str, Any]) -> str:
     return json.dumps(event, default=repr, sort_keys=True)
 
 
-async def _follow(app: Celeriac, dump: bool, freq: float, out: TextIO) -> None:
+class TextLines:
+    """Events as lines to read: ``node [UTC time to the ms] type uuid=... name=... key=value ...``.
+
+    Only ``task-received`` (and ``task-sent``) carry the task's name: the name is remembered by id (the
+    latest 4096 ids) so that the task's later events name it too.
+    """
+
+    def __init__(self, remembered: int = 4096) -> None:
+        self._names: dict[str, str] = {}
+        self._remembered = remembered
+
+    def line(self, event: dict[str, Any]) -> str:
+        """The line for ``event``."""
+        stamp = event.get("timestamp")
+        when = (
+            datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            if isinstance(stamp, (int, float))
+            else "?"
+        )
+        parts = [f"{event.get('hostname', '?')} [{when}] {event.get('type', '?')}"]
+        uuid = event.get("uuid")
+        if uuid is not None:
+            name = event.get("name") or self._names.get(uuid)
+            if event.get("name"):
+                self._names[uuid] = event["name"]
+                if len(self._names) > self._remembered:
+                    del self._names[next(iter(self._names))]
+            parts.append(f"uuid={uuid}")
+            if name:
+                parts.append(f"name={name}")
+        parts += [f"{key}={_value(event[key])}" for key in sorted(event) if key not in _UNSHOWN]
+        return " ".join(parts)
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=repr)
+
+
+async def _follow(app: Celeriac, dump: bool, freq: float, out: TextIO, text: bool = False) -> None:
     broker = app.broker()
     fleet = Fleet()
     try:
@@ -52,8 +94,9 @@ async def _follow(app: Celeriac, dump: bool, freq: float, out: TextIO) -> None:
                 f"celeriac events: listening on {safe_url(app.broker_url)} (Ctrl-C to stop)", file=sys.stderr
             )
             if dump:
+                lines = TextLines()
                 async for event in events:
-                    print(_line(event), file=out, flush=True)
+                    print(lines.line(event) if text else _line(event), file=out, flush=True)
                 return
 
             async def read() -> None:
@@ -73,14 +116,17 @@ async def _follow(app: Celeriac, dump: bool, freq: float, out: TextIO) -> None:
         await app.aclose()
 
 
-def watch(app: Celeriac, *, dump: bool = False, freq: float = 1.0, out: TextIO | None = None) -> int:
-    """Follow the events on ``app``'s broker until interrupted (or the subscription breaks).
+def watch(
+    app: Celeriac, *, dump: bool = False, freq: float = 1.0, out: TextIO | None = None, text: bool = False
+) -> int:
+    """Follow the events on ``app``'s broker until interrupted (or the subscription breaks); with ``dump``,
+    one line per event: JSON, or with ``text`` a line to read.
 
     Raises:
         CeleriacError: the broker cannot broadcast, so there are no events to follow.
     """
     try:
-        asyncio.run(_follow(app, dump, freq, out or sys.stdout))
+        asyncio.run(_follow(app, dump, freq, out or sys.stdout, text))
     except NotImplementedError as exc:
         raise CeleriacError(f"no events to follow: {exc}") from None
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac._outages import safe_url
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
 from celeriac.exceptions import CeleriacError
@@ -115,10 +116,18 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show queue sizes and dead letters")
     status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
+    status.add_argument("-t", "--timeout", type=float, default=1.0, help="seconds to wait for workers")
+    status.add_argument("-j", "--json", action="store_true", help="print it all as one JSON object")
 
     add_control_parsers(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
-    events.add_argument("--dump", action="store_true", help="print each event as a line of JSON")
+    events.add_argument("--dump", action="store_true", help="print each event as a line (JSON by default)")
+    events.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="--dump as a JSON object per line (default), or as a line to read: node [time] type fields",
+    )
     events.add_argument("--freq", type=float, default=1.0, help="seconds between redraws (1)")
 
     demo = sub.add_parser("demo", help="run a worker on the embedded SQLite default and show it working")
@@ -290,7 +299,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``celeriac status``: print the broker, how many messages wait in each queue, and the dead letters."""
+    """``celeriac status``: the broker, how many messages wait in each queue, the dead letters, and the
+    workers that answer (pool, running tasks, tasks run, uptime): tables, or one JSON object."""
     app = _load_app(args)
     queues = (
         args.queues.split(",")
@@ -304,16 +314,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         return sizes, len(await broker.dead_letters(limit=1000))
 
     sizes, dead = app.run(status())
-    print(f"broker: {app.broker_url}")
-    for queue, size in sizes:
-        print(f"queue {queue}: {size} waiting")
-    print(f"dead letters: {dead}")
-    try:
-        nodes = sorted(node for reply in app.control.ping() for node in reply)
-    except NotImplementedError:
-        return 0  # a broker without broadcasts: no remote control to ask
-    print(f"workers: {', '.join(nodes) if nodes else 'none answered'}")
+    workers = _workers(app, args.timeout)
+    if args.json:
+        found = {
+            "broker": safe_url(app.broker_url),
+            "queues": dict(sizes),
+            "dead_letters": dead,
+            "workers": workers,
+        }
+        print(json.dumps(found, default=repr))
+        return 0
+    from celeriac.cli._tables import emit, make_console, status_tables  # rich: for this command only
+
+    emit(make_console(), *status_tables(safe_url(app.broker_url), sizes, dead, workers))
     return 0
+
+
+def _workers(app: Celeriac, timeout: float) -> dict[str, dict[str, Any]] | None:
+    """The workers answering a ping, each with its ``stats`` and ``active`` replies (None: the broker
+    cannot broadcast, so there is no remote control to ask)."""
+    try:
+        nodes = sorted(node for reply in app.control.ping(timeout=timeout) for node in reply)
+    except NotImplementedError:
+        return None
+    found: dict[str, dict[str, Any]] = {node: {} for node in nodes}
+    if nodes:
+        inspect = app.control.inspect(nodes, timeout=timeout)
+        for kind, replies in (("stats", inspect.stats()), ("active", inspect.active())):
+            for node, value in (replies or {}).items():
+                if node in found:
+                    found[node][kind] = value
+    return found
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -331,7 +362,8 @@ def cmd_events(args: argparse.Namespace) -> int:
         from celeriac.app import Celeriac  # no app needed: the broker is all events need
 
         app = Celeriac("events", broker=args.broker)
-    return watch(app, dump=args.dump, freq=args.freq)
+    text = args.format == "text"  # a format of lines: --dump is implied
+    return watch(app, dump=args.dump or text, freq=args.freq, text=text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,12 +63,12 @@ async def reply_list(
         try:
             while True:
                 popped = await client.brpop([prefix + queue], timeout=_POP_SECONDS)
-                if popped is not None:
-                    data = popped[1]
-                    subscription.feed(data if isinstance(data, bytes) else data.encode())
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError  # redis-py may swallow a cancel inside a command
+                if popped is not None and popped[1]:  # b"" is the wake-up sent when the caller is done
+                    data = popped[1]
+                    subscription.feed(data if isinstance(data, bytes) else data.encode())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -79,13 +79,17 @@ async def reply_list(
         yield subscription
     finally:
         reader.cancel()
-        # redis-py can swallow a cancel inside BRPOP; the reader then ends after its pop (it checks),
-        # and the caller need not wait for that: its answers are in.
         await asyncio.sleep(0)
-        if not reader.done():
-            _lingering.add(reader)
-            reader.add_done_callback(_lingering.discard)
         with contextlib.suppress(Exception):
+            if not reader.done():
+                # redis-py can swallow a cancel inside BRPOP, and the reader would hold its connection
+                # until the pop times out: a caller pinging in a loop ran the pool out of connections.
+                # An empty element wakes the pop at once; the reader then sees it was cancelled.
+                await client.lpush(prefix + queue, b"")
+                await asyncio.wait((reader,), timeout=_POP_SECONDS + 1)
+            if not reader.done():
+                _lingering.add(reader)
+                reader.add_done_callback(_lingering.discard)
             async with client.pipeline(transaction=False) as pipe:
                 pipe.srem(_binding(prefix, exchange), member)
                 pipe.delete(prefix + queue)

@@ -9,7 +9,8 @@ wait in the same table behind ``not_before``; a queue is FIFO by due time within
 Broadcasts (remote control) are rows of ``celeriac_broadcast``: exchange, routing key, envelope and
 creation time. A subscriber starts after the newest row of its exchange and polls for later ids, every
 few milliseconds after something arrived and backing off to ``broadcast_poll_interval`` (0.1 s) when
-idle; a broadcast in this process wakes it at once. It re-reads a window of recent ids, so a row whose
+idle (to 20 ms at most for a remote-control caller's replies, which it awaits for a second or so); a
+broadcast in this process wakes it at once. It re-reads a window of recent ids, so a row whose
 transaction committed after a higher id's (PostgreSQL, MySQL) is still seen, once. Rows older than a
 minute are deleted by the next broadcast.
 
@@ -289,6 +290,10 @@ class SQLBroker(Broker):
 
     async def _follow(self, exchange: str, pattern: str, start: int, subscription: Subscription) -> None:
         highest, seen, pause = start, set[int](), 0.005
+        # A remote-control caller waits on its replies for a second or so: looking often costs little
+        # there, and waiting up to the full interval for a reply that came would double a round trip.
+        replies = exchange.startswith("reply.") and exchange.endswith("pidbox")
+        longest = min(self.broadcast_poll_interval, 0.02) if replies else self.broadcast_poll_interval
         try:
             while True:
                 with self._heard.armed() as woken:
@@ -309,7 +314,7 @@ class SQLBroker(Broker):
                         seen = {i for i in seen if i > highest - _LATE_IDS}
                         pause = 0.005
                     else:
-                        pause = min(pause * 2, self.broadcast_poll_interval)
+                        pause = min(pause * 2, longest)
                     await asyncio.wait((woken,), timeout=pause)
         except asyncio.CancelledError:
             raise

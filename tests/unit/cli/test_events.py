@@ -9,7 +9,7 @@ import pytest
 
 from celeriac import brokers
 from celeriac.brokers import Broker
-from celeriac.cli.events import render
+from celeriac.cli.events import TextLines, render
 from celeriac.cli.main import main
 from celeriac.events.state import Fleet
 from celeriac.memory.broker import MemoryBroker
@@ -44,3 +44,23 @@ def test_events_on_a_broker_that_cannot_broadcast_is_a_clear_error(
     monkeypatch.setitem(brokers._BUILTIN, "quiet", f"{__name__}:QuietBroker")
     assert main(["-b", "quiet://events", "events", "--dump"]) == 2
     assert "no events to follow" in capsys.readouterr().err
+
+
+def test_text_lines_name_each_event_and_remember_the_task_name_by_id() -> None:
+    lines = TextLines(remembered=2)
+    received = event(
+        "task-received", 1796666400.25, uuid="t1", name="proj.add", args="(2, 2)", pid=7, clock=3
+    )
+    assert lines.line(received) == (
+        "w1@h [2026-12-07 18:00:00.250] task-received uuid=t1 name=proj.add args=(2, 2)"
+    )
+    done = event("task-succeeded", 1796666400.5, uuid="t1", result="4", runtime=0.001)
+    assert lines.line(done).endswith("task-succeeded uuid=t1 name=proj.add result=4 runtime=0.001")
+    beat = event("worker-heartbeat", 1796666401.0, active=0, processed=1, loadavg=[0.5, 0.25, 0.0])
+    assert lines.line(beat) == (
+        "w1@h [2026-12-07 18:00:01.000] worker-heartbeat active=0 loadavg=[0.5, 0.25, 0.0] processed=1"
+    )
+    for n in range(3):  # only the latest ``remembered`` names are kept
+        lines.line(event("task-received", 1.0, uuid=f"x{n}", name="other"))
+    assert "name=" not in lines.line(event("task-started", 2.0, uuid="t1"))
+    assert lines.line({"type": "odd"}) == "? [?] odd"
