@@ -22,6 +22,7 @@ The error model, one for every primitive:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -129,8 +130,9 @@ class _Member:
 
 
 def _new_style(worker: Worker, data: Any) -> Signature | None:
-    """The errback ``data`` names when it is new-style (Celery's test: its task is known here, is not
-    bound, and its function takes more than one positional argument, or ``*args``); None otherwise."""
+    """The errback ``data`` names when it is new-style (Celery 5.7's test: its task is known here, is not
+    bound, and its function takes more than one positional argument, or ``*args``, besides those the
+    signature already holds); None otherwise."""
     try:
         sig = maybe_signature(data, worker.app)
     except (TypeError, ValueError):
@@ -138,7 +140,13 @@ def _new_style(worker: Worker, data: Any) -> Signature | None:
     task = worker.app.tasks.get(sig.name)
     if task is None or task.bind:
         return None
-    spec = inspect.getfullargspec(task.fn)
+    fn = task.__wrapped__
+    spec = inspect.getfullargspec(fn)
+    if not sig.immutable and (sig.args or sig.kwargs):
+        # Counted as Celery counts them: the stored arguments bound first, whatever place they take when
+        # the errback is called (stored arguments the function cannot take: counted as it is).
+        with contextlib.suppress(TypeError, ValueError):
+            spec = inspect.getfullargspec(functools.partial(fn, *sig.args, **sig.kwargs))
     return sig if spec.varargs or len(spec.args) > 1 else None
 
 
