@@ -146,6 +146,7 @@ class Worker:
             self.hostname,
             task_events=conf.worker_send_task_events if task_events is None else task_events,
             heartbeat_interval=heartbeat_interval,
+            on_switch=self.rehook,
         )
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
@@ -432,7 +433,7 @@ class Worker:
                 self.log.info("Task %s[%s] received", found.call.name, found.call.id)
                 items.append(found)
         try:
-            for mw in self.middleware:
+            for mw in self._hooked("after_fetch"):
                 await mw.after_fetch(self, [i for i in items if i.fate is Fate.RUN])
         except Exception:
             # e.g. the backend is down while revocations are looked up: start none of them for now.
@@ -609,13 +610,22 @@ class Worker:
             if mw.wants_start(self, item):
                 self._spawn(mw.on_start(self, item))
 
+    def rehook(self) -> None:
+        """Ask each middleware again which of its hooks are live (``Middleware.live``) before their next
+        call. Safe from any thread."""
+        self._hooks = {}
+
     def _hooked(self, hook: str) -> list[Middleware]:
-        """The middleware that overrides ``hook``, in order: a per-message hook costs a coroutine (and
-        ``on_start`` a task) per middleware, so only the ones that do something are called."""
-        found = self._hooks.get(hook)
+        """The middleware that overrides ``hook`` and says it is live, in order: a per-message hook costs
+        a coroutine (and ``on_start`` a task) per middleware, so only the ones that do something are
+        called."""
+        hooks = self._hooks  # a rehook meanwhile (another thread) replaces it: this answer is not kept
+        found = hooks.get(hook)
         if found is None:
             base = getattr(Middleware, hook)
-            found = self._hooks[hook] = [mw for mw in self.middleware if getattr(type(mw), hook) is not base]
+            found = hooks[hook] = [
+                mw for mw in self.middleware if getattr(type(mw), hook) is not base and mw.live(self, hook)
+            ]
         return found
 
     def _log_outcome(self, item: WorkItem, outcome: Outcome) -> None:

@@ -266,3 +266,18 @@ def test_update_state_needs_a_state_and_a_task_id_and_stores_nothing_when_eager(
     eager.update_state(task_id="other", state="CUSTOM", meta={"n": 1})  # any task's record
     other = app.AsyncResult("other")
     assert (other.state, other.info) == ("CUSTOM", {"n": 1})
+
+
+def test_a_receiver_connected_while_the_worker_runs_gets_task_received(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.late")
+    def late() -> None:
+        pass
+
+    with start_worker(app):
+        late.delay().get(timeout=10)  # no receiver yet: the worker does not even look
+        received = record(signals.task_received)
+        sent = late.delay()
+        sent.get(timeout=10)
+    assert [kwargs["request"].id for _, kwargs in received] == [sent.id]
