@@ -4,8 +4,10 @@ Every event carries ``type``, ``hostname``, ``timestamp`` (epoch seconds), ``utc
 of UTC, as Celery counts them), ``pid`` and ``clock``. ``send`` queues one event as one message (worker
 events); ``send_batched`` gathers events into a list sent as one message with routing key
 ``task.multi``, as Celery's workers send task events. Neither waits: a sender task on the dispatcher's
-loop publishes what gathered since its last round (Celery flushes on the next turn of its loop too), so a
-busy worker sends one broadcast per many task events (up to ``max_batch``) rather than one per event.
+loop publishes what gathered since its last round. Batched events wait up to ``linger`` seconds (0.05)
+for company before they go, so a busy worker sends a few broadcasts a second, each of many task events
+(up to ``max_batch``), rather than one per turn of its loop: a broadcast costs the worker far more than
+the events in it. A full batch, a worker event or ``flush`` sends at once.
 
 Events are fire and forget, as in Celery: a broker that cannot broadcast (a plug-in without it) switches the
 dispatcher off with one warning; one that is unreachable costs the events of that moment, logged once
@@ -94,8 +96,10 @@ class EventDispatcher:
         max_batch: int = 1000,
         max_pending: int = 100_000,
         publish_timeout: float = 10.0,
+        linger: float = 0.05,
     ) -> None:
         self.broker = broker
+        self.linger = linger
         self.hostname = hostname
         self.pid = os.getpid() if pid is None else pid
         self.max_batch = max_batch
@@ -110,6 +114,7 @@ class EventDispatcher:
         self._pending: deque[tuple[str, Any]] = deque()
         self._queued = 0
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # send without lingering
         self._idle = asyncio.Event()
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
@@ -142,6 +147,7 @@ class EventDispatcher:
         if offset != self._utcoffset:
             self._utcoffset, self._head = offset, self._head_of(offset)
         self._pending.append((routing_key(event_type), self.event(event_type, fields)))
+        self._hurry.set()
         self._added(1)
 
     def send_batched(self, event_type: str, **fields: Any) -> None:
@@ -157,6 +163,8 @@ class EventDispatcher:
         if pending and pending[-1][0] == "task.multi" and len(pending[-1][1]) < self.max_batch:
             pending[-1][1].append(text)
         else:
+            if pending:  # what waits fills a batch already
+                self._hurry.set()
             pending.append(("task.multi", [text]))
         self._added(1)
 
@@ -164,6 +172,7 @@ class EventDispatcher:
         """Wait until every event queued so far has been sent (or given up on)."""
         if self._sender is None or self.dead:
             return
+        self._hurry.set()
         self._wake.set()
         await self._idle.wait()
 
@@ -194,9 +203,18 @@ class EventDispatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                key, body = self._pending.popleft()
-                self._queued -= len(body) if isinstance(body, list) else 1
-                await self._publish(key, body)
+                if self.linger > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.linger):
+                            await self._hurry.wait()
+                self._hurry.clear()
+                # What gathered by now goes (fewer, if the oldest were dropped meanwhile); later ones linger.
+                count = len(self._pending)
+                while count and self._pending:
+                    count -= 1
+                    key, body = self._pending.popleft()
+                    self._queued -= len(body) if isinstance(body, list) else 1
+                    await self._publish(key, body)
             self._idle.set()
 
     def _dropped(self, count: int, why: str) -> None:
