@@ -9,7 +9,9 @@ wait in the same table behind ``not_before``; a queue is FIFO by due time within
 Broadcasts (remote control) are rows of ``celeriac_broadcast``: exchange, routing key, envelope and
 creation time. A subscriber starts after the newest row of its exchange and polls for later ids, every
 few milliseconds after something arrived and backing off to ``broadcast_poll_interval`` (0.1 s) when
-idle; a broadcast in this process wakes it at once. It re-reads a window of recent ids, so a row whose
+idle; a broadcast in this process wakes it at once. On PostgreSQL a broadcast also sends a NOTIFY that
+a subscriber LISTENs for (``_notify``), so it hears broadcasts of other processes at once too and polls
+only every ``broadcast_poll_interval``, as a fallback. It re-reads a window of recent ids, so a row whose
 transaction committed after a higher id's (PostgreSQL, MySQL) is still seen, once. Rows older than a
 minute are deleted by the next broadcast.
 
@@ -39,6 +41,7 @@ from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delive
 from celeriac.brokers.fanout import Subscription, matches
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+from celeriac.sql._notify import Listener, notify
 from celeriac.sql.database import Database
 
 __all__ = ["SQLBroker", "broadcasts", "dead_letters", "messages", "metadata"]
@@ -114,7 +117,9 @@ class SQLBroker(Broker):
             (default 30); the heartbeat renews it every fifth of that while the broker is open.
         poll_interval_max: the longest pause between two looks at the table while fetch waits
             (default 0.1 s); a publish in this process wakes the wait at once.
-        broadcast_poll_interval: the longest pause between two looks for broadcasts (default 0.1 s).
+        broadcast_poll_interval: the longest pause between two looks for broadcasts (default 0.1 s);
+            on PostgreSQL, where a subscriber is told of each broadcast (LISTEN/NOTIFY), the pause
+            between two looks while it is told.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
@@ -131,6 +136,7 @@ class SQLBroker(Broker):
         self._owner = uuid.uuid4().hex
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     async def connect(self) -> None:
         await self._db.open()
@@ -264,8 +270,12 @@ class SQLBroker(Broker):
         if prune:
             self._pruned = now
 
+        postgres = self._postgres
+
         def insert(conn: sa.Connection) -> None:
             conn.execute(broadcasts.insert(), [row])
+            if postgres:
+                notify(conn, exchange)
             if prune:
                 conn.execute(broadcasts.delete().where(_b.created < now - _BROADCAST_TTL))
 
@@ -278,8 +288,9 @@ class SQLBroker(Broker):
         newest = sa.select(sa.func.max(_b.id)).where(_b.exchange == exchange)
         start = await self._db.call(self._db.read, lambda conn: conn.execute(newest).scalar()) or 0
         subscription = Subscription(exchange)
+        listener = await self._listen() if self._postgres else None
         follower = asyncio.create_task(
-            self._follow(exchange, pattern, start, subscription), name="celeriac-sql-broadcasts"
+            self._follow(exchange, pattern, start, subscription, listener), name="celeriac-sql-broadcasts"
         )
         try:
             yield subscription
@@ -287,7 +298,23 @@ class SQLBroker(Broker):
             follower.cancel()
             await asyncio.wait((follower,))
 
-    async def _follow(self, exchange: str, pattern: str, start: int, subscription: Subscription) -> None:
+    @property
+    def _postgres(self) -> bool:
+        return self._db.url.get_backend_name() == "postgresql"
+
+    async def _listen(self) -> Listener:
+        """This broker's one listener for broadcast notifications, started by its first subscription on
+        this loop and kept until ``close`` (a connection per subscription would cost each ``inspect``
+        call a connect)."""
+        listener = self._listener
+        if listener is None or not listener.alive:
+            listener = self._listener = Listener(self._db.url, self._heard.notify)
+            await listener.start()
+        return listener
+
+    async def _follow(
+        self, exchange: str, pattern: str, start: int, subscription: Subscription, listener: Listener | None
+    ) -> None:
         highest, seen, pause = start, set[int](), 0.005
         try:
             while True:
@@ -310,13 +337,18 @@ class SQLBroker(Broker):
                         pause = 0.005
                     else:
                         pause = min(pause * 2, self.broadcast_poll_interval)
-                    await asyncio.wait((woken,), timeout=pause)
+                    # Told of every broadcast: the poll is only the fallback.
+                    told = listener is not None and listener.listening
+                    await asyncio.wait((woken,), timeout=self.broadcast_poll_interval if told else pause)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             subscription.fail(exc)
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and listener.alive:
+            await listener.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.wait((self._heartbeat,))
