@@ -27,6 +27,7 @@ from celeriac.exceptions import Reject, WorkerLostError
 from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middleware
 from celeriac.worker._backoff import Backoff, Persistent, describe, safe_url, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
+from celeriac.worker._mingle import mingle
 from celeriac.worker.control import RemoteControl
 from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents
 from celeriac.worker.pools import pool_class
@@ -57,6 +58,9 @@ class Worker:
     ``task_events`` (default: ``worker_send_task_events``) sends Celery's task events, as ``-E`` does;
     worker events (online, a heartbeat every ``heartbeat_interval`` seconds, offline) go out whenever the
     broker can broadcast (0 or None: no heartbeats).
+
+    ``mingle`` (default on; ``--without-mingle`` turns it off) greets the other workers once ready, in
+    the background, and takes in the revoked ids and the clock they answer (``_mingle``).
     """
 
     def __init__(
@@ -77,8 +81,11 @@ class Worker:
         wedge_timeout: float | None = None,
         task_events: bool | None = None,
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
+        mingle: bool = True,
     ) -> None:
         self.app = app
+        self.mingle = mingle
+        self._mingling: asyncio.Task[int] | None = None
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         # Sent before any setting is read, so that a receiver can configure this worker by its name.
         options = {"queues": queues, "concurrency": concurrency, "pool": pool, "app_path": app_path}
@@ -211,6 +218,8 @@ class Worker:
         )
         self.ready.set()
         signals.worker_ready.send(sender=self)
+        if self.mingle:
+            self._mingling = asyncio.create_task(mingle(self), name="celeriac-mingle")
         try:
             await self._consume(broker)
         finally:
@@ -285,8 +294,10 @@ class Worker:
         return list(self._waiting.values())
 
     def active_items(self) -> list[WorkItem]:
-        """The items whose task runs in the pool now."""
-        return list(self._active.values())
+        """The items whose task runs in the pool now (not those whose task ended and that are finishing:
+        their result may be stored, and a caller who saw it must not see them still active)."""
+        finishing = self._finishing
+        return [item for task, item in self._active.items() if task not in finishing]
 
     def drop_waiting(self, item: WorkItem) -> None:
         """Stop waiting to run ``item``, whose fate a command settled (revoked): it is settled so."""
@@ -303,6 +314,9 @@ class Worker:
         return safe_url(self.app.backend_url)
 
     async def _shutdown(self, broker: Broker) -> None:
+        if self._mingling is not None:
+            self._mingling.cancel()
+            await asyncio.wait((self._mingling,))
         for task in list(self._waiting):
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
