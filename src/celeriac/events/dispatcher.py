@@ -6,8 +6,9 @@ events); ``send_batched`` gathers events into a list sent as one message with ro
 ``task.multi``, as Celery's workers send task events. Neither waits: a sender task on the dispatcher's
 loop publishes what gathered since its last round. Batched events wait up to ``linger`` seconds (0.05)
 for company before they go, so a busy worker sends a few broadcasts a second, each of many task events
-(up to ``max_batch``), rather than one per turn of its loop: a broadcast costs the worker far more than
-the events in it. A full batch, a worker event or ``flush`` sends at once.
+(up to ``max_batch``, 250), rather than one per turn of its loop: a broadcast costs the worker far more
+than the events in it. A full batch, a worker event or ``flush`` sends at once. (Past a few hundred
+events, a message costs more per event again: its copies outgrow what the allocator keeps at hand.)
 
 Events are fire and forget, as in Celery: a broker that cannot broadcast (a plug-in without it) switches the
 dispatcher off with one warning; one that is unreachable costs the events of that moment, logged once
@@ -93,7 +94,7 @@ class EventDispatcher:
         hostname: str,
         *,
         pid: int | None = None,
-        max_batch: int = 1000,
+        max_batch: int = 250,
         max_pending: int = 100_000,
         publish_timeout: float = 10.0,
         linger: float = 0.05,
@@ -110,6 +111,7 @@ class EventDispatcher:
         self.dropped = 0  # events given up on (broker unreachable, or not keeping up)
         self._utcoffset = utcoffset()
         self._head = self._head_of(self._utcoffset)
+        self._tails: dict[str, str] = {}  # event type -> its field "type", as JSON text
         #: What waits to go, in order: (routing key, one event or a batch of them); ``_queued`` events.
         self._pending: deque[tuple[str, Any]] = deque()
         self._queued = 0
@@ -134,7 +136,10 @@ class EventDispatcher:
         """The JSON text of an event of this node stamped now, up to its own fields: ``{"hostname": ...,
         "type": "<event_type>"``, no closing brace. With ``send_json``, for events sent so often that
         writing them by hand is worth it (a dict and ``json.dumps`` cost three times as much)."""
-        return f'{self._head}{next(clock)},"timestamp":{time.time()!r},"type":{quote(event_type)}'
+        tail = self._tails.get(event_type)
+        if tail is None:
+            tail = self._tails[event_type] = f',"type":{quote(event_type)}'
+        return f'{self._head}{next(clock)},"timestamp":{time.time()!r}{tail}'
 
     def _head_of(self, offset: int) -> str:
         return f'{{"hostname":{quote(self.hostname)},"utcoffset":{offset},"pid":{self.pid},"clock":'
