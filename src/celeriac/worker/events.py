@@ -14,6 +14,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _text
 from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
@@ -120,8 +121,8 @@ class WorkerEvents:
         if self._task_events and dispatcher is not None:
             eta, expires = call.eta, call.expires
             dispatcher.send_json(
-                f'{dispatcher.head("task-received")},"uuid":{quote(call.id)},"name":{quote(call.name)},'
-                f'"args":{quote(args)},"kwargs":{quote(kwargs)},"root_id":{quote(call.root_id)},'
+                f'{dispatcher.head("task-received")},"uuid":{_text(call.id)},"name":{_text(call.name)},'
+                f'"args":{_text(args)},"kwargs":{_text(kwargs)},"root_id":{quote(call.root_id)},'
                 f'"parent_id":{quote(call.parent_id)},"retries":{int(call.retries)},'
                 f'"eta":{quote(eta.isoformat() if eta else None)},'
                 f'"expires":{quote(expires.isoformat() if expires else None)}}}'
@@ -131,14 +132,14 @@ class WorkerEvents:
         """``task-started`` (if task events are on)."""
         dispatcher = self.dispatcher
         if self._task_events and dispatcher is not None:
-            dispatcher.send_json(f'{dispatcher.head("task-started")},"uuid":{quote(uuid)}}}')
+            dispatcher.send_json(f'{dispatcher.head("task-started")},"uuid":{_text(uuid)}}}')
 
     def succeeded(self, uuid: str, result: str, runtime: float) -> None:
         """``task-succeeded`` with the result's repr and the runtime in seconds (if task events are on)."""
         dispatcher = self.dispatcher
         if self._task_events and dispatcher is not None:
             dispatcher.send_json(
-                f'{dispatcher.head("task-succeeded")},"uuid":{quote(uuid)},"result":{quote(result)},'
+                f'{dispatcher.head("task-succeeded")},"uuid":{_text(uuid)},"result":{_text(result)},'
                 f'"runtime":{float(runtime)!r}}}'
             )
 
