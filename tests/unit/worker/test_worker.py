@@ -253,12 +253,14 @@ def test_a_hook_a_middleware_says_is_not_live_is_not_called_until_it_is_and_the_
 
 
 def test_without_task_events_or_signal_receivers_their_middleware_hooks_are_not_live(
-    celeriac_app: Celeriac,
+    celeriac_app: Celeriac, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from celeriac import signals
     from celeriac.middleware.events import Events
     from celeriac.middleware.signals import Signals
 
+    for signal in (signals.task_received, signals.task_revoked):  # receivers other tests left behind
+        monkeypatch.setattr(signal, "_receivers", [])
     worker = Worker(celeriac_app, task_events=False)
     hooks = ("after_fetch", "on_start", "after_outcome", "on_refused", "on_abandoned")
     assert not [mw for hook in hooks for mw in worker._hooked(hook) if isinstance(mw, Events)]
