@@ -84,6 +84,8 @@ class Signal:
         self._lock = threading.Lock()
         # (receiver key, sender key), then the receiver or a weak reference to it
         self._receivers: list[tuple[tuple[Hashable, Hashable], Receiver | weakref.ref[Any]]] = []
+        # called when receivers come or go (a worker then asks whether its hooks that send this live)
+        self._watchers: list[weakref.WeakMethod[Callable[[], None]]] = []
 
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
@@ -134,8 +136,11 @@ class Signal:
             else:
                 held = weakref.ref(receiver, self._forget)
         with self._lock:
-            if all(key != lookup for key, _ in self._receivers):
+            added = all(key != lookup for key, _ in self._receivers)
+            if added:
                 self._receivers.append((lookup, held))
+        if added:
+            self._changed()
         return receiver
 
     def disconnect(
@@ -148,8 +153,11 @@ class Signal:
             for index, (key, _) in enumerate(self._receivers):
                 if key == lookup:
                     del self._receivers[index]
-                    return True
-        return False
+                    break
+            else:
+                return False
+        self._changed()
+        return True
 
     def has_receivers(self) -> bool:
         """Whether any receiver is connected (for any sender)."""
@@ -193,6 +201,20 @@ class Signal:
     def _forget(self, dead: weakref.ref[Any]) -> None:
         with self._lock:
             self._receivers = [entry for entry in self._receivers if entry[1] is not dead]
+        self._changed()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call the bound method ``callback`` whenever a receiver is connected or disconnected (from the
+        thread that did it), as long as its object lives: only a weak reference is kept."""
+        held = weakref.WeakMethod(callback)
+        with self._lock:
+            self._watchers = [w for w in self._watchers if w() is not None and w != held] + [held]
+
+    def _changed(self) -> None:
+        for watcher in list(self._watchers):
+            callback = watcher()
+            if callback is not None:
+                callback()
 
 
 # -- sent where a task is published (the caller's process, or a worker that sends one) ---------------

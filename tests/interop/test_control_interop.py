@@ -143,3 +143,30 @@ def test_celeriac_inspects_a_celery_worker(env: dict[str, str], client: Celeriac
         ]
     finally:
         worker.stop()
+
+
+def test_a_celeriac_worker_learns_the_revoked_ids_of_a_celery_worker_by_mingle(
+    env: dict[str, str], client: Celeriac, tmp_path: Path
+) -> None:
+    from celeriac.testing import start_worker
+    from celeriac.worker._inspect import revoked_ids
+
+    queue, node = f"ctl-{uuid.uuid4().hex[:8]}", f"celery-{uuid.uuid4().hex[:6]}@interop"
+    worker = start("celery", env, tmp_path, queue, node)
+    try:
+        answering(client, node)
+        task_id = str(uuid.uuid4())
+        # Told to the Celery worker alone, before the celeriac one exists: only its memory holds it.
+        assert celery_cli(env, "control", "revoke", task_id, "-d", node) == [
+            {node: {"ok": f"tasks { ({task_id})!r} flagged as revoked"}}
+        ]
+        with start_worker(
+            client, hostname=f"celeriac-{uuid.uuid4().hex[:6]}@interop", queues=[queue]
+        ) as ours:
+            deadline = time.monotonic() + 20
+            while task_id not in revoked_ids(ours):
+                assert time.monotonic() < deadline, worker.text()
+                time.sleep(0.05)
+            assert ours.control is not None and ours.control.state.clock > 0
+    finally:
+        worker.stop()

@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--heartbeat-interval", type=float, help="seconds between worker heartbeats (2)")
     worker.add_argument("--without-heartbeat", action="store_true", help="send no worker heartbeats")
+    # Mingle (worker._mingle): greeting the other workers once started.
+    worker.add_argument(
+        "--without-mingle",
+        action="store_true",
+        help="do not greet the other workers at start to learn their revoked ids and clock",
+    )
     worker.add_argument(
         "--processes",
         type=_count,
@@ -180,6 +186,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         task_events=args.task_events,
         heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
         autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+        mingle=not args.without_mingle,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above

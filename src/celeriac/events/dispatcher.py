@@ -4,8 +4,11 @@ Every event carries ``type``, ``hostname``, ``timestamp`` (epoch seconds), ``utc
 of UTC, as Celery counts them), ``pid`` and ``clock``. ``send`` queues one event as one message (worker
 events); ``send_batched`` gathers events into a list sent as one message with routing key
 ``task.multi``, as Celery's workers send task events. Neither waits: a sender task on the dispatcher's
-loop publishes what gathered since its last round (Celery flushes on the next turn of its loop too), so a
-busy worker sends one broadcast per many task events (up to ``max_batch``) rather than one per event.
+loop publishes what gathered since its last round. Batched events wait up to ``linger`` seconds (0.05)
+for company before they go, so a busy worker sends a few broadcasts a second, each of many task events
+(up to ``max_batch``, 250), rather than one per turn of its loop: a broadcast costs the worker far more
+than the events in it. A full batch, a worker event or ``flush`` sends at once. (Past a few hundred
+events, a message costs more per event again: its copies outgrow what the allocator keeps at hand.)
 
 Events are fire and forget, as in Celery: a broker that cannot broadcast (a plug-in without it) switches the
 dispatcher off with one warning; one that is unreachable costs the events of that moment, logged once
@@ -91,11 +94,13 @@ class EventDispatcher:
         hostname: str,
         *,
         pid: int | None = None,
-        max_batch: int = 1000,
+        max_batch: int = 250,
         max_pending: int = 100_000,
         publish_timeout: float = 10.0,
+        linger: float = 0.05,
     ) -> None:
         self.broker = broker
+        self.linger = linger
         self.hostname = hostname
         self.pid = os.getpid() if pid is None else pid
         self.max_batch = max_batch
@@ -106,10 +111,13 @@ class EventDispatcher:
         self.dropped = 0  # events given up on (broker unreachable, or not keeping up)
         self._utcoffset = utcoffset()
         self._head = self._head_of(self._utcoffset)
+        self._tails: dict[str, str] = {}  # event type -> its field "type", as JSON text
         #: What waits to go, in order: (routing key, one event or a batch of them); ``_queued`` events.
         self._pending: deque[tuple[str, Any]] = deque()
+        self._open: list[str] | None = None  # the last batch of ``_pending``, while it takes more
         self._queued = 0
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # send without lingering
         self._idle = asyncio.Event()
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
@@ -129,7 +137,12 @@ class EventDispatcher:
         """The JSON text of an event of this node stamped now, up to its own fields: ``{"hostname": ...,
         "type": "<event_type>"``, no closing brace. With ``send_json``, for events sent so often that
         writing them by hand is worth it (a dict and ``json.dumps`` cost three times as much)."""
-        return f'{self._head}{next(clock)},"timestamp":{time.time()!r},"type":{quote(event_type)}'
+        tail = self._tails.get(event_type)
+        if tail is None:
+            tail = self._tails[event_type] = f',"type":{quote(event_type)}'
+        # repr(time.time()) costs twice this: the digits of the nanoseconds, cut to microseconds.
+        now = str(time.time_ns())
+        return f'{self._head}{next(clock)},"timestamp":{now[:-9]}.{now[-9:-3]}{tail}'
 
     def _head_of(self, offset: int) -> str:
         return f'{{"hostname":{quote(self.hostname)},"utcoffset":{offset},"pid":{self.pid},"clock":'
@@ -142,6 +155,8 @@ class EventDispatcher:
         if offset != self._utcoffset:
             self._utcoffset, self._head = offset, self._head_of(offset)
         self._pending.append((routing_key(event_type), self.event(event_type, fields)))
+        self._open = None  # task events after this one go after it
+        self._hurry.set()
         self._added(1)
 
     def send_batched(self, event_type: str, **fields: Any) -> None:
@@ -151,19 +166,27 @@ class EventDispatcher:
 
     def send_json(self, text: str) -> None:
         """Queue one event, written as JSON text (see ``head``), to go in a ``task.multi`` batch."""
+        batch = self._open
+        if batch is not None and len(batch) < self.max_batch:
+            # The batch still waits to go, so the sender knows there is work: only count it.
+            batch.append(text)
+            self._queued += 1
+            if self._queued > self.max_pending:
+                self._added(0)
+            return
         if self.dead:
             return
-        pending = self._pending
-        if pending and pending[-1][0] == "task.multi" and len(pending[-1][1]) < self.max_batch:
-            pending[-1][1].append(text)
-        else:
-            pending.append(("task.multi", [text]))
+        if self._pending:  # what waits fills a batch already
+            self._hurry.set()
+        batch = self._open = [text]
+        self._pending.append(("task.multi", batch))
         self._added(1)
 
     async def flush(self) -> None:
         """Wait until every event queued so far has been sent (or given up on)."""
         if self._sender is None or self.dead:
             return
+        self._hurry.set()
         self._wake.set()
         await self._idle.wait()
 
@@ -180,6 +203,8 @@ class EventDispatcher:
         self._queued += count
         while self._queued > self.max_pending:  # the broker does not keep up: the oldest go
             _, body = self._pending.popleft()
+            if body is self._open:
+                self._open = None
             lost = len(body) if isinstance(body, list) else 1
             self._queued -= lost
             self._dropped(lost, "the broker does not keep up")
@@ -194,9 +219,20 @@ class EventDispatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                key, body = self._pending.popleft()
-                self._queued -= len(body) if isinstance(body, list) else 1
-                await self._publish(key, body)
+                if self.linger > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.linger):
+                            await self._hurry.wait()
+                self._hurry.clear()
+                # What gathered by now goes (fewer, if the oldest were dropped meanwhile); later ones linger.
+                count = len(self._pending)
+                while count and self._pending:
+                    count -= 1
+                    key, body = self._pending.popleft()
+                    if body is self._open:
+                        self._open = None  # on its way: later events start another
+                    self._queued -= len(body) if isinstance(body, list) else 1
+                    await self._publish(key, body)
             self._idle.set()
 
     def _dropped(self, count: int, why: str) -> None:
@@ -214,6 +250,7 @@ class EventDispatcher:
         except NotImplementedError as exc:
             self.dead = True
             self._pending.clear()
+            self._open = None
             self._queued = 0
             log.warning("%s sends no events: %s", self.hostname, exc)
             return

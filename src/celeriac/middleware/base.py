@@ -106,7 +106,20 @@ class Skip(Exception):
 
 
 class Middleware:
-    """Base class; override the hooks you need. Every hook is a coroutine on the worker's loop."""
+    """Base class; override the hooks you need. Every hook is a coroutine on the worker's loop.
+
+    The worker calls only the hooks a middleware overrides and, of those, only the ones ``live`` says
+    have something to do: a per-message hook costs a coroutine per message even when it returns at
+    once. It asks ``live`` once per hook and keeps the answer until ``worker.rehook()``, which a
+    middleware calls whenever its answer may have changed (task events switched on, a first receiver
+    connected to a signal).
+    """
+
+    def live(self, worker: Worker, hook: str) -> bool:
+        """Whether ``hook`` (one of the per-message hooks: ``after_fetch``, ``before_start``,
+        ``before_run``, ``on_start``, ``after_outcome``, ``on_refused``, ``on_abandoned``) has anything
+        to do now."""
+        return True
 
     async def worker_start(self, worker: Worker) -> None:
         """The worker is starting (pool and broker are up)."""

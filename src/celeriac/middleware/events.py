@@ -33,13 +33,21 @@ def _repr(value: Any) -> str:
 
 
 class Events(Middleware):
-    """Reports each message's life as Celery's task events, through ``worker.events``."""
+    """Reports each message's life as Celery's task events, through ``worker.events``.
+
+    Its per-message hooks are live only while task events are on: a worker without ``-E`` pays nothing
+    for them (``WorkerEvents`` has the worker ask again when they are switched).
+    """
+
+    def live(self, worker: Worker, hook: str) -> bool:
+        """Whether task events are on (every hook here but the worker's start and stop sends them)."""
+        return worker.events.enabled
 
     async def worker_start(self, worker: Worker) -> None:
         """Say the worker is online and start its heartbeat."""
         assert worker.broker is not None
-        pool = worker.pool
-        await worker.events.start(worker.broker, lambda: pool.busy)
+        pool, total = worker.pool, worker.total
+        await worker.events.start(worker.broker, lambda: pool.busy, lambda: sum(total.values()))
 
     async def worker_stop(self, worker: Worker) -> None:
         """Say the worker is offline and send what is still buffered."""
@@ -49,7 +57,6 @@ class Events(Middleware):
         """``task-received`` for each task to run here: not for one that expired, nor for one due beyond
         ``worker_eta_horizon`` (it goes to the broker's delayed store, and is received when due)."""
         events = worker.events
-        events.processed += len(items)
         if not events.enabled or not items:
             return
         now = datetime.now(UTC)

@@ -24,8 +24,21 @@ if TYPE_CHECKING:
 class Signals(Middleware):
     """Sends ``task_received``, ``task_revoked``, ``task_rejected`` and ``task_unknown``.
 
-    Listed after revocation, so that a revoked message is not reported received (as in Celery).
+    Listed after revocation, so that a revoked message is not reported received (as in Celery). Its
+    per-message hooks are live only while their signal has a receiver: a worker whose signals nobody
+    listens to pays nothing for them.
     """
+
+    _SENDS = {"after_fetch": signals.task_received, "on_abandoned": signals.task_revoked}
+
+    def live(self, worker: Worker, hook: str) -> bool:
+        """Whether the signal ``hook`` sends has a receiver (``on_refused`` sends rare ones: always)."""
+        sends = self._SENDS.get(hook)
+        if sends is None:
+            return True
+        # Connecting or disconnecting a receiver later has the worker ask again.
+        sends.watch(worker.rehook)
+        return sends.has_receivers()
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
         """``task_received`` for each item that is to run (sender: the worker)."""

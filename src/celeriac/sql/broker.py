@@ -10,7 +10,9 @@ Broadcasts (remote control) are rows of ``celeriac_broadcast``: exchange, routin
 creation time. A subscriber starts after the newest row of its exchange and polls for later ids, every
 few milliseconds after something arrived and backing off to ``broadcast_poll_interval`` (0.1 s) when
 idle (to 20 ms at most for a remote-control caller's replies, which it awaits for a second or so); a
-broadcast in this process wakes it at once. It re-reads a window of recent ids, so a row whose
+broadcast in this process wakes it at once. On PostgreSQL a broadcast also sends a NOTIFY that a
+subscriber LISTENs for (``_notify``), so it hears broadcasts of other processes at once too and polls
+only every ``broadcast_poll_interval``, as a fallback. It re-reads a window of recent ids, so a row whose
 transaction committed after a higher id's (PostgreSQL, MySQL) is still seen, once. Rows older than a
 minute are deleted by the next broadcast.
 
@@ -40,6 +42,7 @@ from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delive
 from celeriac.brokers.fanout import Subscription, matches
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
+from celeriac.sql._notify import Listener, notify
 from celeriac.sql.database import Database
 
 __all__ = ["SQLBroker", "broadcasts", "dead_letters", "messages", "metadata"]
@@ -115,7 +118,9 @@ class SQLBroker(Broker):
             (default 30); the heartbeat renews it every fifth of that while the broker is open.
         poll_interval_max: the longest pause between two looks at the table while fetch waits
             (default 0.1 s); a publish in this process wakes the wait at once.
-        broadcast_poll_interval: the longest pause between two looks for broadcasts (default 0.1 s).
+        broadcast_poll_interval: the longest pause between two looks for broadcasts (default 0.1 s);
+            on PostgreSQL, where a subscriber is told of each broadcast (LISTEN/NOTIFY), the pause
+            between two looks while it is told.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
@@ -132,6 +137,7 @@ class SQLBroker(Broker):
         self._owner = uuid.uuid4().hex
         self._held: set[int] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     async def connect(self) -> None:
         await self._db.open()
@@ -265,8 +271,12 @@ class SQLBroker(Broker):
         if prune:
             self._pruned = now
 
+        postgres = self._postgres
+
         def insert(conn: sa.Connection) -> None:
             conn.execute(broadcasts.insert(), [row])
+            if postgres:
+                notify(conn, exchange)
             if prune:
                 conn.execute(broadcasts.delete().where(_b.created < now - _BROADCAST_TTL))
 
@@ -279,8 +289,9 @@ class SQLBroker(Broker):
         newest = sa.select(sa.func.max(_b.id)).where(_b.exchange == exchange)
         start = await self._db.call(self._db.read, lambda conn: conn.execute(newest).scalar()) or 0
         subscription = Subscription(exchange)
+        listener = await self._listen() if self._postgres else None
         follower = asyncio.create_task(
-            self._follow(exchange, pattern, start, subscription), name="celeriac-sql-broadcasts"
+            self._follow(exchange, pattern, start, subscription, listener), name="celeriac-sql-broadcasts"
         )
         try:
             yield subscription
@@ -288,7 +299,23 @@ class SQLBroker(Broker):
             follower.cancel()
             await asyncio.wait((follower,))
 
-    async def _follow(self, exchange: str, pattern: str, start: int, subscription: Subscription) -> None:
+    @property
+    def _postgres(self) -> bool:
+        return self._db.url.get_backend_name() == "postgresql"
+
+    async def _listen(self) -> Listener:
+        """This broker's one listener for broadcast notifications, started by its first subscription on
+        this loop and kept until ``close`` (a connection per subscription would cost each ``inspect``
+        call a connect)."""
+        listener = self._listener
+        if listener is None or not listener.alive:
+            listener = self._listener = Listener(self._db.url, self._heard.notify)
+            await listener.start()
+        return listener
+
+    async def _follow(
+        self, exchange: str, pattern: str, start: int, subscription: Subscription, listener: Listener | None
+    ) -> None:
         highest, seen, pause = start, set[int](), 0.005
         # A remote-control caller waits on its replies for a second or so: looking often costs little
         # there, and waiting up to the full interval for a reply that came would double a round trip.
@@ -315,13 +342,18 @@ class SQLBroker(Broker):
                         pause = 0.005
                     else:
                         pause = min(pause * 2, longest)
-                    await asyncio.wait((woken,), timeout=pause)
+                    # Told of every broadcast: the poll is only the fallback.
+                    told = listener is not None and listener.listening
+                    await asyncio.wait((woken,), timeout=self.broadcast_poll_interval if told else pause)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             subscription.fail(exc)
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and listener.alive:
+            await listener.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.wait((self._heartbeat,))

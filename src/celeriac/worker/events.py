@@ -14,6 +14,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _text
 from typing import TYPE_CHECKING, Any
 
 from celeriac import __version__
@@ -33,8 +34,9 @@ class WorkerEvents:
     """The events of one worker (node ``hostname``).
 
     ``task_events`` says whether task events go out from the start; ``enable()`` and ``disable()``
-    switch them at run time. ``heartbeat_interval`` of 0 or None sends no heartbeats (``online`` and
-    ``offline`` still go). ``processed`` counts the tasks this worker accepted to run, for heartbeats.
+    switch them at run time, and call ``on_switch`` when they did switch (the worker then asks its
+    middleware again which hooks are live). ``heartbeat_interval`` of 0 or None sends no heartbeats
+    (``online`` and ``offline`` still go).
     """
 
     def __init__(
@@ -43,13 +45,15 @@ class WorkerEvents:
         *,
         task_events: bool = False,
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
+        on_switch: Callable[[], None] | None = None,
     ) -> None:
         self.hostname = hostname
         self.heartbeat_interval = heartbeat_interval or 0.0
-        self.processed = 0
         self.dispatcher: EventDispatcher | None = None
         self._task_events = task_events
+        self._on_switch = on_switch
         self._active: Callable[[], int] = lambda: 0
+        self._processed: Callable[[], int] = lambda: 0
         self._heart: asyncio.Task[None] | None = None
         self._sw = {"sw_ident": SW_IDENT, "sw_ver": __version__, "sw_sys": platform.system()}
 
@@ -62,17 +66,25 @@ class WorkerEvents:
     def enable(self) -> bool:
         """Send task events from now on; False if they were on already. Call on the worker's loop."""
         was, self._task_events = self._task_events, True
+        if not was and self._on_switch is not None:
+            self._on_switch()
         return not was
 
     def disable(self) -> bool:
         """Send no more task events; False if they were off already. Call on the worker's loop."""
         was, self._task_events = self._task_events, False
+        if was and self._on_switch is not None:
+            self._on_switch()
         return was
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    async def start(self, broker: Broker, active: Callable[[], int]) -> None:
-        """Say ``worker-online`` on ``broker`` and start the heartbeat; ``active`` counts running tasks."""
+    async def start(
+        self, broker: Broker, active: Callable[[], int], processed: Callable[[], int] = lambda: 0
+    ) -> None:
+        """Say ``worker-online`` on ``broker`` and start the heartbeat; ``active`` counts running tasks,
+        ``processed`` the tasks started so far (heartbeats carry both, as Celery's do)."""
         self._active = active
+        self._processed = processed
         self.dispatcher = EventDispatcher(broker, self.hostname)
         self.dispatcher.send("worker-online", **self._vitals())
         if self.heartbeat_interval > 0:
@@ -109,8 +121,8 @@ class WorkerEvents:
         if self._task_events and dispatcher is not None:
             eta, expires = call.eta, call.expires
             dispatcher.send_json(
-                f'{dispatcher.head("task-received")},"uuid":{quote(call.id)},"name":{quote(call.name)},'
-                f'"args":{quote(args)},"kwargs":{quote(kwargs)},"root_id":{quote(call.root_id)},'
+                f'{dispatcher.head("task-received")},"uuid":{_text(call.id)},"name":{_text(call.name)},'
+                f'"args":{_text(args)},"kwargs":{_text(kwargs)},"root_id":{quote(call.root_id)},'
                 f'"parent_id":{quote(call.parent_id)},"retries":{int(call.retries)},'
                 f'"eta":{quote(eta.isoformat() if eta else None)},'
                 f'"expires":{quote(expires.isoformat() if expires else None)}}}'
@@ -120,14 +132,14 @@ class WorkerEvents:
         """``task-started`` (if task events are on)."""
         dispatcher = self.dispatcher
         if self._task_events and dispatcher is not None:
-            dispatcher.send_json(f'{dispatcher.head("task-started")},"uuid":{quote(uuid)}}}')
+            dispatcher.send_json(f'{dispatcher.head("task-started")},"uuid":{_text(uuid)}}}')
 
     def succeeded(self, uuid: str, result: str, runtime: float) -> None:
         """``task-succeeded`` with the result's repr and the runtime in seconds (if task events are on)."""
         dispatcher = self.dispatcher
         if self._task_events and dispatcher is not None:
             dispatcher.send_json(
-                f'{dispatcher.head("task-succeeded")},"uuid":{quote(uuid)},"result":{quote(result)},'
+                f'{dispatcher.head("task-succeeded")},"uuid":{_text(uuid)},"result":{_text(result)},'
                 f'"runtime":{float(runtime)!r}}}'
             )
 
@@ -146,7 +158,7 @@ class WorkerEvents:
         return {
             "freq": self.heartbeat_interval or HEARTBEAT_INTERVAL,
             "active": self._active(),
-            "processed": self.processed,
+            "processed": self._processed(),
             "loadavg": load,
             **self._sw,
         }

@@ -30,6 +30,7 @@ from celeriac.middleware import Fate, Middleware, Skip, WorkItem, default_middle
 from celeriac.worker._autoscale import Autoscaler
 from celeriac.worker._backoff import Backoff, Persistent, describe, sleep_unless
 from celeriac.worker._intake import Refused, accept, job_of
+from celeriac.worker._mingle import mingle
 from celeriac.worker._slots import Slots
 from celeriac.worker.control import RemoteControl
 from celeriac.worker.events import HEARTBEAT_INTERVAL, WorkerEvents
@@ -65,6 +66,8 @@ class Worker:
     ``autoscale`` (``(max, min)``, ``--autoscale MAX,MIN``) starts the pool at ``min`` slots and lets
     ``autoscaler`` resize it between the two (``celeriac.worker._autoscale``); ``resize`` changes the
     pool's size at run time (remote control's ``pool_grow`` and ``pool_shrink``).
+    ``mingle`` (default on; ``--without-mingle`` turns it off) greets the other workers once ready, in
+    the background, and takes in the revoked ids and the clock they answer (``_mingle``).
     """
 
     def __init__(
@@ -86,8 +89,11 @@ class Worker:
         task_events: bool | None = None,
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
         autoscale: tuple[int, int] | None = None,
+        mingle: bool = True,
     ) -> None:
         self.app = app
+        self.mingle = mingle
+        self._mingling: asyncio.Task[int] | None = None
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         # Sent before any setting is read, so that a receiver can configure this worker by its name.
         options = {"queues": queues, "concurrency": concurrency, "pool": pool, "app_path": app_path}
@@ -170,6 +176,7 @@ class Worker:
             self.hostname,
             task_events=conf.worker_send_task_events if task_events is None else task_events,
             heartbeat_interval=heartbeat_interval,
+            on_switch=self.rehook,
         )
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=conf)
 
@@ -236,6 +243,8 @@ class Worker:
         )
         self.ready.set()
         signals.worker_ready.send(sender=self)
+        if self.mingle:
+            self._mingling = asyncio.create_task(mingle(self), name="celeriac-mingle")
         try:
             await self._consume(broker)
         finally:
@@ -370,8 +379,10 @@ class Worker:
         return list(self._waiting.values())
 
     def active_items(self) -> list[WorkItem]:
-        """The items whose task runs in the pool now."""
-        return list(self._active.values())
+        """The items whose task runs in the pool now (not those whose task ended and that are finishing:
+        their result may be stored, and a caller who saw it must not see them still active)."""
+        finishing = self._finishing
+        return [item for task, item in self._active.items() if task not in finishing]
 
     def drop_waiting(self, item: WorkItem) -> None:
         """Stop waiting to run ``item``, whose fate a command settled (revoked): it is settled so."""
@@ -390,6 +401,9 @@ class Worker:
     async def _shutdown(self, broker: Broker) -> None:
         if self.autoscaler is not None:
             await self.autoscaler.stop()
+        if self._mingling is not None:
+            self._mingling.cancel()
+            await asyncio.wait((self._mingling,))
         for task in list(self._waiting):
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
@@ -520,7 +534,7 @@ class Worker:
                 self.log.info("Task %s[%s] received", found.call.name, found.call.id)
                 items.append(found)
         try:
-            for mw in self.middleware:
+            for mw in self._hooked("after_fetch"):
                 await mw.after_fetch(self, [i for i in items if i.fate is Fate.RUN])
         except Exception:
             # e.g. the backend is down while revocations are looked up: start none of them for now.
@@ -757,13 +771,22 @@ class Worker:
             if mw.wants_start(self, item):
                 self._spawn(mw.on_start(self, item))
 
+    def rehook(self) -> None:
+        """Ask each middleware again which of its hooks are live (``Middleware.live``) before their next
+        call. Safe from any thread."""
+        self._hooks = {}
+
     def _hooked(self, hook: str) -> list[Middleware]:
-        """The middleware that overrides ``hook``, in order: a per-message hook costs a coroutine (and
-        ``on_start`` a task) per middleware, so only the ones that do something are called."""
-        found = self._hooks.get(hook)
+        """The middleware that overrides ``hook`` and says it is live, in order: a per-message hook costs
+        a coroutine (and ``on_start`` a task) per middleware, so only the ones that do something are
+        called."""
+        hooks = self._hooks  # a rehook meanwhile (another thread) replaces it: this answer is not kept
+        found = hooks.get(hook)
         if found is None:
             base = getattr(Middleware, hook)
-            found = self._hooks[hook] = [mw for mw in self.middleware if getattr(type(mw), hook) is not base]
+            found = hooks[hook] = [
+                mw for mw in self.middleware if getattr(type(mw), hook) is not base and mw.live(self, hook)
+            ]
         return found
 
     def _log_outcome(self, item: WorkItem, outcome: Outcome) -> None:

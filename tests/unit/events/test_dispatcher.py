@@ -80,7 +80,7 @@ def test_events_that_gather_while_one_batch_travels_go_in_the_next() -> None:
     async def main() -> Recording:
         broker = Recording("memory://dispatcher-gather")
         broker.delay = 0.05
-        dispatcher = EventDispatcher(broker, "w@h")
+        dispatcher = EventDispatcher(broker, "w@h", linger=0)
         dispatcher.send_batched("task-received", uuid="first")
         await asyncio.sleep(0.01)  # the first batch is on its way
         for n in range(10):
@@ -94,11 +94,43 @@ def test_events_that_gather_while_one_batch_travels_go_in_the_next() -> None:
     assert [len(body) for _, body in sent] == [1, 10]
 
 
+def test_task_events_linger_for_company_but_worker_events_and_flush_do_not_wait() -> None:
+    async def main() -> tuple[Recording, list[int]]:
+        broker = Recording("memory://dispatcher-linger")
+        dispatcher = EventDispatcher(broker, "w@h", linger=0.3)
+        seen: list[int] = []
+        for n in range(5):  # one turn of the loop apart each: a busy worker's events
+            dispatcher.send_batched("task-received", uuid=str(n))
+            await asyncio.sleep(0.01)
+        seen.append(len(broker.sent))  # still lingering
+        await asyncio.sleep(0.4)
+        seen.append(len(broker.sent))  # gone, as one batch
+        dispatcher.send_batched("task-started", uuid="0")
+        dispatcher.send("worker-heartbeat", freq=2.0)
+        await asyncio.sleep(0.05)
+        seen.append(len(broker.sent))  # a worker event hurries what waits before it
+        dispatcher.send_batched("task-succeeded", uuid="0")
+        started = time.monotonic()
+        await dispatcher.flush()
+        seen.append(round(time.monotonic() - started, 1) < 0.2)
+        await dispatcher.aclose()
+        return broker, seen
+
+    broker, seen = asyncio.run(main())
+    assert seen == [0, 1, 3, True]
+    assert [len(body) if key == "task.multi" else key for key, body in bodies(broker)] == [
+        5,
+        1,
+        "worker.heartbeat",
+        1,
+    ]
+
+
 def test_what_waits_is_bounded_and_the_oldest_events_go_first() -> None:
     async def main() -> tuple[Recording, EventDispatcher]:
         broker = Recording("memory://dispatcher-bounded")
         broker.delay = 0.05
-        dispatcher = EventDispatcher(broker, "w@h", max_pending=10, max_batch=5)
+        dispatcher = EventDispatcher(broker, "w@h", max_pending=10, max_batch=5, linger=0)
         dispatcher.send_batched("task-received", uuid="first")
         await asyncio.sleep(0.01)  # on its way: the sender is busy
         for n in range(20):

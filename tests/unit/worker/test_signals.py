@@ -389,3 +389,18 @@ def test_a_failure_of_the_worker_finishing_a_task_sends_task_internal_error(
     [(sender, kwargs)] = internal
     assert sender is once and kwargs["task_id"] == result.id and kwargs["request"].id == result.id
     assert isinstance(kwargs["exception"], RuntimeError) and kwargs["einfo"].internal
+
+
+def test_a_receiver_connected_while_the_worker_runs_gets_task_received(
+    app: Celeriac, record: Callable[[Signal], list[Record]]
+) -> None:
+    @app.task(name="sigs.late")
+    def late() -> None:
+        pass
+
+    with start_worker(app):
+        late.delay().get(timeout=10)  # no receiver yet: the worker does not even look
+        received = record(signals.task_received)
+        sent = late.delay()
+        sent.get(timeout=10)
+    assert [kwargs["request"].id for _, kwargs in received] == [sent.id]

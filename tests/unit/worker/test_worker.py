@@ -228,3 +228,58 @@ def test_a_worker_has_all_its_attributes_before_it_runs_and_no_writer(celeriac_a
     assert worker.pool.concurrency == 3
     with pytest.raises(RuntimeError, match="not running"):
         worker.writer  # noqa: B018 - the property is what is tested
+
+
+def test_a_hook_a_middleware_says_is_not_live_is_not_called_until_it_is_and_the_worker_rehooks(
+    celeriac_app: Celeriac,
+) -> None:
+    echo = echo_task(celeriac_app, [])
+
+    class Switched(Recorder):
+        on = False
+
+        def live(self, worker: Worker, hook: str) -> bool:
+            return self.on
+
+    switched = Switched()
+    with start_worker(celeriac_app, middleware=[*default_middleware(), switched]) as worker:
+        assert echo.delay(1).get(timeout=10) == 1
+        switched.on = True
+        assert echo.delay(2).get(timeout=10) == 2
+        assert switched.outcomes == []  # its answer is kept until the worker asks again
+        worker.rehook()
+        assert echo.delay(3).get(timeout=10) == 3
+        eventually(lambda: len(switched.outcomes) == 1)
+    assert switched.outcomes == [(states.SUCCESS, Fate.RUN)]
+
+
+def test_without_task_events_or_signal_receivers_their_middleware_hooks_are_not_live(
+    celeriac_app: Celeriac, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celeriac import signals
+    from celeriac.middleware.events import Events
+    from celeriac.middleware.signals import Signals
+
+    for signal in (signals.task_received, signals.task_revoked):  # receivers other tests left behind
+        monkeypatch.setattr(signal, "_receivers", [])
+    worker = Worker(celeriac_app, task_events=False)
+    hooks = ("after_fetch", "on_start", "after_outcome", "on_refused", "on_abandoned")
+    assert not [mw for hook in hooks for mw in worker._hooked(hook) if isinstance(mw, Events)]
+    assert not [
+        mw
+        for hook in ("after_fetch", "on_abandoned")
+        for mw in worker._hooked(hook)
+        if isinstance(mw, Signals)
+    ]
+    worker.events.enable()  # what remote control's enable_events does: the worker asks again
+    assert all(any(isinstance(mw, Events) for mw in worker._hooked(hook)) for hook in hooks)
+
+    def receiver(**kwargs: Any) -> None:
+        pass
+
+    signals.task_received.connect(receiver)
+    try:
+        assert any(isinstance(mw, Signals) for mw in worker._hooked("after_fetch"))
+    finally:
+        signals.task_received.disconnect(receiver)
+    assert not any(isinstance(mw, Signals) for mw in worker._hooked("after_fetch"))
