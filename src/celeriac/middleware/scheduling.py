@@ -124,6 +124,10 @@ class Revocation(Middleware):
                     hits[name] = stamps[name]
         return hits or None
 
+    def live(self, worker: Worker, hook: str) -> bool:
+        """``before_run`` only while stamps are revoked (``hear_stamps``; the command rehooks)."""
+        return hook != "before_run" or bool(self._stamps)
+
     async def before_run(self, worker: Worker, item: WorkItem) -> None:
         """Skip a task whose stamps were revoked (checked when it is about to run, as Celery checks)."""
         hits = self.stamped_revoked(item)

@@ -105,6 +105,7 @@ async def revoke_by_stamped_headers(
     if middleware is None:
         return {"error": "this worker has no Revocation middleware: revoking by stamps is off"}
     middleware.hear_stamps(headers)
+    worker.rehook()  # its before_run hook is live from now on
     if not terminate:
         return _ok(f"headers {headers!r} flagged as revoked, but not terminated")
     number = _signal_number(signal)
