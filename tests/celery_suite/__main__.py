@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     run = cache / f"run-{args.worker}"
     if args.worker == "celeriac":
         paths = [write_celeriac_tasks(sdist, run / "tasks"), args.celeriac_src.resolve()]
-        print("celery-suite: names celeriac lacks, stood in for:", *GAPS, sep="\n  ")
+        print("celery-suite: stand-ins for what celeriac may lack:", *GAPS, sep="\n  ")
         deselect = [a for t in load_exclusions() for a in ("--deselect", t)]
     else:
         paths, deselect = [sdist], []
