@@ -88,8 +88,8 @@ def test_app_config_from_object_and_kwargs():
 
 def test_embedded_default_is_sqlite_for_both():
     app = Celeriac("proj")
-    assert app.broker_url == "sqlite:///celeriac.sqlite3"
-    assert app.backend_url == "db+sqlite:///celeriac.sqlite3"
+    assert app.broker_url == "sqlite:///proj.celeriac.sqlite3"
+    assert app.backend_url == "db+sqlite:///proj.celeriac.sqlite3"
     assert Celeriac("p", broker="memory://").backend_url == "disabled://"
 
 
@@ -165,3 +165,11 @@ def test_a_django_settings_module_with_celery_beat_schedule_loads(tmp_path, monk
     ]
     assert app.broker_url == "memory://dj" and app.conf.task_always_eager is True
     assert app.conf.beat_schedule["tick"]["task"] == "proj.tick"
+
+
+def test_two_apps_in_one_folder_get_a_file_each():
+    assert Celeriac("billing").broker_url == "sqlite:///billing.celeriac.sqlite3"
+    assert Celeriac("mail").backend_url == "db+sqlite:///mail.celeriac.sqlite3"
+    assert Celeriac("a b/c").default_sqlite == "a_b_c.celeriac.sqlite3"
+    # Without a name (or as a script's __main__, which the worker imports under another name), one file.
+    assert Celeriac().broker_url == Celeriac("__main__").broker_url == "sqlite:///celeriac.sqlite3"
