@@ -46,7 +46,9 @@ def accept(
     """
     message = delivery.message
     if message is None:
-        return Refused(f"unreadable message: {delivery.error}")
+        # Its result fails too, when an id can be read from what is left of it (Writer.dead_letter).
+        reason = f"unreadable message: {delivery.error}"
+        return Refused(reason, DecodeError(reason))
     if limit and delivery.deliveries > limit:
         try:
             lost: TaskCall | None = decode_task(message, accept=content)
