@@ -55,9 +55,15 @@ class Database:
 
     The event loop never waits on the database: coroutines hand synchronous functions to the thread
     with ``call``. ``open`` creates the tables of ``metadata`` that do not exist yet, and is safe when
-    several processes start at once. SQLite connections get WAL, ``synchronous=NORMAL`` and a 10 s
+    several processes start at once. SQLite connections get WAL, ``synchronous=FULL`` and a 10 s
     busy timeout, and ``write`` transactions there begin with BEGIN IMMEDIATE, so two processes never
     both hold a read lock that each needs to upgrade.
+
+    ``synchronous=FULL``: in WAL mode each commit syncs the log to disk before it returns, so a
+    ``delay()`` that returned, an ack and a stored result survive a power cut or a kernel crash. With
+    ``NORMAL`` the log is synced only at checkpoints, and the last commits before such a crash (not
+    before a process crash: they are in the OS's cache) can be lost. FULL costs a sync per commit,
+    about 2 ms each on the machine measured in docs.
     """
 
     def __init__(self, url: str, metadata: sa.MetaData) -> None:
@@ -189,7 +195,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy's own recipe: let pysqlite stop managing transactions, so we can emit our own BEGIN.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = NORMAL"):
+    # FULL, not NORMAL: a committed message must survive a power cut ("no lost tasks"; see Database).
+    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
