@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from celeriac.exceptions import ConfigurationError, MissingDependency
+from celeriac.sql._sqlite_file import FileWatch, reopen_failed
 
 __all__ = ["Database", "engine_url"]
 
@@ -76,6 +77,13 @@ class Database:
         self._conn: sa.Connection | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._opening = asyncio.Lock()
+        path = self.url.database or ""
+        #: A SQLite file deleted or renamed while open is noticed and opened again (see _sqlite_file).
+        self._file = (
+            FileWatch(path, self._reopen, self._wake)
+            if self.sqlite and path not in ("", ":memory:") and not path.startswith("file:")
+            else None
+        )
 
     @property
     def opened(self) -> bool:
@@ -95,7 +103,12 @@ class Database:
             return
         async with self._opening:
             if self._engine is None:
-                self._engine = await self.call(self._create)
+                try:
+                    self._engine = await self.call(self._create)
+                except sa.exc.OperationalError as exc:
+                    if self._file is None:
+                        raise
+                    raise reopen_failed(self._file.path, exc) from exc
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the database thread."""
@@ -121,6 +134,8 @@ class Database:
             self._thread = None
 
     def _transaction(self, fn: Callable[[sa.Connection], T], begin: str) -> T:
+        if self._file is not None:
+            self._file.follow()
         for attempt in (1, 2):
             # All calls run on this one thread, so one connection kept open serves them all and spares a
             # pool checkout per transaction.
@@ -150,6 +165,25 @@ class Database:
         self._drop_connection()
         self.engine.dispose()
 
+    def _reopen(self) -> None:
+        """On the database thread: close the file open now and open the path again."""
+        if self._engine is not None:
+            self._dispose()
+            self._engine = None
+        self._engine = self._create()
+
+    def _wake(self) -> None:
+        """From any thread: have this database's thread look at its file soon."""
+        thread = self._thread
+        if thread is not None:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                thread.submit(self._follow_quietly)
+
+    def _follow_quietly(self) -> None:
+        if self._file is not None and self._engine is not None:
+            with contextlib.suppress(Exception):  # the next transaction tries again, and raises
+                self._file.follow()
+
     def _create(self) -> sa.Engine:
         backend = self.url.get_backend_name()
         options: dict[str, Any] = {}
@@ -170,7 +204,10 @@ class Database:
         if self.sqlite:
             sa.event.listen(engine, "connect", _sqlite_connect)
             sa.event.listen(engine, "begin", _sqlite_begin)
-        for attempt in range(1, 6):
+        # A SQLite file whose -wal belongs to a file renamed or deleted under another process fails to
+        # open ("disk I/O error") until that process notices and closes it, within a second or so.
+        deadline = time.monotonic() + (3.0 if self._file is not None else 0.0)
+        for attempt in range(1, 100):
             try:
                 with engine.connect() as conn:
                     conn.execution_options(celeriac_begin="IMMEDIATE")
@@ -179,7 +216,8 @@ class Database:
                 break
             except sa.exc.DBAPIError:
                 # Another process created a table between our check and our CREATE; look again.
-                if attempt == 5:
+                if attempt >= 5 and time.monotonic() > deadline:
+                    engine.dispose()
                     raise
                 time.sleep(random.uniform(0.05, 0.25))
         dialect = engine.dialect
@@ -188,6 +226,8 @@ class Database:
             self.skip_locked = version >= (10, 6)
         elif dialect.name == "mysql":
             self.skip_locked = version >= (8, 0, 1)
+        if self._file is not None:
+            self._file.opened()
         return engine
 
 
