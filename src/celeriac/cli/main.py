@@ -52,8 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to consume (default: celery)")
     worker.add_argument("-n", "--hostname", help="node name, e.g. w1@%%h (%%h, %%n, %%d expand)")
-    worker.add_argument("-c", "--concurrency", type=int, help="pool size (default: number of CPUs)")
-    worker.add_argument("-P", "--pool", choices=["processes", "prefork", "threads", "async", "solo"])
+    worker.add_argument(
+        "-c",
+        "--concurrency",
+        type=worker_flags.concurrency,
+        help="pool size (default, or auto: number of CPUs)",
+    )
+    worker.add_argument(
+        "-P", "--pool", choices=["processes", "prefork", "threads", "async", "solo", *worker_flags.POOLS]
+    )
     worker.add_argument("-l", "--loglevel", default=os.environ.get("CELERIAC_LOGLEVEL", "INFO"))
     worker.add_argument("--max-tasks-per-child", type=int)
     worker.add_argument("--max-memory-per-child", type=int, help="KiB of resident memory per child")
@@ -160,6 +167,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"celeriac: worker {node} runs in the background; log {where}{pid_note}", file=sys.stderr)
         _daemon.detach()
     notes = worker_flags.warnings(args)
+    args.pool = worker_flags.pool_of(args.pool)
     privileges = _daemon.drop_privileges(args.uid, args.gid)
     if privileges:
         notes.append(privileges)

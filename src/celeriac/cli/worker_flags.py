@@ -51,6 +51,28 @@ NOT_PASSED_ON = frozenset(
 )
 
 
+#: Celery's pools that celeriac has not got, each run as the pool named instead (with a warning).
+POOLS = {"gevent": "threads", "eventlet": "threads", "custom": "processes"}
+
+
+def concurrency(text: str) -> int | None:
+    """``-c``: a whole number of at least 1, or Celery's ``auto`` (None: the default, one per CPU)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 or auto, not {text!r}")
+    return value
+
+
+def pool_of(name: str | None) -> str | None:
+    """The pool to run for ``-P name``: celeriac's own, or the one standing in for a Celery pool."""
+    return POOLS.get(name, name) if name else name
+
+
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
     """``celery``'s global options beyond ``-A``, ``-b`` and ``--result-backend``."""
     parser.add_argument("--version", action="store_true", help="print celeriac's version and exit")
@@ -131,6 +153,11 @@ def warnings(args: argparse.Namespace) -> list[str]:
         notes.append("--schedule/--scheduler ignored: they serve -B, and celeriac beat is not available yet")
     if args.executable:
         notes.append("--executable ignored: the worker runs on the Python that runs celeriac")
+    if args.pool in POOLS:
+        notes.append(
+            f"-P {args.pool}: celeriac has no {args.pool} pool; runs the {POOLS[args.pool]} pool instead "
+            "(async def tasks run natively on every pool)"
+        )
     if args.loader:
         notes.append("--loader ignored: celeriac has no loaders; the app is found with -A")
     return notes

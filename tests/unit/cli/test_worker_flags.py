@@ -72,3 +72,16 @@ def test_the_workers_a_supervisor_starts_get_no_daemon_flags() -> None:
     assert not [
         a for a in argv if a.startswith(("--pidfile", "--logfile", "--detach", "--optimization", "--purge"))
     ]
+
+
+def test_celery_pools_we_lack_run_a_stand_in_and_concurrency_auto() -> None:
+    args = _parser().parse_args(shlex.split("worker -P gevent -c 500"))
+    notes = worker_flags.warnings(args)
+    assert notes == [
+        "-P gevent: celeriac has no gevent pool; runs the threads pool instead "
+        "(async def tasks run natively on every pool)"
+    ]
+    assert worker_flags.pool_of(args.pool) == "threads" and args.concurrency == 500
+    assert _parser().parse_args(shlex.split("worker -c auto")).concurrency is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(shlex.split("worker -c 0"))
