@@ -10,7 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from celeriac.exceptions import TimeLimitExceeded
 from tests.integration.conftest import wait_until
 from tests.integration.test_cli import celeriac
 
@@ -111,3 +115,15 @@ def test_a_celery_command_line_starts_and_says_what_it_does_instead(tmp_path: Pa
         assert text.count(note) == 1, text
     assert "succeeded" in text and "Traceback" not in text
     assert not (tmp_path / "worker.pid").exists()
+
+
+def test_time_limit_flag_limits_tasks_sent_without_one(app: Any, start_worker: Any) -> None:
+    """``--time-limit`` is the worker's: it applies to a task whose message names no limit."""
+    from tests.integration import appmod
+
+    start_worker("-P", "processes", "-c", "1", "--time-limit", "1.5")
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        appmod.work.delay(1, 30).get(timeout=30)
+    assert time.monotonic() - started < 20
+    assert appmod.work.delay(2, 0).get(timeout=30) == 2  # a new child serves on

@@ -81,18 +81,18 @@ def accept(
 
 
 def job_of(item: WorkItem, hostname: str) -> Job:
-    """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's) and
-    the request the task sees as ``self.request``."""
-    call = item.call
+    """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's, else
+    the worker's ``task_time_limit``/``task_soft_time_limit``, as ``--time-limit`` sets them) and the
+    request the task sees as ``self.request``."""
+    call, task = item.call, item.task
+    conf = task.app.conf
     return Job(
         id=call.id,
         name=call.name,
         args=call.args,
         kwargs=call.kwargs,
-        time_limit=call.time_limit if call.time_limit is not None else item.task.time_limit,
-        soft_time_limit=call.soft_time_limit
-        if call.soft_time_limit is not None
-        else item.task.soft_time_limit,
+        time_limit=_first(call.time_limit, task.time_limit, conf.task_time_limit),
+        soft_time_limit=_first(call.soft_time_limit, task.soft_time_limit, conf.task_soft_time_limit),
         request=request_fields(
             call,
             hostname,
@@ -101,3 +101,7 @@ def job_of(item: WorkItem, hostname: str) -> Job:
             ignore_result=item.ignore_result,
         ),
     )
+
+
+def _first(*limits: float | None) -> float | None:
+    return next((limit for limit in limits if limit is not None), None)
