@@ -97,7 +97,7 @@ def add_worker_flags(worker: argparse.ArgumentParser) -> None:
         "-D",
         "--detach",
         action="store_true",
-        help="run in the background; logs go to --logfile (default: <node name>.log)",
+        help="run in the background; logs go to --logfile (default: %%n.log)",
     )
     daemon.add_argument("--uid", help="as root: become this user (name or number)")
     daemon.add_argument("--gid", help="as root: become this group (name or number)")
