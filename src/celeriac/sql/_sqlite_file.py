@@ -38,6 +38,9 @@ def _watch_paths() -> None:
     while True:
         time.sleep(LOOK_EVERY)
         for path, watches in list(_watches.items()):
+            if not watches:
+                _watches.pop(path, None)  # every database on it is gone
+                continue
             now = _identity(path)
             for watch in list(watches):
                 if watch._opened is not None and now != watch._opened:
