@@ -11,6 +11,9 @@ SQLite fold the ``-wal`` back into it and remove it) and opens the path again.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -34,9 +37,12 @@ _watcher_pid = 0
 _watcher_lock = threading.Lock()
 
 
+_stop = threading.Event()
+
+
 def _watch_paths() -> None:
-    while True:
-        time.sleep(LOOK_EVERY)
+    # Ends at interpreter exit (atexit, before daemon threads are frozen), never mid-look.
+    while not _stop.wait(LOOK_EVERY):
         for path, watches in list(_watches.items()):
             if not watches:
                 _watches.pop(path, None)  # every database on it is gone
@@ -54,7 +60,15 @@ def _start_watcher() -> None:
         if _watcher_pid == os.getpid():
             return
         _watcher_pid = os.getpid()
-        threading.Thread(target=_watch_paths, name="celeriac-sqlite-watch", daemon=True).start()
+        _stop.clear()
+        watcher = threading.Thread(target=_watch_paths, name="celeriac-sqlite-watch", daemon=True)
+        watcher.start()
+        atexit.register(_stop_watcher, watcher)
+
+
+def _stop_watcher(watcher: threading.Thread) -> None:
+    _stop.set()
+    watcher.join(timeout=2)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -65,34 +79,102 @@ def _identity(path: str) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def leftovers(path: str) -> bool:
+    """Whether ``path`` is gone but its ``-wal`` or ``-shm`` is not: they belong to a file deleted or
+    renamed while some process holds it, and opening the path now would share them with that file
+    (SQLite says "disk I/O error", or a process sharing the ``-shm`` crashes with a bus error)."""
+    return not os.path.exists(path) and any(os.path.exists(path + end) for end in ("-wal", "-shm"))
+
+
+#: The byte of a ``-shm`` file every process attached to it holds a read lock on, for as long as it has
+#: the database open (SQLite's "DMS" lock: 120 lock bytes from offset 120, then this one).
+_SHM_ATTACHED_BYTE = 128
+
+
+def clear_orphans(path: str, log_to: logging.Logger = log) -> bool:
+    """Set aside the ``-wal`` and ``-shm`` that a deleted or renamed file left at ``path`` once no
+    process is attached to them any more; True if there is nothing left in the way.
+
+    SQLite does not remove them when the file they belong to has moved (nor fold the ``-wal`` back
+    into it), and no later opener may use them: they belong to another file. A process still attached
+    holds a read lock on the ``-shm``; while one does, nothing is touched. The ``-wal`` holds the old
+    file's latest commits, so it is renamed (``-wal.orphaned-<unix time>``), not deleted: copied next
+    to a renamed file as ``<its name>-wal``, SQLite reads that file with them.
+    """
+    if not leftovers(path):
+        return True
+    if any(w._holding and w._stale for w in list(_watches.get(path, ()))):
+        return False  # this process's own locks never stop it: its own holders are asked directly
+    wal, shm = path + "-wal", path + "-shm"
+    fd = -1
+    try:
+        if os.path.exists(shm):
+            fd = os.open(shm, os.O_RDWR)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_ATTACHED_BYTE)
+            except OSError:
+                return False  # a process still has the old file open
+        if os.path.exists(wal):
+            aside = f"{wal}.orphaned-{int(time.time())}"
+            os.rename(wal, aside)
+            log_to.warning(
+                "set aside %s as %s: it holds the latest commits of the SQLite file it belonged to, which "
+                "was deleted or renamed and which no process has open any more (copy it next to a "
+                "renamed file as <its name>-wal to read that file with them)",
+                wal,
+                aside,
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(shm)
+    except FileNotFoundError:
+        pass  # another process cleared them meanwhile
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return not leftovers(path)
+
+
 class FileWatch:
     """The file a database opened at ``path``, compared with what the path names now.
 
-    ``follow`` is called on the database's own thread before each transaction; ``reopen`` closes the
-    database's connections and opens the path again (it raises while that fails).
-    ``wake`` asks the database's thread to call ``follow`` soon (None: not possible now).
+    ``follow`` is called on the database's own thread before each transaction. ``close`` closes the
+    database's connections (on its thread), ``reopen`` opens the path again (raising while it cannot),
+    ``wake`` asks the database's thread to call ``follow`` soon. The process's databases on one path
+    (a broker's and a backend's) must all close the old file before any opens the path again: within
+    a process SQLite's locks do not keep two files' connections apart on one ``-shm``.
     """
 
-    def __init__(self, path: str, reopen: Callable[[], None], wake: Callable[[], Any]) -> None:
+    def __init__(
+        self, path: str, close: Callable[[], None], reopen: Callable[[], None], wake: Callable[[], Any]
+    ) -> None:
         self.path = path
+        self._close = close
         self._reopen = reopen
         self._wake = wake
         self._opened: tuple[int, int] | None = None
-        self._stale = False
+        self._holding = False  # connections to the file ``_opened`` are open
+        self._stale = False  # ``_opened`` is no longer what the path names
+
+    @property
+    def stale(self) -> bool:
+        """Whether the path no longer names the file opened and it is not open again yet."""
+        return self._stale
 
     def opened(self) -> None:
         """Remember the file the path names now as the one open (after the database opened it)."""
         self._opened = _identity(self.path)
-        self._stale = False
+        self._holding, self._stale = True, False
         _watches.setdefault(self.path, weakref.WeakSet()).add(self)
         _start_watcher()
 
     def follow(self) -> None:
-        """Reopen the path if it no longer names the file opened, after logging what happened.
+        """Close the old file and open the path again if the path no longer names the file opened,
+        after logging what happened (once per process and event).
 
         Raises:
-            OperationalError: the path cannot be opened again yet (another holder of the old file
-                keeps its ``-wal`` in place); the next call tries again.
+            OperationalError: the path cannot be opened again yet (another database of this process
+                still holds the old file, or another process keeps its ``-wal`` in place); the next
+                call tries again.
         """
         if not self._stale:
             now = _identity(self.path)
@@ -106,16 +188,32 @@ class FileWatch:
             log.error(
                 "the SQLite file %s was %s while this process had it open: closing the old file and "
                 "opening %s again; messages and results left in the old file are not seen from here "
-                "(a renamed file keeps them under its new name)",
+                "(its latest commits are in its -wal, set aside once no process has the file open)",
                 self.path,
                 what,
                 self.path,
             )
-            self._stale = True
-            for other in list(_watches.get(self.path, ())):
-                if other is not self and other._opened == self._opened:
-                    other._stale = True  # said once here: the others reopen without saying it again
-                    other._wake()  # soon: the old file's -wal only goes once every engine closed it
+            for watch in list(_watches.get(self.path, ())):
+                if watch._opened == self._opened:
+                    watch._stale = True  # said once here: the others follow without saying it again
+                    if watch is not self:
+                        watch._wake()  # soon: the old file's -wal only goes once every engine closed it
+        if self._holding:
+            self._close()
+            self._holding = False
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Open the path again, once no other database of this process holds the old file.
+
+        Raises:
+            OperationalError: not yet possible; the next call tries again.
+        """
+        if any(w._holding and w._stale for w in list(_watches.get(self.path, ()))):
+            raise OperationalError(
+                f"the SQLite file {self.path} is being opened again: waiting for this process's other "
+                "connections to close the old file"
+            )
         try:
             self._reopen()
         except OperationalError:

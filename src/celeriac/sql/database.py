@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from celeriac.exceptions import ConfigurationError, MissingDependency
-from celeriac.sql._sqlite_file import FileWatch, reopen_failed
+from celeriac.exceptions import ConfigurationError, MissingDependency, OperationalError
+from celeriac.sql._sqlite_file import FileWatch, clear_orphans, reopen_failed
 
 __all__ = ["Database", "engine_url"]
 
@@ -80,7 +80,7 @@ class Database:
         path = self.url.database or ""
         #: A SQLite file deleted or renamed while open is noticed and opened again (see _sqlite_file).
         self._file = (
-            FileWatch(path, self._reopen, self._wake)
+            FileWatch(path, self._close_file, self._open_file, self._wake)
             if self.sqlite and path not in ("", ":memory:") and not path.startswith("file:")
             else None
         )
@@ -136,6 +136,8 @@ class Database:
     def _transaction(self, fn: Callable[[sa.Connection], T], begin: str) -> T:
         if self._file is not None:
             self._file.follow()
+            if self._engine is None and self._file.stale:  # closed by a follow that could not reopen
+                self._file.reopen()
         for attempt in (1, 2):
             # All calls run on this one thread, so one connection kept open serves them all and spares a
             # pool checkout per transaction.
@@ -165,11 +167,14 @@ class Database:
         self._drop_connection()
         self.engine.dispose()
 
-    def _reopen(self) -> None:
-        """On the database thread: close the file open now and open the path again."""
+    def _close_file(self) -> None:
+        """On the database thread: close every connection to the file open now."""
         if self._engine is not None:
             self._dispose()
             self._engine = None
+
+    def _open_file(self) -> None:
+        """On the database thread: open the path again."""
         self._engine = self._create()
 
     def _wake(self) -> None:
@@ -180,7 +185,7 @@ class Database:
                 thread.submit(self._follow_quietly)
 
     def _follow_quietly(self) -> None:
-        if self._file is not None and self._engine is not None:
+        if self._file is not None:
             with contextlib.suppress(Exception):  # the next transaction tries again, and raises
                 self._file.follow()
 
@@ -204,10 +209,23 @@ class Database:
         if self.sqlite:
             sa.event.listen(engine, "connect", _sqlite_connect)
             sa.event.listen(engine, "begin", _sqlite_begin)
-        # A SQLite file whose -wal belongs to a file renamed or deleted under another process fails to
-        # open ("disk I/O error") until that process notices and closes it, within a second or so.
+        # The -wal and -shm of a file renamed or deleted under another process must not be shared with
+        # a new file at the path: wait for that process to notice and close it (within a second or so).
         deadline = time.monotonic() + (3.0 if self._file is not None else 0.0)
-        for attempt in range(1, 100):
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._file is not None and not clear_orphans(self._file.path):
+                if time.monotonic() > deadline:
+                    engine.dispose()
+                    raise OperationalError(
+                        f"cannot open the SQLite file {self._file.path}: it is gone but its -wal or -shm "
+                        "file is not, so a process still holds the deleted or renamed file (celeriac "
+                        "processes close it within a second or so); stop that process, or remove "
+                        "the -wal and -shm files once none runs"
+                    )
+                time.sleep(0.1)
+                continue
             try:
                 with engine.connect() as conn:
                     conn.execution_options(celeriac_begin="IMMEDIATE")
