@@ -2,11 +2,12 @@
 
 An open SQLite file is an open descriptor: deleted or renamed, it goes on working for the process that
 holds it, which then polls a file nobody else can reach while new messages pile up in a new file at the
-path. Worse, its ``-wal`` and ``-shm`` files stay at the old names, and a process that opens the path
-afresh finds them and fails with SQLite's bare "disk I/O error" until every holder of the old file
-closed it. So each process compares, before each transaction, the file the path names now with the one
-it opened (device and inode), and when they differ it says so loudly, closes the old file (which lets
-SQLite fold the ``-wal`` back into it and remove it) and opens the path again.
+path. Worse, a renamed file's ``-wal`` and ``-shm`` stay at the old names, and a process that opens
+the path afresh finds them: SQLite says "disk I/O error", or, when two files' connections share one
+``-shm``, a process dies of a bus error. So each process compares, before each transaction (and an
+idle one every second), the file the path names now with the one it opened (device and inode); when
+they differ it says so loudly, closes the old file on all its connections, and opens the path again,
+once the leftovers no longer belong to any open file (``clear_orphans``).
 """
 
 from __future__ import annotations
