@@ -8,6 +8,7 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
@@ -43,7 +44,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-#: Where the embedded default keeps messages and results when nothing else is configured.
+#: Where the embedded default keeps messages and results when nothing else is configured and the app
+#: has no name; a named app ``Celeriac("proj")`` uses ``proj.celeriac.sqlite3`` (see ``default_sqlite``).
 DEFAULT_SQLITE = "celeriac.sqlite3"
 
 logger = logging.getLogger("celeriac")
@@ -56,7 +58,8 @@ class Celeriac:
     """A celeriac application: ``app = Celeriac("proj", broker="redis://...")``.
 
     ``broker`` and ``backend`` are URLs; with neither, messages and results live in the SQLite file
-    ``celeriac.sqlite3`` in the working directory, so a first project needs no server. Any other keyword
+    ``<main>.celeriac.sqlite3`` in the working directory (``celeriac.sqlite3`` for an app without a
+    name), so a first project needs no server. Any other keyword
     is a setting (``task_serializer="json"``); ``include`` lists modules the worker imports at start.
     """
 
@@ -155,9 +158,20 @@ class Celeriac:
                 ) from exc
 
     @property
+    def default_sqlite(self) -> str:
+        """The file of the embedded default, relative to the working directory: named after the app
+        (``Celeriac("proj")``: ``proj.celeriac.sqlite3``), so that two apps in one folder do not share
+        one file and one ``celery`` queue and dead-letter each other's tasks as unknown; an app without
+        a name (or named ``__main__``, which differs between a script and the worker) uses
+        ``celeriac.sqlite3``."""
+        if not self.main or self.main == "__main__":
+            return DEFAULT_SQLITE
+        return re.sub(r"[^A-Za-z0-9._-]", "_", self.main) + ".celeriac.sqlite3"
+
+    @property
     def broker_url(self) -> str:
-        """The broker's URL: ``broker_url``, else the embedded SQLite file."""
-        return self.conf.broker_url or f"sqlite:///{DEFAULT_SQLITE}"
+        """The broker's URL: ``broker_url``, else the embedded SQLite file (``default_sqlite``)."""
+        return self.conf.broker_url or f"sqlite:///{self.default_sqlite}"
 
     @property
     def backend_url(self) -> str:
@@ -166,7 +180,7 @@ class Celeriac:
         """
         if self.conf.result_backend:
             return str(self.conf.result_backend)
-        return f"db+sqlite:///{DEFAULT_SQLITE}" if not self.conf.broker_url else "disabled://"
+        return f"db+sqlite:///{self.default_sqlite}" if not self.conf.broker_url else "disabled://"
 
     @property
     def router(self) -> Router:

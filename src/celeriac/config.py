@@ -1,6 +1,10 @@
 """Settings under Celery's names: defaults, validation, and loading from objects, modules and the environment.
 
 An unknown setting is an error that names the closest known one, so a typo never silently does nothing.
+A setting of Celery's that celeriac does not implement yet (``beat_schedule``, ``worker_state_db``, ...)
+loads with a ``ConfigurationWarning`` naming it, and is kept, so that a Celery or Django configuration
+loads as it is; Celery's old upper-case names (``BROKER_URL``, ``CELERYD_CONCURRENCY``) are read as the
+new ones, with a warning to rename them.
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ import difflib
 import importlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac.exceptions import ConfigurationError
+from celeriac._celery_settings import CELERY_NAMES, OLD_NAMES
+from celeriac.exceptions import ConfigurationError, ConfigurationWarning
 
 ENV_PREFIX = "CELERIAC_"
 
@@ -145,19 +151,10 @@ SETTINGS: dict[str, Setting] = {
     "enable_utc": _s(True, bool),
 }
 
-#: Celery's old upper-case names (``CELERY_TASK_SERIALIZER`` style, as Django settings spell them) map
-#: onto the new ones by dropping the namespace and lowering case; these few do not follow that rule.
-_OLD_NAMES = {
-    "BROKER_URL": "broker_url",
-    "CELERY_RESULT_BACKEND": "result_backend",
-    "CELERY_ALWAYS_EAGER": "task_always_eager",
-    "CELERYD_CONCURRENCY": "worker_concurrency",
-}
-
 
 def closest(name: str) -> str | None:
     """The known setting closest to ``name`` (a likely misspelling), or None."""
-    match = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
+    match = difflib.get_close_matches(name, [*SETTINGS, *(CELERY_NAMES - SETTINGS.keys())], n=1, cutoff=0.6)
     return match[0] if match else None
 
 
@@ -167,9 +164,32 @@ def closest_of(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
-def check(name: str, value: Any) -> Any:
-    """Validate one setting; return the value. Raises ConfigurationError naming what to fix."""
+def not_implemented(name: str) -> bool:
+    """Whether ``name`` is a setting of Celery's that celeriac does not implement (yet)."""
+    return name not in SETTINGS and name in CELERY_NAMES
+
+
+def _warn_not_implemented(name: str) -> None:
+    warnings.warn(
+        f"setting {name!r} is Celery's, but celeriac does not implement it yet: it is kept in app.conf "
+        "and changes nothing",
+        ConfigurationWarning,
+        stacklevel=4,
+    )
+
+
+def check(name: str, value: Any, *, warn: bool = True) -> Any:
+    """Validate one setting; return the value. Raises ConfigurationError naming what to fix.
+
+    A Celery setting celeriac does not implement yet is not checked: it warns once (a
+    ``ConfigurationWarning`` naming it, unless ``warn`` is off because the caller passes the value on
+    to be checked again) and its value is returned as it is.
+    """
     setting = SETTINGS.get(name)
+    if setting is None and name in CELERY_NAMES:
+        if warn:
+            _warn_not_implemented(name)
+        return value
     if setting is None:
         hint = closest(name)
         suggestion = f"; did you mean {hint!r}?" if hint else ""
@@ -233,6 +253,8 @@ class Settings(MutableMapping[str, Any]):
             name = key[len(ENV_PREFIX) :].lower()
             if name in SETTINGS:
                 self._env[name] = check(name, _from_env_text(name, text))
+            elif not_implemented(name):
+                self._env[name] = check(name, text)
             elif name not in ("app", "loglevel"):  # read by the CLI, not settings
                 hint = closest(name)
                 raise ConfigurationError(
@@ -247,7 +269,9 @@ class Settings(MutableMapping[str, Any]):
             return self._values[name]
         setting = SETTINGS.get(name)
         if setting is None:
-            check(name, None)
+            if name in CELERY_NAMES:
+                return None  # not implemented: read as unset, as it changes nothing
+            check(name, None)  # raises, naming the closest known setting
         assert setting is not None
         default = setting.default
         return default.copy() if isinstance(default, (dict, list)) else default
@@ -309,8 +333,11 @@ class Settings(MutableMapping[str, Any]):
 def settings_from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
     """Read settings from a module, an object, a dotted path to either, or a mapping.
 
-    Only lower-case public names count, as in Celery; with ``namespace="CELERY"`` the upper-case names
-    ``CELERY_<SETTING>`` count instead (the Django convention). Unknown names are errors.
+    Only lower-case public names count, as in Celery, and Celery's old upper-case names
+    (``BROKER_URL``, ``CELERYD_CONCURRENCY``); with ``namespace="CELERY"`` the upper-case names
+    ``CELERY_<SETTING>`` count instead (the Django convention), old ones (``CELERY_ALWAYS_EAGER``)
+    included. An old name warns (``ConfigurationWarning``) and a new name given as well wins over it.
+    Unknown names are errors.
     """
     if isinstance(obj, str):
         obj = _import_object(obj)
@@ -320,21 +347,37 @@ def settings_from_object(obj: Any, namespace: str | None = None) -> dict[str, An
         else {name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")}
     )
     found: dict[str, Any] = {}
+    old: dict[str, tuple[str, Any]] = {}
     prefix = f"{namespace}_" if namespace else None
     for key, value in items.items():
         if prefix is not None:
             if not key.startswith(prefix):
                 continue
-            name = _OLD_NAMES.get(key) or key[len(prefix) :].lower()
+            name = key[len(prefix) :].lower()
+            if name not in SETTINGS and name not in CELERY_NAMES and key in OLD_NAMES:
+                old[OLD_NAMES[key]] = (key, value)
+                continue
         elif key.islower():
             if callable(value) and not isinstance(value, type) and key not in SETTINGS:
                 continue  # helper functions in a celeryconfig module are not settings
             if isinstance(value, type(os)):
                 continue  # modules imported by a celeryconfig module
             name = key
-        else:
+        elif key in OLD_NAMES:
+            old[OLD_NAMES[key]] = (key, value)
             continue
-        found[name] = check(name, value)
+        else:
+            continue  # other upper-case names: constants of the module, not settings
+        found[name] = check(name, value, warn=False)  # the settings it goes into warn
+    for name, (key, value) in old.items():
+        warnings.warn(
+            f"setting {key!r} is Celery's old name of {name!r}: read as {name!r}; rename it"
+            + (f" ({name!r} is given as well and wins)" if name in found else ""),
+            ConfigurationWarning,
+            stacklevel=3,
+        )
+        if name not in found:
+            found[name] = check(name, value, warn=False)
     return found
 
 

@@ -20,6 +20,11 @@ class ImproperlyConfigured(ConfigurationError):
     """Celery's name for a broken configuration, kept for compatibility."""
 
 
+class ConfigurationWarning(UserWarning):
+    """A configuration that loads but does not do all it says: a Celery setting celeriac does not
+    implement yet, or one of Celery's old upper-case setting names."""
+
+
 class MissingDependency(CeleriacError, ImportError):
     """An optional integration was used without its extra installed."""
 

@@ -143,14 +143,14 @@ def test_first_task_on_the_embedded_sqlite_default(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     from tasks import add, app
 
-    assert app.broker_url == "sqlite:///celeriac.sqlite3"
-    assert app.backend_url == "db+sqlite:///celeriac.sqlite3"
+    assert app.broker_url == "sqlite:///tasks.celeriac.sqlite3"
+    assert app.backend_url == "db+sqlite:///tasks.celeriac.sqlite3"
     with start_worker(app, pool="threads"):
         result = add.delay(4, 4)
         assert result.get(timeout=10) == 8
         assert result.state == "SUCCESS"
         assert result.ready() and result.successful()
-    assert (tmp_path / "celeriac.sqlite3").is_file()
+    assert (tmp_path / "tasks.celeriac.sqlite3").is_file()
 
 
 def test_first_steps_arguments_are_checked_when_sent(memory_store: str) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from celeriac import Celery
 
-app = Celery("tasks")  # no broker given: messages and results go to ./celeriac.sqlite3
+app = Celery("tasks")  # no broker given: messages and results go to ./tasks.celeriac.sqlite3
 
 
 @app.task

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac import __version__
 from celeriac._outages import safe_url
+from celeriac.cli import _daemon, worker_flags
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
 from celeriac.exceptions import CeleriacError
@@ -54,13 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-b", "--broker", help="broker URL (overrides broker_url)")
     parser.add_argument("--result-backend", help="result backend URL (overrides result_backend)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker_flags.add_global_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("-Q", "--queues", help="comma-separated queues to consume (default: celery)")
-    worker.add_argument("-n", "--hostname", help="node name, e.g. w1@%%h")
-    worker.add_argument("-c", "--concurrency", type=int, help="pool size (default: number of CPUs)")
-    worker.add_argument("-P", "--pool", choices=["processes", "prefork", "threads", "async", "solo"])
+    worker.add_argument("-n", "--hostname", help="node name, e.g. w1@%%h (%%h, %%n, %%d expand)")
+    worker.add_argument(
+        "-c",
+        "--concurrency",
+        type=worker_flags.concurrency,
+        help="pool size (default, or auto: number of CPUs)",
+    )
+    worker.add_argument(
+        "-P", "--pool", choices=["processes", "prefork", "threads", "async", "solo", *worker_flags.POOLS]
+    )
     worker.add_argument("-l", "--loglevel", default=os.environ.get("CELERIAC_LOGLEVEL", "INFO"))
     worker.add_argument("--max-tasks-per-child", type=int)
     worker.add_argument("--max-memory-per-child", type=int, help="KiB of resident memory per child")
@@ -69,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "-E",
         "--task-events",
+        "--events",
         action="store_true",
         default=None,
         help="send task events, for Flower and `celeriac events` (worker_send_task_events)",
@@ -97,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Set by the supervisor on the workers it starts: stdin is its lifeline (see worker._supervisor).
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    # Celery's other worker flags, each done or accepted with a warning (celeriac.cli.worker_flags).
+    worker_flags.add_worker_flags(worker)
 
     call = sub.add_parser("call", help="send a task by name")
     call.add_argument("name")
@@ -140,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-n", "--tasks", type=int, default=100)
     demo.add_argument("-c", "--concurrency", type=int, default=2)
     demo.add_argument("-P", "--pool", default="processes")
+    for name in worker_flags.NOT_YET:  # unlisted: each only says it is not available yet
+        sub.add_parser(name, add_help=False)
     return parser
 
 
@@ -153,28 +168,79 @@ def _load_app(args: argparse.Namespace) -> Celeriac:
     if args.result_backend:
         os.environ["CELERIAC_RESULT_BACKEND"] = args.result_backend
     app = find_app(args.app)
+    if args.config:
+        app.config_from_object(args.config)
     if args.broker or args.result_backend:
         app.conf.reload_environment()
     return app
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped."""
+    """``celeriac worker``: run a worker (or ``--processes N`` of them under a supervisor) until stopped.
+
+    The daemon options come first, as in Celery: ``--umask``, ``-D`` (the log file is opened and the
+    pid file checked before detaching, so their errors reach the terminal), ``--uid``/``--gid``, the
+    log file, then the pid file, which is removed when the worker exits.
+    """
+    worker_flags.refuse(args)
+    if args.umask:
+        _daemon.set_umask(args.umask)
+    hostname = _daemon.node_name(args.hostname) if args.hostname else None
+    node = hostname or _daemon.node_name(None)  # the worker's default
+    pidfile = _daemon.PidFile(_daemon.expand_node(args.pidfile, node)) if args.pidfile else None
+    if pidfile is not None:
+        pidfile.check()  # before anything is made: a refused start leaves no trace
+    logfile = args.logfile or ("%n.log" if args.detach else None)
+    log_fd = _daemon.open_log(_daemon.expand_node(logfile, node)) if logfile else None
+    if args.detach:
+        where = os.path.abspath(_daemon.expand_node(logfile or "", node))
+        pid_note = f", pid file {pidfile.path}" if pidfile is not None else ""
+        print(f"celeriac: worker {node} runs in the background; log {where}{pid_note}", file=sys.stderr)
+        _daemon.detach()
+    notes = worker_flags.warnings(args)
+    args.pool = worker_flags.pool_of(args.pool)
+    privileges = _daemon.drop_privileges(args.uid, args.gid)
+    if privileges:
+        notes.append(privileges)
+    if log_fd is not None:
+        _daemon.log_to(log_fd)
+    if pidfile is not None:
+        pidfile.acquire()
+    try:
+        return _run_worker(args, hostname, notes)
+    finally:
+        if pidfile is not None:
+            pidfile.release()
+
+
+def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]) -> int:
     # The worker (consumer, middleware, pools) loads for the command that runs one, not for every command.
     from celeriac.worker import Worker
     from celeriac.worker.events import HEARTBEAT_INTERVAL
 
+    os.environ.update(worker_flags.settings_from_flags(args))
     app = _load_app(args)
     conf = app.conf
+    include = worker_flags.included(args, list(conf.include))
+    if include is not None:
+        os.environ["CELERIAC_INCLUDE"] = ",".join(include)  # for the pool's processes too
+        conf.reload_environment()
     setup_logging(
         args.loglevel, conf.worker_log_format, conf.worker_task_log_format, conf.worker_hijack_root_logger
     )
-    hostname = args.hostname.replace("%h", os.uname().nodename) if args.hostname else None
+    log = logging.getLogger("celeriac.worker")
+    for note in notes:
+        log.warning("%s", note)
+    queues = worker_flags.served_queues(args, conf.task_default_queue)
+    args.queues = ",".join(queues)  # what the workers of --processes N consume as well
+    if args.purge:
+        purged = app.run(_purge(app, queues))
+        log.warning("purged %d message(s) from %s (--purge)", purged, ", ".join(queues))
     if args.processes > 1:
-        return _supervise(args, app, hostname or f"celeriac@{socket.gethostname()}")  # the worker's default
+        return _supervise(args, app, hostname or _daemon.node_name(None))
     worker = Worker(
         app,
-        queues=args.queues.split(",") if args.queues else None,
+        queues=queues,
         concurrency=args.concurrency,
         pool=args.pool,
         hostname=hostname,
@@ -195,9 +261,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker.run()
 
 
+async def _purge(app: Celeriac, queues: Sequence[str]) -> int:
+    broker = app.broker()
+    return sum([await broker.purge(q) for q in queues])
+
+
 # Options of the command line that are not passed on as they are to the workers a supervisor starts.
-_NOT_PASSED_ON = frozenset({"command", "hostname", "processes", "supervised"})
-_GLOBAL_OPTIONS = ("app", "broker", "result_backend")
+_NOT_PASSED_ON = frozenset({"command", "hostname", "processes", "supervised"}) | worker_flags.NOT_PASSED_ON
+_GLOBAL_OPTIONS = ("app", "broker", "result_backend", "config")
 
 
 def child_argv(args: argparse.Namespace, node: str) -> list[str]:
@@ -375,7 +446,20 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in worker_flags.NOT_YET:  # what those take is not known: not checked
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.version:
+        print(f"celeriac {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("celeriac: error: a COMMAND is needed (celeriac --help lists them)", file=sys.stderr)
+        return 2
+    if args.command in worker_flags.NOT_YET:
+        print(f"celeriac: error: celeriac {args.command} is not available yet", file=sys.stderr)
+        return 2
     commands = {
         "worker": cmd_worker,
         "call": cmd_call,
@@ -387,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": cmd_events,
     }
     try:
+        worker_flags.apply_workdir(args)
         if args.command == "demo":
             from celeriac.cli.demo import run_demo  # loaded for this command only
 

@@ -22,7 +22,7 @@ from celeriac.protocol._checks import kind
 from celeriac.protocol.message import Message
 from celeriac.protocol.serializers import json_dumps, json_loads
 
-__all__ = ["from_envelope", "to_envelope"]
+__all__ = ["from_envelope", "readable_ids", "to_envelope"]
 
 #: How the JSON of an envelope begins, up to its body's text (an empty body's JSON then goes on ``",``).
 _BODY_OPEN = b'{"body":"'
@@ -88,6 +88,32 @@ def from_envelope(data: bytes) -> Message:
         content_encoding=_text(envelope, "content-encoding", "utf-8"),
         properties=properties,
     )
+
+
+def readable_ids(data: bytes) -> tuple[str | None, str]:
+    """The task id and the reply queue of an envelope ``from_envelope`` cannot read, as far as they
+    can be read: ``headers.id``, else ``properties.correlation_id``; ``properties.reply_to``.
+
+    So a message dead-lettered for a broken body (not base64, say) still fails its result, and a
+    caller waiting on that id gets the reason instead of waiting forever. ``(None, "")`` when the
+    envelope is not a JSON object or names no id.
+    """
+    try:
+        envelope = json_loads(data)
+    except DecodeError:
+        return None, ""
+    if not isinstance(envelope, dict):
+        return None, ""
+    headers, properties = envelope.get("headers"), envelope.get("properties")
+    headers = headers if isinstance(headers, dict) else {}
+    properties = properties if isinstance(properties, dict) else {}
+    task_id = next((v for v in (headers.get("id"), properties.get("correlation_id")) if _is_id(v)), None)
+    reply_to = properties.get("reply_to")
+    return task_id, reply_to if isinstance(reply_to, str) else ""
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 255
 
 
 def _body(envelope: dict[str, Any], encoding: Any) -> bytes:

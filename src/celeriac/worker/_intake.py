@@ -46,7 +46,9 @@ def accept(
     """
     message = delivery.message
     if message is None:
-        return Refused(f"unreadable message: {delivery.error}")
+        # Its result fails too, when an id can be read from what is left of it (Writer.dead_letter).
+        reason = f"unreadable message: {delivery.error}"
+        return Refused(reason, DecodeError(reason))
     if limit and delivery.deliveries > limit:
         try:
             lost: TaskCall | None = decode_task(message, accept=content)
@@ -79,11 +81,13 @@ def accept(
 
 
 def job_of(item: WorkItem, hostname: str) -> Job:
-    """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's) and
-    the request the task sees as ``self.request``."""
+    """The job a pool runs for ``item``: the call, its time limits (the message's, else the task's, else
+    the worker's ``task_time_limit``/``task_soft_time_limit``, as ``--time-limit`` sets them) and the
+    request the task sees as ``self.request``."""
     call, task, message = item.call, item.task, item.delivery.message
-    hard = call.time_limit if call.time_limit is not None else task.time_limit
-    soft = call.soft_time_limit if call.soft_time_limit is not None else task.soft_time_limit
+    conf = task.app.conf
+    hard = _first(call.time_limit, task.time_limit, conf.task_time_limit)
+    soft = _first(call.soft_time_limit, task.soft_time_limit, conf.task_soft_time_limit)
     return Job(
         id=call.id,
         name=call.name,
@@ -101,3 +105,7 @@ def job_of(item: WorkItem, hostname: str) -> Job:
             limits=(hard, soft),
         ),
     )
+
+
+def _first(*limits: float | None) -> float | None:
+    return next((limit for limit in limits if limit is not None), None)

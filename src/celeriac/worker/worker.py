@@ -221,6 +221,16 @@ class Worker:
             persistent=self._persistent,
             wedge_timeout=self.wedge_timeout,
         )
+        if not self.app.conf.broker_url:
+            # The embedded default is a file relative to the working directory: say which one, so a
+            # caller started elsewhere (or another app) is not silently on another file.
+            self.log.info(
+                "messages and results in the SQLite file %s (the embedded default of app %r; set "
+                "broker_url to change it)",
+                os.path.abspath(self.app.default_sqlite),
+                self.app.main or "",
+            )
+        self.log.info("%s waiting for the broker %s ...", self.hostname, self._where_broker)
         if not await self._declare_queues(broker):
             await self._close("the broker", self._where_broker, broker.close)
             self.log.info("%s stopped before it could reach %s", self.hostname, self._where_broker)
@@ -255,8 +265,10 @@ class Worker:
         return 0
 
     async def _declare_queues(self, broker: Broker) -> bool:
-        """Declare the queues served, waiting out a broker that cannot be reached yet (one started
-        before its broker, say); False if a stop came first.
+        """Declare the queues served and make one round trip to the broker (the size of the first
+        queue), waiting out a broker that cannot be reached yet (one started before its broker, say);
+        False if a stop came first. Declaring alone proves nothing where it needs no server (Redis),
+        so the worker is only called ready, and ``worker_ready`` only sent, once the broker answered.
 
         ``broker_connection_retry_on_startup`` (default: ``broker_connection_retry``, True) and
         ``broker_connection_max_retries`` (0 or None: no limit) say how long to wait, as in Celery;
@@ -270,10 +282,14 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
-                for queue in self.queues:
-                    await broker.declare(queue)
+                async with asyncio.timeout(self.wedge_timeout):  # a broker that accepts but never answers
+                    for queue in self.queues:
+                        await broker.declare(queue)
+                    await broker.size(self.queues[0])
                 return True
-            except OSError as exc:  # OperationalError, ConnectionError and TimeoutError among them
+            except (TypeError, ValueError, ConfigurationError):
+                raise  # a mistake, not an outage: waiting would not mend it
+            except Exception as exc:  # OperationalError, TimeoutError, a driver's own connection errors
                 if not retry or (attempts and backoff.failures >= attempts):
                     raise
                 delay = backoff.next()

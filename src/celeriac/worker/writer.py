@@ -20,6 +20,7 @@ from celeriac._exception_records import exception_to_dict
 from celeriac._outages import is_outage, safe_url
 from celeriac.backends.base import EXTENDED_FIELDS, Backend, ResultMeta
 from celeriac.brokers.base import Broker, Delivery
+from celeriac.protocol.envelope import readable_ids
 from celeriac.worker._backoff import Persistent, describe
 from celeriac.worker._batch import Batcher
 
@@ -122,7 +123,7 @@ class Writer:
             where=self._where_broker,
             undone="it returns to its queue when this worker's lease runs out",
         )
-        task_id = call.id if call is not None else (delivery.message.task_id if delivery.message else None)
+        task_id, reply_to = _ids(delivery, call)
         if exc is not None and task_id and self.backend is not None:
             # A record the serializer refuses is not stored; an outage is waited out.
             with contextlib.suppress(Exception):
@@ -134,7 +135,7 @@ class Writer:
                             result=exception_to_dict(exc),
                             traceback=reason,
                             date_done=datetime.now(UTC),
-                            reply_to=_reply_to(delivery),
+                            reply_to=reply_to,
                         )
                     ]
                 )
@@ -228,6 +229,14 @@ class Writer:
             except (TypeError, ValueError) as exc:
                 errors.append(exc)
         return errors
+
+
+def _ids(delivery: Delivery, call: TaskCall | None) -> tuple[str | None, str]:
+    """The task id and reply queue of a message being dead-lettered: from the decoded call, else the
+    message's headers, else (the broker could not read its stored form) what can be read of that."""
+    if delivery.message is None:
+        return readable_ids(delivery.raw)
+    return (call.id if call is not None else delivery.message.task_id), _reply_to(delivery)
 
 
 def _reply_to(delivery: Delivery) -> str:

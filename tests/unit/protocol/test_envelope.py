@@ -197,3 +197,17 @@ def test_arbitrary_input_decodes_or_raises_decode_error(raw: bytes) -> None:
 def test_arbitrary_envelope_objects_decode_or_raise_decode_error(envelope: dict[str, Any]) -> None:
     with contextlib.suppress(DecodeError):
         from_envelope(json.dumps(envelope).encode())
+
+
+def test_the_ids_of_an_unreadable_envelope_are_read_as_far_as_they_can_be():
+    from celeriac.protocol.envelope import readable_ids
+
+    broken = (
+        b'{"body": "%%%", "headers": {"id": "t-1"}, '
+        b'"properties": {"body_encoding": "base64", "reply_to": "r"}}'
+    )
+    assert readable_ids(broken) == ("t-1", "r")
+    assert readable_ids(b'{"headers": [1], "properties": {"correlation_id": "t-2"}}') == ("t-2", "")
+    assert readable_ids(b'{"headers": {"id": 7}, "properties": {"correlation_id": ""}}') == (None, "")
+    assert readable_ids(b"\xff not json") == (None, "")
+    assert readable_ids(b"[1, 2]") == (None, "")
