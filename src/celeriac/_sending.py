@@ -79,7 +79,7 @@ class SendOptions:
         """The options ``apply_async`` was given, checked: raises TypeError naming an unknown option
         (and the closest known one), ValueError for a value out of range.
         """
-        options = stamps_to_headers(options)
+        options = options_to_headers(options)
         known = cls.__dataclass_fields__
         unknown = [k for k in options if k not in known]
         if unknown:
@@ -96,9 +96,14 @@ class SendOptions:
         return opts
 
 
-def stamps_to_headers(options: dict[str, Any]) -> dict[str, Any]:
-    """A stamped call's options with its stamps moved where the message carries them: the names in the
-    header ``stamped_headers``, the values in ``stamps`` (``celeriac.canvas.stamping``)."""
+def options_to_headers(options: dict[str, Any]) -> dict[str, Any]:
+    """A call's options with what travels as headers moved there: a stamped call's stamps (the names in
+    the header ``stamped_headers``, the values in ``stamps``: ``celeriac.canvas.stamping``) and
+    ``replaced_task_nesting``."""
+    if "replaced_task_nesting" in options:  # Celery keeps it as an option; it travels as a header
+        options = dict(options)
+        nesting = options.pop("replaced_task_nesting")
+        options["headers"] = {**(options.get("headers") or {}), "replaced_task_nesting": nesting}
     if "stamped_headers" not in options:
         return options
     options = dict(options)

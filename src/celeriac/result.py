@@ -176,13 +176,19 @@ class AsyncResult(Generic[R]):
         await self.app.control.arevoke([self.id], terminate=terminate, signal=signal)
 
 
+#: States a revoke may overwrite: the task has not started anywhere (or waits to run again).
+_REVOCABLE = frozenset({states.PENDING, states.RECEIVED, states.RETRY, states.REJECTED})
+
+
 async def revoke(app: Celeriac, task_ids: list[str]) -> None:
-    """Record the tasks ``task_ids`` as REVOKED, except those that have already ended; a worker
-    skips a revoked task it fetches.
+    """Record the tasks ``task_ids`` as REVOKED, except those that have already ended or that a worker
+    has started (STARTED, or a state of its own such as PROGRESS: their state is that worker's, as in
+    Celery 5.7); a worker skips a revoked task it fetches.
     """
     backend = app.backend()
     existing = await backend.get_many(task_ids)
     now = datetime.now(UTC)
+    task_ids = [t for t in task_ids if t not in existing or existing[t].status in _REVOCABLE]
     await backend.revoke(
         [
             ResultMeta(

@@ -249,12 +249,18 @@ class Task(Generic[P, R]):
             # The chain's result is its last step's: a group there must give one result, the list.
             sig = canvas.chain(*sig.tasks[:-1], gathered(last), app=self.app)
         sig.freeze(request.id)
-        for callback in request.callbacks or ():
+        for callback in canvas.listed(request.callbacks):
             sig.link(canvas.maybe_signature(callback, self.app))
-        for errback in request.errbacks or ():
+        for errback in canvas.listed(request.errbacks):
             sig.link_error(canvas.maybe_signature(errback, self.app))
+        # How deep replacements go, as Celery counts it: on the replacement, its steps and the chain's rest.
+        nesting = (request.replaced_task_nesting or 0) + 1
+        for step in sig.tasks if isinstance(sig, canvas.chain) else [sig]:
+            step.set(replaced_task_nesting=nesting)
         if request.chain:
             rest = [canvas.maybe_signature(step, self.app) for step in reversed(request.chain)]
+            for step in rest:
+                step.set(replaced_task_nesting=nesting)
             sig = canvas.chain(sig, *rest, app=self.app)
         if request.chord and request.group:
             sig._attach(

@@ -271,6 +271,15 @@ def test_a_chords_link_and_link_error_are_its_bodys(flow: Flow) -> None:
     assert flow.runs == {6: 1, 7: 1} and flow.errbacks == [result.id]
 
 
+def test_an_errback_given_as_one_signature_dict_runs_once(flow: Flow) -> None:
+    body = flow.total.s()
+    body["options"]["link_error"] = dict(flow.on_error.s())  # one dict, not a list: as Celery may send it
+    result = chord([flow.boom.s()], body).apply_async()
+    with pytest.raises(ChordError):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])
+
+
 def test_replacing_with_a_chain_that_ends_in_a_group_gives_the_groups_list(flow: Flow) -> None:
     assert flow.replaced_by_chain_and_group.delay().get(timeout=T) == [4, 5]
 

@@ -82,6 +82,30 @@ def retried(self, times: int, countdown: float) -> int:
 
 
 @app.task
+def returns_signature() -> object:
+    return (add.s(1, 2) | add.s(3)).stamp(tenant="t")
+
+
+class NeedsTwo(Exception):
+    """Pickles by its args (one string) but its __init__ takes two: it cannot be read back as it is."""
+
+    def __init__(self, foo: str, bar: str) -> None:
+        super().__init__(f"{foo} and {bar}")
+
+
+@app.task
+def fails_unpickleably() -> None:
+    raise NeedsTwo("foo", "bar")
+
+
+@app.task(bind=True)
+def replaced_nesting(self, depth: int) -> object:
+    if depth:
+        self.replace(replaced_nesting.s(depth - 1))
+    return self.request.replaced_task_nesting
+
+
+@app.task
 def die() -> None:
     """A poison task: it kills the process running it, every time."""
     os._exit(3)

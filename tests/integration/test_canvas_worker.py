@@ -82,3 +82,13 @@ def test_a_follow_up_that_cannot_be_sent_never_runs_its_task_again(
     assert sum(ran.values()) == 2
     log = log_of(worker)
     assert "could not be sent" in log and "dead-lettered" not in log and "goes back to the queue" not in log
+
+
+def test_what_a_pool_child_cannot_send_as_it_is_still_reaches_the_caller(app: Any, start_worker: Any) -> None:
+    start_worker("-P", "processes", "-c", "2")
+    returned = appmod.returns_signature.delay().get(timeout=30)
+    assert returned["task"] == "celery.chain" and returned["kwargs"]["tasks"][0]["task"] == appmod.add.name
+    with pytest.raises(Exception, match="foo and bar") as failed:
+        appmod.fails_unpickleably.delay().get(timeout=30)
+    assert type(failed.value).__name__ == "NeedsTwo"  # its record, not "cannot be read from the pool"
+    assert appmod.replaced_nesting.delay(2).get(timeout=30) == 2  # each replace counts one level deeper

@@ -146,6 +146,23 @@ def test_revoke_by_stamped_headers_skips_the_stamped_tasks(app: Celeriac) -> Non
         assert worker.total["ctl.add"] == 1
 
 
+def test_a_revoke_leaves_the_state_of_a_task_started_elsewhere(app: Celeriac) -> None:
+    from celeriac.backends.base import ResultMeta
+
+    started, progress, waiting = (f"rv-{n}-{uuid.uuid4().hex[:6]}" for n in range(3))
+
+    async def store() -> None:
+        await app.backend().store([ResultMeta(started, "STARTED"), ResultMeta(progress, "PROGRESS")])
+
+    app.run(store())
+    with start_worker(app, hostname="w1@mem") as worker:
+        listening(worker)
+        # as Celery's client revokes: no record of its own, the workers write it
+        app.control.broadcast("revoke", {"task_id": [started, progress, waiting]}, W1, reply=True)
+        assert app.AsyncResult(waiting).state == states.REVOKED
+        assert app.AsyncResult(started).state == "STARTED" and app.AsyncResult(progress).state == "PROGRESS"
+
+
 def test_revoke_drops_held_and_eta_tasks_at_once(app: Celeriac) -> None:
     # ETA messages on the queue (as Celery clients send them), held by the worker until due.
     app.conf.update(worker_eta_horizon=60.0, broker_transport_options={"eta_on_queue": True})

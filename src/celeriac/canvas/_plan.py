@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celeriac._sending import SendOptions, build_call, stamps_to_headers
+from celeriac._sending import SendOptions, build_call, options_to_headers
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -58,7 +58,7 @@ def _build(app: Celeriac, plan: Plan) -> Built:
     built: Built = []
     known = SendOptions.__dataclass_fields__
     for name, args, kwargs, options in plan.sends:
-        options = {k: v for k, v in stamps_to_headers(options).items() if k not in _CELERY_ONLY_OPTIONS}
+        options = {k: v for k, v in options_to_headers(options).items() if k not in _CELERY_ONLY_OPTIONS}
         if plan.lenient and not options.keys() <= known.keys():
             ignored = sorted(options.keys() - known.keys())
             log.debug("sending %s: ignoring option(s) celeriac has no use for: %s", name, ", ".join(ignored))

@@ -152,6 +152,12 @@ class Signature(dict[str, Any]):
         task_id = self["options"].get("task_id")
         return str(task_id) if task_id is not None else None
 
+    def as_dict(self) -> dict[str, Any]:
+        """Its embedded form as plain dicts and lists, the signatures in it included (no app attached):
+        what a message or a result record holds."""
+        plain: dict[str, Any] = _copy(self)
+        return plain
+
     def __repr__(self) -> str:
         args = ", ".join([*map(repr, self["args"]), *(f"{k}={v!r}" for k, v in self["kwargs"].items())])
         return f"{self.name}({args})"

@@ -35,7 +35,7 @@ from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac._request import Context, request_fields
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.canvas import Signature, asend_follow_up, maybe_signature, unsent_tasks
+from celeriac.canvas import Signature, asend_follow_up, listed, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker._backoff import describe
@@ -75,7 +75,7 @@ async def succeeded(worker: Worker, call: TaskCall, value: Any) -> None:
     """Send what follows a task that succeeded: callbacks, the next step of its chain, its chord's part."""
 
     parent: dict[str, Any] = {"parent_id": call.id, "root_id": call.root_id or call.id}
-    for data in call.callbacks or ():
+    for data in listed(call.callbacks):
         await _follow(worker, call, "callback", data, (value,), **parent)
     if call.chain:
         rest = list(call.chain)
@@ -96,7 +96,7 @@ async def failed(
     """
 
     app = worker.app
-    for data in call.errbacks or ():
+    for data in listed(call.errbacks):
         errback = _new_style(worker, data)
         if errback is not None:
             request = Context(**request_fields(call, worker.hostname))
@@ -255,7 +255,7 @@ async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException,
         if task_id and worker.backend is not None:
             await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
         if run_errbacks and task_id:
-            for data in options.get("link_error") or ():
+            for data in listed(options.get("link_error")):
                 errback = _new_style(worker, data)
                 if errback is not None:
                     request = Context(

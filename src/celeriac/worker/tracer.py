@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac._request import Context, current
+from celeriac.canvas import Signature
 from celeriac.exceptions import (
     ExceptionInfo,
     Ignore,
@@ -178,6 +179,8 @@ def _succeeded(task: Task[Any, Any], job: Job, value: Any) -> Outcome:
         # A task that returns the handle of what it sent stores the handle's tuple, as Celery does: the
         # caller reads ids it can rebuild handles from, and no serializer has to know our classes.
         value = value.as_tuple()
+    elif isinstance(value, Signature):
+        value = value.as_dict()  # its embedded form, as Celery stores it (and a pool child can send it)
     return Outcome(states.SUCCESS, value=value)
 
 

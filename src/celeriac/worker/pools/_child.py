@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pickle
 import signal
 import sys
 import traceback
@@ -166,15 +167,22 @@ def _rss_kib() -> int:
 
 
 def _done_message(job: Job, outcome: Outcome, exiting: bool) -> bytes:
+    if (
+        outcome.exc is not None
+    ):  # the failure path only: an exception that cannot be read back travels as its record
+        outcome.exc = _portable_exc(outcome.exc)
     try:
         return bytes(ForkingPickler.dumps(("done", outcome, exiting)))
     except Exception:  # find out which part cannot travel, and send what can
         return bytes(ForkingPickler.dumps(("done", _portable(job, outcome), exiting)))
 
 
-def _pickle_error(obj: Any) -> str | None:
+def _pickle_error(obj: Any, *, back: bool = False) -> str | None:
+    """Why ``obj`` cannot be pickled (and, with ``back``, read back), or None."""
     try:
-        ForkingPickler.dumps(obj)
+        data = ForkingPickler.dumps(obj)
+        if back:
+            pickle.loads(data)
     except Exception as exc:  # pickling fails in many ways
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -197,10 +205,12 @@ def _portable(job: Job, outcome: Outcome) -> Outcome:
 
 
 def _portable_exc(exc: BaseException) -> BaseException:
-    if _pickle_error(exc) is None:
+    """``exc``, or its record when it cannot travel: an exception pickles by its ``args``, so one whose
+    ``__init__`` takes others pickles fine here and fails to load in the parent (checked both ways)."""
+    if _pickle_error(exc, back=True) is None:
         return exc
     if isinstance(exc, Retry) and exc.exc is not None:
         exc.exc = _portable_exc(exc.exc)
-        if _pickle_error(exc) is None:
+        if _pickle_error(exc, back=True) is None:
             return exc
     return ExceptionRecord(exception_to_dict(exc))
