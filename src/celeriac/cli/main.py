@@ -1,4 +1,5 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, demo."""
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, dead-letters,
+demo."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
+from celeriac.cli.dead_letters import add_parser as add_dead_letters_parser
+from celeriac.cli.dead_letters import run as run_dead_letters
 from celeriac.exceptions import CeleriacError
 from celeriac.worker._appref import find_app
 from celeriac.worker._logging import setup_logging
@@ -101,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-Q", "--queues", help="comma-separated queues (default: those the app names)")
 
     add_control_parsers(sub)
+    add_dead_letters_parser(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
     events.add_argument("--dump", action="store_true", help="print each event as a line of JSON")
     events.add_argument("--freq", type=float, default=1.0, help="seconds between redraws (1)")
@@ -317,6 +321,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     return watch(app, dump=args.dump, freq=args.freq)
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """``celeriac dead-letters list|show|requeue|purge``: see, replay and delete dead letters."""
+    return run_dead_letters(args, _load_app(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -329,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inspect": cmd_control,
         "control": cmd_control,
         "events": cmd_events,
+        "dead-letters": cmd_dead_letters,
     }
     try:
         if args.command == "demo":
