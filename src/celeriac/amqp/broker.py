@@ -109,6 +109,9 @@ class AMQPBroker(Broker):
         self.specs: dict[str, QueueSpec] = queue_specs(self.options.get("queues"))
         self.dead_letter_queue = str(self.options.get("dead_letter_queue") or "celeriac.dead_letters")
         self.delayed_prefix = str(self.options.get("delayed_prefix") or "")
+        #: For a broker-wide purge by age: ``older_than`` -> the unix time before which no dead letter
+        #: can be that old (the oldest seen was younger), so the purge need not look before then.
+        self._no_expiry_before: dict[float, float] = {}
         self._connection: AbstractConnection | None = None
         self._connecting = asyncio.Lock()
         self._opening = asyncio.Lock()
@@ -425,8 +428,15 @@ class AMQPBroker(Broker):
         self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
     ) -> int:
         check_dead_letter_arguments(older_than=older_than, keep=keep)
-        await self._declare_dead_letters()
         now = time.time()
+        ages = older_than
+        if queue is None and older_than is not None and now < self._no_expiry_before.get(older_than, 0.0):
+            # Each look at the oldest letter takes it and gives it back, which a quorum queue does at
+            # its back: look no more often than a letter can expire.
+            if keep is None:
+                return 0
+            ages = None
+        await self._declare_dead_letters()
         async with self._failing("purge the dead letters"):
             connection = await self._open()
             if keep is None:
@@ -438,27 +448,29 @@ class AMQPBroker(Broker):
                     connection, self.dead_letter_queue, queue, admin.SCAN_MAX
                 )
                 total = len(letters)
-            seen = 0
+            seen, kept = 0, now
 
             def choose(letter: DeadLetter) -> bool | None:
-                nonlocal seen
+                nonlocal seen, kept
                 if not letter.selected(queue):
                     return False
                 seen += 1  # read oldest first: this letter has ``total - seen`` newer ones
-                too_old = older_than is not None and letter.time < now - older_than
+                too_old = ages is not None and letter.time < now - ages
                 too_many = keep is not None and total - seen >= keep
-                drop = too_old or too_many or (older_than is None and keep is None)
+                drop = too_old or too_many or (ages is None and keep is None)
                 if not drop and queue is None:
+                    kept = letter.time
                     return None  # every later letter is newer still
                 return drop
 
             def more() -> bool:
                 # Past the letters too many, one kept only for its age need not be looked at.
-                return not (
-                    queue is None and older_than is None and keep is not None and seen >= total - keep
-                )
+                return not (queue is None and ages is None and keep is not None and seen >= total - keep)
 
-            return await admin.settle_dead_letters(connection, self.dead_letter_queue, choose, more=more)
+            removed = await admin.settle_dead_letters(connection, self.dead_letter_queue, choose, more=more)
+        if queue is None and ages is not None:
+            self._no_expiry_before[ages] = kept + ages
+        return removed
 
     # -- broadcast
 
