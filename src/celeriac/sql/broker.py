@@ -285,6 +285,10 @@ class SQLBroker(Broker):
     ) -> int:
         check_dead_letter_arguments(older_than=older_than, keep=keep)
         await self._db.open()
+        # Look first without the write lock (SQLite has one for the whole file): every worker's
+        # retention asks once a minute, and mostly there is nothing to delete.
+        if not await self._db.call(self._db.read, partial(_any_doomed, queue, older_than, keep)):
+            return 0
         return await self._db.call(self._db.write, partial(_purge_dead, queue, older_than, keep))
 
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
@@ -489,25 +493,31 @@ def _revive(chosen: list[tuple[int, str, DeadLetter]], conn: sa.Connection) -> i
     return moved
 
 
-def _purge_dead(queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection) -> int:
-    """Delete the dead letters ``purge_dead_letters`` names, in one statement."""
+def _doomed(
+    queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection
+) -> sa.ColumnElement[bool] | None:
+    """Which dead letters ``purge_dead_letters`` deletes, as a condition; None when none."""
     of_queue = sa.true() if queue is None else _d.queue == queue
     if older_than is None and keep is None:
-        return conn.execute(dead_letters.delete().where(of_queue)).rowcount
+        return of_queue
     doomed: list[sa.ColumnElement[bool]] = []
     if older_than is not None:
         doomed.append(_d.time < time.time() - older_than)
     if keep is not None:
         # The newest kept are those before the first dropped, in the order dead_letters lists them.
-        first = conn.execute(
-            sa.select(_d.time, _d.id)
-            .where(of_queue)
-            .order_by(_d.time.desc(), _d.id.desc())
-            .offset(keep)
-            .limit(1)
-        ).first()
+        newest_first = sa.select(_d.time, _d.id).where(of_queue).order_by(_d.time.desc(), _d.id.desc())
+        first = conn.execute(newest_first.offset(keep).limit(1)).first()
         if first is not None:
             doomed.append(sa.or_(_d.time < first.time, sa.and_(_d.time == first.time, _d.id <= first.id)))
-    if not doomed:
-        return 0
-    return conn.execute(dead_letters.delete().where(of_queue, sa.or_(*doomed))).rowcount
+    return sa.and_(of_queue, sa.or_(*doomed)) if doomed else None
+
+
+def _any_doomed(queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection) -> bool:
+    doomed = _doomed(queue, older_than, keep, conn)
+    return doomed is not None and conn.execute(sa.select(_d.id).where(doomed).limit(1)).first() is not None
+
+
+def _purge_dead(queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection) -> int:
+    """Delete the dead letters ``purge_dead_letters`` names, in one statement."""
+    doomed = _doomed(queue, older_than, keep, conn)
+    return 0 if doomed is None else conn.execute(dead_letters.delete().where(doomed)).rowcount
