@@ -195,7 +195,10 @@ def _as_json(app: Celeriac, letter: DeadLetter) -> dict[str, Any]:
         found.update(decoded)
     else:
         found["undecodable"] = error
-        found["raw"] = _raw(letter.raw)
+        if letter.message is not None:
+            found["body"] = _raw(letter.message.body)
+        else:
+            found["raw"] = _raw(letter.raw)
     return found
 
 
@@ -213,7 +216,8 @@ def _describe(app: Celeriac, letter: DeadLetter) -> str:
         lines += [f"{name}: {json.dumps(value, default=str)}" for name, value in decoded.items()]
     else:
         lines.append(f"body:   not decodable ({error})")
-        lines.append(f"raw:    {_raw(letter.raw)[:2000]}")
+        stored = letter.raw if letter.message is None else letter.message.body
+        lines.append(f"{'raw:  ' if letter.message is None else 'bytes:'}  {_raw(stored)[:2000]}")
     if letter.message is not None:
         lines.append("headers:")
         lines += [
