@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
@@ -34,7 +34,7 @@ from celeriac.task import Task
 
 if TYPE_CHECKING:
     from celeriac.backends.base import Backend
-    from celeriac.brokers.base import Broker
+    from celeriac.brokers.base import Broker, DeadLetter
     from celeriac.canvas._plan import Plan
     from celeriac.control import Control
     from celeriac.protocol.message import Message, TaskCall
@@ -324,6 +324,41 @@ class Celeriac:
         from celeriac.control import Control
 
         return Control(self)
+
+    # -- dead letters (docs/dead-letters.md) -------------------------------------------------------
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters on the broker (of ``queue``, or all), newest first."""
+        return self.run(self.adead_letters(queue, limit))
+
+    async def adead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """``dead_letters`` for async code."""
+        return await self.broker().dead_letters(queue, limit)
+
+    def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        """Put dead letters (of ``queue``; of the task ``ids``; at most ``limit``) back on their queues,
+        oldest first, with a fresh delivery count; returns how many (``Broker.requeue_dead_letters``)."""
+        return self.run(self.arequeue_dead_letters(queue, limit, ids=ids))
+
+    async def arequeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        """``requeue_dead_letters`` for async code."""
+        return await self.broker().requeue_dead_letters(queue, limit, ids=ids)
+
+    def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        """Delete dead letters (of ``queue``): all, or those older than ``older_than`` seconds or beyond
+        the newest ``keep``; returns how many (``Broker.purge_dead_letters``)."""
+        return self.run(self.apurge_dead_letters(queue, older_than=older_than, keep=keep))
+
+    async def apurge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        """``purge_dead_letters`` for async code."""
+        return await self.broker().purge_dead_letters(queue, older_than=older_than, keep=keep)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine of the async core from synchronous code (on the process's portal loop)."""

@@ -67,6 +67,13 @@ SETTINGS: dict[str, Setting] = {
     "broker_lease_seconds": _s(
         30.0, *_NUM, doc="How long a fetched message stays leased without a heartbeat."
     ),
+    # dead letters: what each worker keeps, trimmed once a minute (None or 0: no limit)
+    "broker_dead_letter_max": _s(
+        10_000, int, doc="Dead letters kept per broker; the oldest beyond it are deleted."
+    ),
+    "broker_dead_letter_expires": _s(
+        7 * 86400.0, *_NUM, doc="Seconds a dead letter is kept before it is deleted."
+    ),
     "result_backend": _s(None, str, doc="Where results are kept; default: the embedded SQLite file."),
     "result_backend_transport_options": _s({}, dict),
     "redis_backend_use_ssl": _s(None, dict, bool, doc="TLS options for a rediss:// result backend."),

@@ -170,6 +170,41 @@ def test_a_dead_letter_carries_its_reason_in_headers(amqp_brokers: AMQPBrokerKit
     amqp_brokers.run(scenario)
 
 
+def test_the_dead_letter_queue_is_trimmed_from_its_oldest_end(amqp_brokers: AMQPBrokerKit) -> None:
+    """Purging with no queue (the worker's retention) drops the oldest letters of the whole dead-letter
+    queue and stops at the first it keeps; requeuing with no queue sends each letter to its own queue."""
+
+    async def scenario() -> None:
+        broker, first, second = amqp_brokers.broker(), amqp_brokers.queue(), amqp_brokers.queue()
+
+        async def bury(queue: str, name: str) -> None:
+            await broker.publish(queue, message(name))
+            [got] = await broker.fetch([queue], 1, 5.0)
+            await broker.reject(got, requeue=False, reason=f"bad {name}")
+
+        await bury(first, "old-1")
+        await bury(second, "old-2")
+        await asyncio.sleep(1.5)
+        for name in ("new-1", "new-2"):
+            await bury(first, name)
+        await bury(second, "new-3")
+        assert await broker.purge_dead_letters(keep=4) == 1  # the oldest, without a look at the others
+        assert await broker.purge_dead_letters(older_than=1.0, keep=10) == 1
+        # The age check looked at new-1 and gave it back (at the back, on a quorum queue): listing
+        # sorts by time all the same.
+        assert [d.task_id for d in await broker.dead_letters()] == ["new-3", "new-2", "new-1"]
+        assert await broker.purge_dead_letters(older_than=1.0) == 0  # no look again before one can expire
+        assert await broker.requeue_dead_letters() == 3
+        back = await broker.fetch([first], 10, 2.0)
+        while len(back) < 2 and (more := await broker.fetch([first], 10, 2.0)):
+            back += more  # a pushing broker may hand them out one fetch at a time
+        assert sorted(ids(back), key=str) == ["new-1", "new-2"]
+        assert ids(await broker.fetch([second], 10, 2.0)) == ["new-3"]
+        assert await broker.dead_letters() == []
+
+    amqp_brokers.run(scenario)
+
+
 def test_deliveries_are_counted_across_requeues_and_lost_connections(amqp_brokers: AMQPBrokerKit) -> None:
     async def scenario() -> None:
         queue = amqp_brokers.queue()

@@ -8,7 +8,7 @@ channel (``reopen``) and use the entity as it exists, so a mismatch never stops 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.amqp import _wire as wire
@@ -18,7 +18,7 @@ from celeriac.brokers.base import DeadLetter
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection
 
-__all__ = ["declare_delays", "declare_queue", "read_dead_letters", "scan_delayed"]
+__all__ = ["declare_delays", "declare_queue", "read_dead_letters", "scan_delayed", "settle_dead_letters"]
 
 log = logging.getLogger("celeriac.amqp.broker")
 
@@ -129,5 +129,63 @@ async def read_dead_letters(
     finally:
         if not channel.is_closed:
             await channel.close()
+    # Newest first by the time each was set aside: on a quorum queue, letters given back after a read
+    # (a requeue or purge that kept them) are behind newer ones.
     found.reverse()
+    found.sort(key=lambda letter: letter.time, reverse=True)
     return found[:limit]
+
+
+#: Told a dead letter (read oldest first) and its place among the letters read, says whether to take it
+#: (True: ``take`` it, then ack it), leave it (False) or stop reading (None).
+Choose = Callable[[DeadLetter], bool | None]
+
+
+async def settle_dead_letters(
+    connection: AbstractConnection,
+    dead_letter_queue: str,
+    choose: Choose,
+    take: Callable[[DeadLetter], Awaitable[None]] | None = None,
+    more: Callable[[], bool] = lambda: True,
+) -> int:
+    """Read the dead letters oldest first, unacked, and remove those ``choose`` picks, after ``take``
+    (a republish, for a requeue) returned; the rest are given back when the channel closes. Reading
+    stops before the next letter once ``more`` says False.
+
+    A classic queue puts what is given back in its place; a quorum queue puts it at the back, so
+    letters read and kept there move behind newer ones: ``more`` spares those that need no look.
+
+    Returns:
+        How many were taken.
+    """
+    taken = 0
+    channel = await connection.channel()
+    try:
+        async for tag, letter in _letters(channel, dead_letter_queue, more):
+            verdict = choose(letter)
+            if verdict is None:
+                break
+            if verdict:
+                if take is not None:
+                    await take(letter)
+                await channel.basic_ack(tag)
+                taken += 1
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return taken
+
+
+async def _letters(
+    channel: AbstractChannel, dead_letter_queue: str, more: Callable[[], bool]
+) -> AsyncIterator[tuple[int, DeadLetter]]:
+    for _ in range(SCAN_MAX):
+        if not more():
+            return
+        got = await channel.basic_get(dead_letter_queue, no_ack=False)
+        if got.delivery_tag is None:
+            return
+        origin, reason, when = wire.dead_letter_info(got)
+        message = wire.from_amqp(got, 1)
+        message.properties.pop("delivery_info", None)
+        yield got.delivery_tag, DeadLetter(origin, reason, got.body, message, when)

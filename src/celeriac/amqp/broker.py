@@ -23,6 +23,7 @@ deliveries died.
   TTL queues, never unacked in a worker.
 * Dead letters: the queue ``celeriac.dead_letters`` (option ``dead_letter_queue``), with the origin
   queue, the reason and the time in headers; reading them takes them unacked and gives them back.
+  Requeuing republishes a letter to its queue (confirmed) before acking it; purging acks it.
 * Failures: a lost connection raises ``OperationalError`` from the operation it cut; the next call
   reconnects. Deliveries of a dead channel are never acked on a new one (the broker requeued them).
   A declaration RabbitMQ refuses (PRECONDITION_FAILED) is logged with what to configure, and the
@@ -36,7 +37,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac.amqp import _admin as admin
@@ -54,7 +55,7 @@ from celeriac.amqp._topology import (
     queue_arguments,
 )
 from celeriac.amqp.client import connect_plain
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments
 from celeriac.exceptions import MessageUnroutable, OperationalError
 from celeriac.protocol.message import Message
 from celeriac.routing import QueueSpec, queue_specs
@@ -108,6 +109,9 @@ class AMQPBroker(Broker):
         self.specs: dict[str, QueueSpec] = queue_specs(self.options.get("queues"))
         self.dead_letter_queue = str(self.options.get("dead_letter_queue") or "celeriac.dead_letters")
         self.delayed_prefix = str(self.options.get("delayed_prefix") or "")
+        #: For a broker-wide purge by age: ``older_than`` -> the unix time before which no dead letter
+        #: can be that old (the oldest seen was younger), so the purge need not look before then.
+        self._no_expiry_before: dict[float, float] = {}
         self._connection: AbstractConnection | None = None
         self._connecting = asyncio.Lock()
         self._opening = asyncio.Lock()
@@ -395,6 +399,78 @@ class AMQPBroker(Broker):
         async with self._failing("read the dead letters"):
             connection = await self._open()
             return await admin.read_dead_letters(connection, self.dead_letter_queue, queue, limit)
+
+    async def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        check_dead_letter_arguments(limit=limit)
+        moved = 0
+
+        def choose(letter: DeadLetter) -> bool:
+            return bool(letter.queue) and letter.selected(queue, ids)
+
+        def more() -> bool:
+            return limit is None or moved < limit
+
+        async def take(letter: DeadLetter) -> None:
+            nonlocal moved
+            assert letter.message is not None  # every AMQP message has one
+            await self._declare(letter.queue)
+            await self._send("", letter.queue, letter.message)
+            moved += 1
+
+        await self._declare_dead_letters()
+        async with self._failing("requeue the dead letters"):
+            connection = await self._open()
+            return await admin.settle_dead_letters(connection, self.dead_letter_queue, choose, take, more)
+
+    async def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        check_dead_letter_arguments(older_than=older_than, keep=keep)
+        now = time.time()
+        ages = older_than
+        if queue is None and older_than is not None and now < self._no_expiry_before.get(older_than, 0.0):
+            # Each look at the oldest letter takes it and gives it back, which a quorum queue does at
+            # its back: look no more often than a letter can expire.
+            if keep is None:
+                return 0
+            ages = None
+        await self._declare_dead_letters()
+        async with self._failing("purge the dead letters"):
+            connection = await self._open()
+            if keep is None:
+                total = 0
+            elif queue is None:
+                total = await self._ready(self.dead_letter_queue)
+            else:
+                letters = await admin.read_dead_letters(
+                    connection, self.dead_letter_queue, queue, admin.SCAN_MAX
+                )
+                total = len(letters)
+            seen, kept = 0, now
+
+            def choose(letter: DeadLetter) -> bool | None:
+                nonlocal seen, kept
+                if not letter.selected(queue):
+                    return False
+                seen += 1  # read oldest first: this letter has ``total - seen`` newer ones
+                too_old = ages is not None and letter.time < now - ages
+                too_many = keep is not None and total - seen >= keep
+                drop = too_old or too_many or (ages is None and keep is None)
+                if not drop and queue is None:
+                    kept = letter.time
+                    return None  # every later letter is newer still
+                return drop
+
+            def more() -> bool:
+                # Past the letters too many, one kept only for its age need not be looked at.
+                return not (queue is None and ages is None and keep is not None and seen >= total - keep)
+
+            removed = await admin.settle_dead_letters(connection, self.dead_letter_queue, choose, more=more)
+        if queue is None and ages is not None:
+            self._no_expiry_before[ages] = kept + ages
+        return removed
 
     # -- broadcast
 

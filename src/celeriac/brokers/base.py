@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -124,6 +124,45 @@ class Broker(abc.ABC):
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead-lettered messages (of one queue, or all), newest first."""
 
+    async def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        """Put dead letters back on the queue each came from, oldest first, as if newly published.
+
+        Args:
+            queue: only the dead letters of this queue (default: all).
+            limit: at most this many (default: every one selected).
+            ids: only the dead letters of these task ids (a letter whose message cannot be read has none).
+
+        Each letter is stored on its queue before it leaves the dead letters, so a failure in between
+        leaves it in both places (at least once), never in neither. Its delivery count starts afresh.
+
+        Returns:
+            How many dead letters were requeued.
+        """
+        raise NotImplementedError(self._no_dead_letter_admin())
+
+    async def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        """Delete dead letters (of ``queue``, or all) for good.
+
+        With neither ``older_than`` nor ``keep``, every selected letter goes. Otherwise a letter goes
+        when it was set aside more than ``older_than`` seconds ago, or when ``keep`` newer ones are
+        kept (``keep=0`` deletes all); the worker's retention (``broker_dead_letter_max``,
+        ``broker_dead_letter_expires``) calls it with both.
+
+        Returns:
+            How many dead letters were deleted.
+        """
+        raise NotImplementedError(self._no_dead_letter_admin())
+
+    def _no_dead_letter_admin(self) -> str:
+        return (
+            f"{type(self).__name__} cannot requeue or purge its dead letters; it needs "
+            "requeue_dead_letters and purge_dead_letters (see celeriac.brokers.base.Broker)"
+        )
+
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
         """Send ``message`` to every current subscriber of ``exchange`` (remote control, events).
 
@@ -158,3 +197,39 @@ class DeadLetter:
     raw: bytes
     message: Message | None
     time: float
+
+    @property
+    def task_id(self) -> str | None:
+        """The task id of the message, None when the message cannot be read or names none."""
+        return self.message.task_id if self.message is not None else None
+
+    @property
+    def task_name(self) -> str | None:
+        """The task name the message names (protocol v2's ``task`` header), else None."""
+        name = self.message.headers.get("task") if self.message is not None else None
+        return name if isinstance(name, str) else None
+
+    def selected(self, queue: str | None, ids: Collection[str] | None = None) -> bool:
+        """Whether this letter is of ``queue`` (any, when None) and of one of ``ids`` (any, when None)."""
+        return (queue is None or self.queue == queue) and (ids is None or self.task_id in ids)
+
+
+def check_dead_letter_arguments(
+    *, limit: int | None = None, older_than: float | None = None, keep: int | None = None
+) -> None:
+    """Raise ValueError naming the argument of ``requeue_dead_letters``/``purge_dead_letters`` that is
+    negative (a count or an age below 0 can only be a mistake)."""
+    for name, value in (("limit", limit), ("older_than", older_than), ("keep", keep)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be 0 or more, not {value!r}")
+
+
+def doomed(times: Sequence[float], *, older_than: float | None, keep: int | None, now: float) -> list[bool]:
+    """For dead letters set aside at ``times`` (newest first), which ``purge_dead_letters`` deletes."""
+    if older_than is None and keep is None:
+        return [True] * len(times)
+    cutoff = None if older_than is None else now - older_than
+    return [
+        (keep is not None and n >= keep) or (cutoff is not None and when < cutoff)
+        for n, when in enumerate(times)
+    ]

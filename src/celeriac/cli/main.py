@@ -1,4 +1,5 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, demo."""
+"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, dead-letters,
+demo."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from celeriac._outages import safe_url
 from celeriac.cli import _daemon, worker_flags
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
+from celeriac.cli.dead_letters import add_parser as add_dead_letters_parser
+from celeriac.cli.dead_letters import run as run_dead_letters
 from celeriac.exceptions import CeleriacError
 from celeriac.worker._appref import find_app
 from celeriac.worker._autoscale import parse_autoscale
@@ -139,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-j", "--json", action="store_true", help="print it all as one JSON object")
 
     add_control_parsers(sub)
+    add_dead_letters_parser(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
     events.add_argument("--dump", action="store_true", help="print each event as a line (JSON by default)")
     events.add_argument(
@@ -444,6 +448,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     return watch(app, dump=args.dump or text, freq=args.freq, text=text)
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """``celeriac dead-letters list|show|requeue|purge``: see, replay and delete dead letters."""
+    return run_dead_letters(args, _load_app(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     parser = _parser()
@@ -469,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inspect": cmd_control,
         "control": cmd_control,
         "events": cmd_events,
+        "dead-letters": cmd_dead_letters,
     }
     try:
         worker_flags.apply_workdir(args)

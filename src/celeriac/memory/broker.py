@@ -16,12 +16,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac._wakeup import Wakeup
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, doomed
 from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.fanout import Subscription, matches
 from celeriac.memory._stores import Stores
@@ -253,6 +253,34 @@ class MemoryBroker(Broker):
         with self._store.lock:
             found = [d for d in reversed(self._store.dead) if queue is None or d.queue == queue]
         return found[:limit]
+
+    async def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        check_dead_letter_arguments(limit=limit)
+        store = self._store
+        with store.lock:  # the move is one step under the lock: never in both places, never in neither
+            chosen = [d for d in store.dead if d.selected(queue, ids)][:limit]
+            for letter in chosen:
+                priority = priority_of(letter.message) if letter.message is not None else 0
+                store.add(letter.queue, letter.raw, priority, None)
+            gone = {id(d) for d in chosen}
+            store.dead = [d for d in store.dead if id(d) not in gone]
+        if chosen:
+            store.wakeup.notify()
+        return len(chosen)
+
+    async def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        check_dead_letter_arguments(older_than=older_than, keep=keep)
+        store = self._store
+        with store.lock:
+            chosen = [d for d in reversed(store.dead) if d.selected(queue)]
+            drop = doomed([d.time for d in chosen], older_than=older_than, keep=keep, now=time.time())
+            gone = {id(d) for d, dropped in zip(chosen, drop, strict=True) if dropped}
+            store.dead = [d for d in store.dead if id(d) not in gone]
+        return len(gone)
 
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
         payload = to_envelope(message, routing_key=routing_key, exchange=exchange)

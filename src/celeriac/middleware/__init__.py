@@ -8,6 +8,7 @@ from celeriac.middleware.base import Fate, Middleware, Skip, WorkItem
 def default_middleware() -> list[Middleware]:
     """A new instance of each middleware a worker runs by default, in the order their hooks run."""
     from celeriac.middleware.continuation import Continuation
+    from celeriac.middleware.dead_letters import DeadLetterRetention
     from celeriac.middleware.events import Events
     from celeriac.middleware.results import Results
     from celeriac.middleware.retries import Retries
@@ -24,6 +25,7 @@ def default_middleware() -> list[Middleware]:
         Results(),
         Continuation(),
         Events(),
+        DeadLetterRetention(),
     ]
 
 

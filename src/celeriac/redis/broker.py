@@ -14,7 +14,8 @@ Key layout (every key starts with the ``global_keyprefix`` option, kombu's, defa
   messages handed out and not yet acked, dead-lettered or purged have an entry.
 * ``celeriac.delayed``: a sorted set of messages published with ``not_before``, score = due unix
   time, member = ``["<list>", "<unique id>"]\\n<envelope>``.
-* ``celeriac.dead_letters``: a list, newest first, of ``{"queue", "reason", "time"}\\n<envelope>``.
+* ``celeriac.dead_letters``: a list, newest first, of ``{"queue", "reason", "time"}\\n<envelope>``;
+  requeuing moves a record back to its queue's list in one script step (``dead.lua``).
 
 Headers are JSON and envelopes are kept byte for byte after a newline, so even a message that is not
 valid UTF-8 is stored, delivered and dead-lettered unchanged.
@@ -44,7 +45,7 @@ given back once older than ``visibility_timeout`` (kombu's option, default 3600 
 after a fleet moved to celeriac.
 
 Left for later: the ``redelivered`` marks inside an envelope recovered from a dead celeriac consumer
-(the delivery count already says it), and trimming the dead letters.
+(the delivery count already says it).
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from celeriac import signals
 from celeriac._wakeup import wakeup_for
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, doomed
 from celeriac.brokers.delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.fanout import Subscription, glob_of
 from celeriac.exceptions import OperationalError
@@ -115,6 +116,9 @@ def _consume_error(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
+
+#: Dead letters requeued or deleted per script call; dead letters popped for their age per call.
+_DEAD_BATCH, _DEAD_POP = 100, 10_000
 
 #: Messages per pipeline when a batch is published (a group of 10,000 tasks goes in 10 round trips).
 _PUBLISH_BATCH = 1000
@@ -178,7 +182,7 @@ class RedisBroker(Broker):
         client = redis_client(self.url, self.options, what="the Redis broker")
         if is_cluster(self.url):
             await cast(Any, client).initialize()  # learn the slots now: pub/sub needs them first
-        for name in ("fetch", "settle", "recover", "queue", "restore"):
+        for name in ("fetch", "settle", "recover", "queue", "restore", "dead"):
             self._scripts[name] = client.register_script(lua_script(name))
         self._client = client
 
@@ -263,22 +267,92 @@ class RedisBroker(Broker):
         return await self._queue("size", queue)
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        client = await self._connected()
         found: list[DeadLetter] = []
-        start, page = 0, max(limit, 100)
-        while len(found) < limit:
-            records = cast(list[bytes], await client.lrange(self._dead, start, start + page - 1))
+        async with contextlib.aclosing(
+            self._dead_records(newest_first=True, page=max(limit, 100))
+        ) as records:
+            async for _, letter in records:
+                if len(found) >= limit:
+                    break
+                if letter.selected(queue):
+                    found.append(letter)
+        return found
+
+    async def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        check_dead_letter_arguments(limit=limit)
+        chosen: list[tuple[bytes, DeadLetter]] = []
+        async with contextlib.aclosing(self._dead_records(newest_first=False)) as records:
+            async for record, letter in records:
+                if limit is not None and len(chosen) >= limit:
+                    break
+                if letter.selected(queue, ids):
+                    chosen.append((record, letter))
+        moved = 0
+        for start in range(0, len(chosen), _DEAD_BATCH):
+            keys: list[str] = [self._dead, self._counts]
+            args: list[bytes | str | int] = ["requeue"]
+            for record, letter in chosen[start : start + _DEAD_BATCH]:
+                priority = priority_of(letter.message) if letter.message is not None else 0
+                key = self._list(letter.queue, self._step(priority))
+                if key not in keys:
+                    keys.append(key)
+                args += [record, keys.index(key) + 1]  # Lua counts from 1
+            moved += int(await self._scripts["dead"](keys=keys, args=args))
+        if moved:
+            self._wakeup.notify()
+        return moved
+
+    async def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        check_dead_letter_arguments(older_than=older_than, keep=keep)
+        await self._connected()
+        now = time.time()
+        if queue is None and (older_than is not None or keep is not None):
+            # The list is in time order: trimming its ends needs no scan (the worker's retention).
+            keys = [self._dead, self._counts]
+            limit = -1 if keep is None else keep
+            cutoff = "" if older_than is None else repr(now - older_than)
+            removed, popped = await self._scripts["dead"](keys=keys, args=["trim", limit, cutoff, _DEAD_POP])
+            total = int(removed) + int(popped)
+            while int(popped) == _DEAD_POP:
+                _, popped = await self._scripts["dead"](keys=keys, args=["trim", -1, cutoff, _DEAD_POP])
+                total += int(popped)
+            return total
+        letters = [(r, d) async for r, d in self._dead_records(newest_first=True) if d.selected(queue)]
+        drop = doomed([d.time for _, d in letters], older_than=older_than, keep=keep, now=now)
+        records = [record for (record, _), dropped in zip(letters, drop, strict=True) if dropped]
+        removed = 0
+        for start in range(0, len(records), _DEAD_BATCH):
+            args: list[bytes | str] = ["drop", *records[start : start + _DEAD_BATCH]]
+            removed += int(await self._scripts["dead"](keys=[self._dead, self._counts], args=args))
+        return removed
+
+    async def _dead_records(
+        self, *, newest_first: bool, page: int = 1000
+    ) -> AsyncGenerator[tuple[bytes, DeadLetter]]:
+        """Every dead-letter record with what it holds, page by page from either end of the list.
+
+        Read from the oldest end, pages are counted from the right, so letters added meanwhile (at the
+        left) shift nothing.
+        """
+        client = await self._connected()
+        start = 0
+        while True:
+            if newest_first:
+                records = cast(list[bytes], await client.lrange(self._dead, start, start + page - 1))
+            else:
+                records = cast(list[bytes], await client.lrange(self._dead, -start - page, -start - 1))
+                records.reverse()
             for record in records:
                 header, _, payload = record.partition(b"\n")
                 info = json.loads(header)
-                if queue is None or info["queue"] == queue:
-                    found.append(
-                        read_dead_letter(info["queue"], info["reason"], payload, float(info["time"]))
-                    )
+                yield record, read_dead_letter(info["queue"], info["reason"], payload, float(info["time"]))
             if len(records) < page:
-                break
+                return
             start += page
-        return found[:limit]
 
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
         client = await self._connected()

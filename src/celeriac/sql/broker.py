@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ from sqlalchemy.dialects import mysql
 
 from celeriac import signals
 from celeriac._wakeup import wakeup_for
-from celeriac.brokers.base import Broker, DeadLetter, Delivery
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments
 from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.fanout import Subscription, matches
 from celeriac.protocol.envelope import to_envelope
@@ -108,6 +108,9 @@ _BROADCAST_TTL = 60.0
 #: How far below the highest id seen a subscriber looks again, for rows that committed late.
 _LATE_IDS = 200
 _Taken = tuple[int, str, bytes, int]
+_d = dead_letters.c
+#: Dead letters read per transaction when requeuing.
+_REQUEUE_PAGE = 500
 
 
 class SQLBroker(Broker):
@@ -257,6 +260,43 @@ class SQLBroker(Broker):
             query = query.where(d.queue == queue)
         rows = await self._db.call(self._db.read, partial(_rows, query))
         return [read_dead_letter(r.queue, r.reason, bytes(r.payload), r.time) for r in rows]
+
+    async def requeue_dead_letters(
+        self, queue: str | None = None, limit: int | None = None, *, ids: Collection[str] | None = None
+    ) -> int:
+        check_dead_letter_arguments(limit=limit)
+        await self._db.open()
+        moved, after = 0, (-1.0, -1)
+        while limit is None or moved < limit:
+            rows = await self._db.call(self._db.read, partial(_oldest_dead, queue, after, _REQUEUE_PAGE))
+            if not rows:
+                break
+            after = (rows[-1].time, rows[-1].id)
+            chosen = [
+                (r.id, r.queue, letter)
+                for r in rows
+                if (letter := read_dead_letter(r.queue, r.reason, bytes(r.payload), r.time)).selected(
+                    queue, ids
+                )
+            ]
+            if limit is not None:
+                chosen = chosen[: limit - moved]
+            if chosen:
+                moved += await self._db.call(self._db.write, partial(_revive, chosen))
+        if moved:
+            self._wakeup.notify()
+        return moved
+
+    async def purge_dead_letters(
+        self, queue: str | None = None, *, older_than: float | None = None, keep: int | None = None
+    ) -> int:
+        check_dead_letter_arguments(older_than=older_than, keep=keep)
+        await self._db.open()
+        # Look first without the write lock (SQLite has one for the whole file): every worker's
+        # retention asks once a minute, and mostly there is nothing to delete.
+        if not await self._db.call(self._db.read, partial(_any_doomed, queue, older_than, keep)):
+            return 0
+        return await self._db.call(self._db.write, partial(_purge_dead, queue, older_than, keep))
 
     async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
         await self._db.open()
@@ -454,3 +494,67 @@ def _bury(mine: sa.ColumnElement[bool], reason: str, conn: sa.Connection) -> Non
     d = dead_letters.c
     conn.execute(dead_letters.insert().from_select([d.queue, d.reason, d.payload, d.time], copy.where(mine)))
     conn.execute(messages.delete().where(mine))
+
+
+def _oldest_dead(
+    queue: str | None, after: tuple[float, int], limit: int, conn: sa.Connection
+) -> Sequence[sa.Row[Any]]:
+    """Up to ``limit`` dead letters (of ``queue``) after ``(time, id)``, oldest first."""
+    when, last = after
+    query: sa.Select[Any] = sa.select(_d.id, _d.queue, _d.reason, _d.payload, _d.time).where(
+        sa.or_(_d.time > when, sa.and_(_d.time == when, _d.id > last))
+    )
+    if queue is not None:
+        query = query.where(_d.queue == queue)
+    return conn.execute(query.order_by(_d.time, _d.id).limit(limit)).all()
+
+
+def _revive(chosen: list[tuple[int, str, DeadLetter]], conn: sa.Connection) -> int:
+    """Move dead letters back to their queues in this one transaction; a letter someone else moved or
+    deleted meanwhile (no row deleted) is skipped."""
+    now, moved = time.time(), 0
+    for row_id, queue, letter in chosen:
+        if conn.execute(dead_letters.delete().where(_d.id == row_id)).rowcount != 1:
+            continue
+        priority = priority_of(letter.message) if letter.message is not None else 0
+        row = {
+            "queue": queue,
+            "priority": priority,
+            "not_before": now,
+            "payload": letter.raw,
+            "deliveries": 0,
+            "created": now,
+        }
+        conn.execute(messages.insert(), [row])
+        moved += 1
+    return moved
+
+
+def _doomed(
+    queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection
+) -> sa.ColumnElement[bool] | None:
+    """Which dead letters ``purge_dead_letters`` deletes, as a condition; None when none."""
+    of_queue = sa.true() if queue is None else _d.queue == queue
+    if older_than is None and keep is None:
+        return of_queue
+    doomed: list[sa.ColumnElement[bool]] = []
+    if older_than is not None:
+        doomed.append(_d.time < time.time() - older_than)
+    if keep is not None:
+        # The newest kept are those before the first dropped, in the order dead_letters lists them.
+        newest_first = sa.select(_d.time, _d.id).where(of_queue).order_by(_d.time.desc(), _d.id.desc())
+        first = conn.execute(newest_first.offset(keep).limit(1)).first()
+        if first is not None:
+            doomed.append(sa.or_(_d.time < first.time, sa.and_(_d.time == first.time, _d.id <= first.id)))
+    return sa.and_(of_queue, sa.or_(*doomed)) if doomed else None
+
+
+def _any_doomed(queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection) -> bool:
+    doomed = _doomed(queue, older_than, keep, conn)
+    return doomed is not None and conn.execute(sa.select(_d.id).where(doomed).limit(1)).first() is not None
+
+
+def _purge_dead(queue: str | None, older_than: float | None, keep: int | None, conn: sa.Connection) -> int:
+    """Delete the dead letters ``purge_dead_letters`` names, in one statement."""
+    doomed = _doomed(queue, older_than, keep, conn)
+    return 0 if doomed is None else conn.execute(dead_letters.delete().where(doomed)).rowcount

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from celeriac.brokers import Delivery
+from celeriac.brokers import Broker, Delivery
 from celeriac.protocol.message import Message
 from celeriac.testing.contract.kit import BrokerKit
 
@@ -57,6 +57,28 @@ def message(name: str = "", priority: int | None = None) -> Message:
 def ids(deliveries: list[Delivery]) -> list[str | None]:
     """The task ids of ``deliveries``, in order (None for a delivery the broker could not read)."""
     return [d.message.task_id if d.message else None for d in deliveries]
+
+
+async def _take(broker: Broker, queue: str, count: int) -> list[Delivery]:
+    """Fetch until ``count`` deliveries came (a pushing broker may hand a batch out over several
+    fetches), or a fetch came back empty."""
+    got: list[Delivery] = []
+    while len(got) < count and (batch := await broker.fetch([queue], count - len(got), 1.0)):
+        got += batch
+    return got
+
+
+async def _bury(broker: Broker, queue: str, *names: str) -> None:
+    """Publish a message per name, fetch them and dead-letter each, in that order (reason "bad <name>")."""
+    for name in names:
+        await broker.publish(queue, message(name))
+    for got in await _take(broker, queue, len(names)):
+        await broker.reject(got, requeue=False, reason=f"bad {ids([got])[0]}")
+
+
+async def _dead(broker: Broker, queue: str) -> list[str | None]:
+    """The task ids of the dead letters of ``queue``, newest first."""
+    return [d.task_id for d in await broker.dead_letters(queue)]
 
 
 async def _next_message(subscription: AsyncIterator[Message], timeout: float = 5.0) -> Message:
@@ -265,6 +287,80 @@ class BrokerContract:
             assert dead.message is not None and dead.message.task_id == "poison"
             assert dead.raw and abs(dead.time - time.time()) < 60
             assert any(d.reason == dead.reason for d in await broker.dead_letters())
+
+        broker_kit.run(scenario)
+
+    def test_requeued_dead_letters_return_to_their_queue_oldest_first(self, broker_kit: BrokerKit) -> None:
+        """``requeue_dead_letters`` puts a queue's dead letters back, oldest first, up to ``limit`` or of the
+        task ids asked for, each delivered afresh (count 1); other queues' dead letters stay.
+
+        A broker whose kit says it does not manage dead letters must refuse with NotImplementedError.
+        """
+
+        async def scenario() -> None:
+            broker, queue, other = broker_kit.broker(), broker_kit.queue(), broker_kit.queue()
+            if not broker_kit.manages_dead_letters:
+                with pytest.raises(NotImplementedError):
+                    await broker.requeue_dead_letters(queue)
+                return
+            await broker.publish(queue, message("d1"))
+            [first] = await _take(broker, queue, 1)
+            await broker.reject(first, requeue=True)
+            [again] = await _take(broker, queue, 1)
+            assert again.deliveries == 2
+            await broker.reject(again, requeue=False, reason="bad d1")
+            await _bury(broker, queue, "d2", "d3", "d4")
+            await _bury(broker, other, "o1")
+            assert await _dead(broker, queue) == ["d4", "d3", "d2", "d1"]
+            assert await broker.requeue_dead_letters(queue, limit=2) == 2
+            back = await _take(broker, queue, 2)
+            assert ids(back) == ["d1", "d2"] and [d.deliveries for d in back] == [1, 1]
+            await broker.ack(back)
+            assert await _dead(broker, queue) == ["d4", "d3"]
+            assert await broker.requeue_dead_letters(queue, ids=["d4", "unknown"]) == 1
+            [d4] = await _take(broker, queue, 1)
+            assert ids([d4]) == ["d4"] and d4.deliveries == 1
+            await broker.ack([d4])
+            assert await broker.requeue_dead_letters(queue, limit=0) == 0
+            assert await broker.requeue_dead_letters(queue) == 1
+            assert await broker.requeue_dead_letters(queue) == 0
+            assert ids(await _take(broker, queue, 1)) == ["d3"]
+            assert await _dead(broker, queue) == []
+            assert await _dead(broker, other) == ["o1"]
+            with pytest.raises(ValueError, match="limit"):
+                await broker.requeue_dead_letters(queue, limit=-1)
+
+        broker_kit.run(scenario)
+
+    def test_purged_dead_letters_go_by_age_and_by_count(self, broker_kit: BrokerKit) -> None:
+        """``purge_dead_letters`` deletes a queue's dead letters older than ``older_than`` seconds, or all
+        but the newest ``keep``, or all of them; other queues' dead letters stay.
+
+        A broker whose kit says it does not manage dead letters must refuse with NotImplementedError.
+        """
+
+        async def scenario() -> None:
+            broker, queue, other = broker_kit.broker(), broker_kit.queue(), broker_kit.queue()
+            if not broker_kit.manages_dead_letters:
+                with pytest.raises(NotImplementedError):
+                    await broker.purge_dead_letters(queue)
+                return
+            await _bury(broker, queue, "old1", "old2")
+            await _bury(broker, other, "o1")
+            await asyncio.sleep(1.5)
+            await _bury(broker, queue, "new1", "new2", "new3")
+            assert await broker.purge_dead_letters(queue, older_than=3600) == 0
+            assert await broker.purge_dead_letters(queue, older_than=1.0) == 2
+            assert await _dead(broker, queue) == ["new3", "new2", "new1"]
+            assert await broker.purge_dead_letters(queue, keep=5) == 0
+            assert await broker.purge_dead_letters(queue, keep=1) == 2
+            assert await _dead(broker, queue) == ["new3"]
+            assert await broker.purge_dead_letters(queue) == 1
+            assert await _dead(broker, queue) == []
+            assert await _dead(broker, other) == ["o1"]
+            for bad in ({"keep": -1}, {"older_than": -5.0}):
+                with pytest.raises(ValueError, match=next(iter(bad))):
+                    await broker.purge_dead_letters(queue, **bad)
 
         broker_kit.run(scenario)
 

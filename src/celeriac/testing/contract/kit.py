@@ -80,6 +80,9 @@ class BrokerKit(Kit, abc.ABC):
     #: properties itself (AMQP): such bytes arrive as a message body with no headers, for the worker's
     #: decoder to judge.
     enveloped: bool = True
+    #: True when the broker implements ``requeue_dead_letters`` and ``purge_dead_letters``. When False,
+    #: both must raise NotImplementedError, as the Broker base class does.
+    manages_dead_letters: bool = True
 
     def __init__(self, url: str, **defaults: Any) -> None:
         """A kit making brokers for ``url``.
