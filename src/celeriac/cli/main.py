@@ -29,16 +29,6 @@ if TYPE_CHECKING:
     from celeriac.app import Celeriac
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
-
-
 def _autoscale_range(text: str) -> str:
     try:
         parse_autoscale(text)
@@ -97,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--processes",
-        type=_count,
+        type=worker_flags.count,
         default=1,
         metavar="N",
         help="run N workers, each with its own pool of -c, under one supervisor (default: 1)",

@@ -55,17 +55,20 @@ NOT_PASSED_ON = frozenset(
 POOLS = {"gevent": "threads", "eventlet": "threads", "custom": "processes"}
 
 
-def concurrency(text: str) -> int | None:
-    """``-c``: a whole number of at least 1, or Celery's ``auto`` (None: the default, one per CPU)."""
-    if text == "auto":
-        return None
+def count(text: str, *, also: str = "") -> int:
+    """A command-line count: a whole number of at least 1 (``also`` names what else is accepted)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 or auto, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1{also}, not {text!r}")
     return value
+
+
+def concurrency(text: str) -> int | None:
+    """``-c``: a whole number of at least 1, or Celery's ``auto`` (None: the default, one per CPU)."""
+    return None if text == "auto" else count(text, also=" or auto")
 
 
 def pool_of(name: str | None) -> str | None:
