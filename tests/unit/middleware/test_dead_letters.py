@@ -37,11 +37,14 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def bury(app: Celeriac, count: int, start: int = 0) -> None:
+    """Dead-letters ``count`` messages through a queue no worker consumes, so a running worker cannot
+    take them first."""
+
     async def main() -> None:
         broker = app.broker()
         for n in range(start, start + count):
-            await app.asend_task("proj.nothing", task_id=f"d-{n}")
-            [got] = await broker.fetch(["celery"], 1, 1.0)
+            await app.asend_task("proj.nothing", task_id=f"d-{n}", queue="graveyard")
+            [got] = await broker.fetch(["graveyard"], 1, 1.0)
             await broker.reject(got, requeue=False, reason="poison")
 
     asyncio.run(main())
