@@ -77,9 +77,10 @@ def run_one(kind: str, one: Job) -> Outcome:
 
 
 async def full_strength(
-    pool: ProcessPool, *, without: set[int] | frozenset[int] = frozenset(), within: float = 1.0
+    pool: ProcessPool, *, without: set[int] | frozenset[int] = frozenset(), within: float = 10.0
 ) -> list[int]:
-    """The pids of a pool back at full size, none of them in ``without``; fails after ``within``."""
+    """The pids of a pool back at full size, none of them in ``without``; fails after ``within`` (a bound
+    for a loaded machine, where a fresh interpreter can take seconds to start: not a speed test)."""
     deadline = time.monotonic() + within
     while True:
         pids: list[int] = pool.info()["processes"]
@@ -342,13 +343,14 @@ def test_child_dying_mid_task_is_worker_lost_and_replaced(task: Task[Any, Any], 
 
 
 def test_children_killed_while_idle_are_replaced_promptly() -> None:
-    # Ten kills per slot in quick succession: past ``restart_burst`` starts in a second, a start waits
-    # for the rest of that second (the crash-loop brake), plus the time a fresh interpreter takes.
-    allowed = 1.0 + 1.5
+    # Six kills per slot in quick succession: past ``restart_burst`` (5) starts in a second, a start waits
+    # for the rest of that second (the crash-loop brake), plus the time a fresh interpreter takes (seconds
+    # on a loaded machine). What fails this is a brake that waits far longer, or a slot never refilled.
+    allowed = 1.0 + 5.0
 
     async def scenario(pool: ProcessPool) -> None:
         pids = await full_strength(pool)
-        for kill in range(20):
+        for kill in range(12):
             victim = pids[kill % 2]
             os.kill(victim, signal.SIGKILL)
             pids = await full_strength(pool, without={victim}, within=allowed)
