@@ -288,7 +288,6 @@ PLACES = [
 
 @pytest.mark.parametrize("event", sorted(solar._all_events))
 def test_solar_agrees_with_celerys_solar_within_a_minute(event: str) -> None:
-    pytest.importorskip("ephem")
     app = celery.Celery(set_as_current=False)
     for index, (lat, lon) in enumerate(PLACES):
         for month in (1, 4, 6, 9, 12):
@@ -300,7 +299,6 @@ def test_solar_agrees_with_celerys_solar_within_a_minute(event: str) -> None:
 
 
 def test_no_sunrise_in_the_polar_night_the_next_tick_is_the_day_it_comes_back() -> None:
-    pytest.importorskip("ephem")
     tromso = (69.65, 18.96)  # the sun stays down from late November to mid-January
     start = _at(2026, 12, 1)
     ours = solar("sunrise", *tromso).next_after(start)
