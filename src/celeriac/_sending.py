@@ -154,15 +154,22 @@ def build_call(
     if task is not None and task.typing:
         task.check_arguments(args, kwargs)
     conf = app.conf
+    # A countdown is elapsed time from now, written in the app's zone as Celery writes it; a datetime
+    # keeps its own zone, and a naive one is UTC, as Celery's worker reads it (whatever `timezone` says).
     now = datetime.now(UTC)
+    zone = app.timezone
     eta = (
         _aware(opts.eta)
         if opts.eta is not None
-        else (now + timedelta(seconds=float(opts.countdown)) if opts.countdown is not None else None)
+        else (
+            (now + timedelta(seconds=float(opts.countdown))).astimezone(zone)
+            if opts.countdown is not None
+            else None
+        )
     )
     expires: Any = opts.expires if opts.expires is not None else (task.expires if task else None)
     if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-        expires = now + timedelta(seconds=float(expires))
+        expires = (now + timedelta(seconds=float(expires))).astimezone(zone)
     elif isinstance(expires, datetime):
         expires = _aware(expires)
     route = app.router.route(name, args, kwargs, {"queue": opts.queue}, task=task)

@@ -13,6 +13,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import signals
@@ -20,6 +21,7 @@ from celeriac._builtins import register_builtins
 from celeriac._outages import is_outage, safe_url
 from celeriac._portal import portal
 from celeriac._sending import RetryPolicy, SendOptions, announce, build_call
+from celeriac._zones import app_zone, now_in
 from celeriac.backends import create_backend
 from celeriac.brokers import create_broker
 from celeriac.canvas import Signature
@@ -95,6 +97,7 @@ class Celeriac:
             weakref.WeakKeyDictionary()
         )
         self._router: Router | None = None
+        self._timezone: tzinfo | None = None
         self.conf.on_change(self._forget_derived)
         _apps.add(self)
         register_builtins(self)
@@ -107,6 +110,8 @@ class Celeriac:
     def _forget_derived(self, names: set[str]) -> None:
         if names & {"task_routes", "task_queues"}:
             self._router = None
+        if names & {"timezone", "enable_utc"}:
+            self._timezone = None
         # Connections made with the old settings are left to their loops; new calls use new ones.
         broker_settings = {"broker_url", "broker_transport_options", "broker_lease_seconds", "broker_use_ssl"}
         if names & (broker_settings | set(_BROKER_SETTINGS.values())):
@@ -181,6 +186,22 @@ class Celeriac:
         if self.conf.result_backend:
             return str(self.conf.result_backend)
         return f"db+sqlite:///{self.default_sqlite}" if not self.conf.broker_url else "disabled://"
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The app's zone, as Celery's ``app.timezone``: the ``timezone`` setting; without one, UTC, or the
+        machine's zone when ``enable_utc`` is False."""
+        if self._timezone is None:
+            self._timezone = app_zone(self.conf.timezone, self.conf.enable_utc)
+        return self._timezone
+
+    def now(self) -> datetime:
+        """The current time, aware, in the app's zone (Celery's ``app.now()``)."""
+        return now_in(self.timezone)
+
+    def uses_utc_timezone(self) -> bool:
+        """Whether the app's zone is UTC."""
+        return self.timezone is UTC or getattr(self.timezone, "key", None) in ("UTC", "Etc/UTC", "Etc/UCT")
 
     @property
     def router(self) -> Router:

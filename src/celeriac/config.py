@@ -16,9 +16,11 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from celeriac._celery_settings import CELERY_NAMES, OLD_NAMES
+from celeriac._zones import zone
 from celeriac.exceptions import ConfigurationError, ConfigurationWarning
 
 ENV_PREFIX = "CELERIAC_"
@@ -29,10 +31,12 @@ class Setting:
     default: Any
     kinds: tuple[type, ...]
     doc: str
+    validate: Callable[[Any], object] | None = None
+    """Raises ValueError saying what is wrong with a value of the right type."""
 
 
-def _s(default: Any, *kinds: type, doc: str = "") -> Setting:
-    return Setting(default, kinds, doc)
+def _s(default: Any, *kinds: type, doc: str = "", validate: Callable[[Any], object] | None = None) -> Setting:
+    return Setting(default, kinds, doc, validate)
 
 
 _NUM = (int, float)
@@ -154,8 +158,17 @@ SETTINGS: dict[str, Setting] = {
     # general
     "imports": _s((), list, tuple),
     "include": _s((), list, tuple),
-    "timezone": _s("UTC", str),
-    "enable_utc": _s(True, bool),
+    "timezone": _s(
+        None,
+        str,
+        tzinfo,
+        doc="The app's zone (an IANA name): app.now(), countdowns, date_done, crontab fields. "
+        "None: UTC, or the machine's zone when enable_utc is False.",
+        validate=zone,
+    ),
+    "enable_utc": _s(
+        True, bool, doc="With no timezone: True reads time in UTC, False in the machine's zone."
+    ),
 }
 
 
@@ -211,6 +224,11 @@ def check(name: str, value: Any, *, warn: bool = True) -> Any:
         raise ConfigurationError(
             f"setting {name!r} must be {_kinds(setting)}, got {type(value).__name__} {value!r}"
         )
+    if setting.validate is not None:
+        try:
+            setting.validate(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"setting {name!r}: {exc}") from None
     return value
 
 

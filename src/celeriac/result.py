@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
@@ -187,7 +187,7 @@ async def revoke(app: Celeriac, task_ids: list[str]) -> None:
     """
     backend = app.backend()
     existing = await backend.get_many(task_ids)
-    now = datetime.now(UTC)
+    now = app.now()
     task_ids = [t for t in task_ids if t not in existing or existing[t].status in _REVOCABLE]
     await backend.revoke(
         [

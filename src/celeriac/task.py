@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import canvas, states
@@ -361,7 +361,7 @@ class Task(Generic[P, R]):
             status=state,
             result=exception_to_dict(meta) if isinstance(meta, BaseException) else meta,
             traceback=traceback,
-            date_done=datetime.now(UTC) if state in states.READY_STATES else None,
+            date_done=self.app.now() if state in states.READY_STATES else None,
             # rpc:// sends the record to the caller of the running task; of another task, to nobody
             reply_to=(request.reply_to or "") if own else "",
         )

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -121,3 +122,28 @@ def test_celery_reads_the_progress_a_celeriac_task_reports_while_it_runs(
         go.set()
         assert seen.get(timeout=WAIT) == "done"
         assert seen.state == "SUCCESS"
+
+
+def test_date_done_is_written_in_the_writers_zone_on_both_sides(
+    task_ids: TaskIds, make_celeriac: Callable[..., Celeriac], make_celery: Callable[..., Celery]
+) -> None:
+    # Celery's backend writes date_done as app.now().isoformat(): the writing app's zone.
+    kolkata = timedelta(hours=5, minutes=30)
+    app = make_celeriac(backend=REDIS, timezone="Asia/Kolkata")
+
+    @app.task(name="interop.echo")
+    def echo(value: Any) -> Any:
+        return value
+
+    celery_app = make_celery(result_backend=REDIS, timezone="America/New_York")
+    with start_worker(app):
+        ours = echo.apply_async((1,), task_id=task_ids())
+        assert celery_app.AsyncResult(ours.id).get(timeout=WAIT) == 1
+    done = celery_app.AsyncResult(ours.id).date_done
+    assert done.utcoffset() == kolkata and abs(done - datetime.now(UTC)) < timedelta(minutes=1)
+
+    theirs = task_ids()
+    celery_app.backend.store_result(theirs, 2, "SUCCESS")
+    done = app.AsyncResult(theirs).date_done
+    assert done is not None and done.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4))
+    assert abs(done - datetime.now(UTC)) < timedelta(minutes=1)

@@ -8,7 +8,6 @@ goes into the result handles the workflow returned, so ``get()`` needs no backen
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -108,7 +107,7 @@ class EagerFlow:
             if not task_id:
                 continue
             self.records[task_id] = ResultMeta(
-                task_id=task_id, status=cause.status, result=cause.result, date_done=datetime.now(UTC)
+                task_id=task_id, status=cause.status, result=cause.result, date_done=self.app.now()
             )
             if run_errbacks:
                 for data in listed(options.get("link_error")):

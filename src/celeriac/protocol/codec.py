@@ -242,12 +242,12 @@ def _anonymous_origin() -> str:
 _HOSTNAME = socket.gethostname()
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else _utc(moment).isoformat()
+    # An aware moment keeps its offset (a sender in Europe/Paris writes +01:00, as Celery's does); a
+    # naive one is UTC, as Celery's worker reads it.
+    if moment is None:
+        return None
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).isoformat()
 
 
 def safe_repr(value: Any, maxlen: int = REPR_MAX) -> str:

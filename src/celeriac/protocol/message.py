@@ -38,7 +38,8 @@ class Message:
 class TaskCall:
     """One task call, decoded and validated: everything a worker needs to run it.
 
-    ``eta`` and ``expires`` are timezone-aware UTC datetimes. ``time_limit``/``soft_time_limit`` are
+    ``eta`` and ``expires`` are timezone-aware datetimes (UTC once decoded; a sender's keep the zone they
+    are written in). ``time_limit``/``soft_time_limit`` are
     seconds. ``headers`` keeps every header of the message, including custom ones, so a message can be
     re-sent (for a retry) without losing what this version does not understand.
     """

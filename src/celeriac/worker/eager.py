@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -69,6 +68,6 @@ def apply_eagerly(
         status=outcome.status,
         result=value,
         traceback=outcome.traceback,
-        date_done=datetime.now(UTC),
+        date_done=app.now(),
     )
     return EagerResult(task_id, app=app, meta=meta, task_name=task.name)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
@@ -134,7 +133,7 @@ class Writer:
                             status=states.FAILURE,
                             result=exception_to_dict(exc),
                             traceback=reason,
-                            date_done=datetime.now(UTC),
+                            date_done=self.app.now(),
                             reply_to=reply_to,
                         )
                     ]
@@ -184,7 +183,7 @@ class Writer:
             status=status,
             result=exception_to_dict(result) if isinstance(result, BaseException) else result,
             traceback=traceback,
-            date_done=datetime.now(UTC) if status in states.READY_STATES else None,
+            date_done=self.app.now() if status in states.READY_STATES else None,
             children=[[[child, None], None] for child in children],
             parent_id=call.parent_id,
             group_id=call.group_id,

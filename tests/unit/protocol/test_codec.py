@@ -147,7 +147,7 @@ def test_encodes_times_limits_and_workflow_fields() -> None:
     )
     message = encode_task(call)
     headers = message.headers
-    assert headers["eta"] == "2026-03-01T08:00:00+00:00"
+    assert headers["eta"] == "2026-03-01T10:00:00+02:00"  # an aware time keeps its offset, as in Celery
     assert headers["expires"] == "2026-03-01T09:00:00+00:00"  # naive is taken as UTC
     assert headers["timelimit"] == [30, 20]  # [hard, soft], as on the wire
     assert (headers["group"], headers["group_index"], headers["parent_id"], headers["root_id"]) == (
