@@ -113,6 +113,14 @@ def test_claims_compare_and_set_the_tick_and_are_fenced_by_the_token(stores) -> 
         assert await b.claim("e", 2_000, 3_000, new)
         assert await b.finish("e", 3_000, False, new)  # skipped: the last sent tick stays
         assert await a.states(["e"]) == {"e": EntryState(3_000, True, 2_000)}
+        # add_periodic_task names an entry after its signature's repr, which may be long.
+        long = "proj.tasks.report(" + "x" * 400 + ")"
+        assert await b.claim(long, None, 5, new, done=True)
+        assert await b.claim(long, 5, 6, new)
+        assert await a.states([long, "e"]) == {
+            long: EntryState(6, False, None),
+            "e": EntryState(3_000, True, 2_000),
+        }
 
     stores(go)
 

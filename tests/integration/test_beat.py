@@ -196,3 +196,19 @@ def test_worker_with_beat_runs_the_periodic_task(tmp_path: Path) -> None:
     sent = {task_id for task_id, _ in sent_ticks([worker])}
     assert set(ledger.read_text().split()) <= sent
     assert "beat: leader now" in worker.text()
+
+
+def test_a_beat_restarted_after_a_stop_neither_repeats_nor_skips_a_tick(tmp_path: Path) -> None:
+    place = next(place_for("sqlite", tmp_path))
+    first = BeatProcess(place.env, tmp_path / "first.log")
+    try:
+        assert wait_until(lambda: len(SENT.findall(first.text())) >= 2, 15), first.text()
+    finally:
+        first.stop()
+    time.sleep(1.5)  # down across a tick or two
+    second = BeatProcess(place.env, tmp_path / "second.log")
+    try:
+        assert wait_until(lambda: len(SENT.findall(second.text())) >= 3, 15), second.text()
+    finally:
+        second.stop()
+    assert_each_second_once([first, second], place, at_least=5)

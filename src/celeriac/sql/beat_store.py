@@ -9,6 +9,7 @@ changes nothing. Expiry times are the beats' own clocks (``time.time()``): keep 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from celeriac.sql.database import Database
 __all__ = ["SQLScheduleStore"]
 
 metadata = sa.MetaData()
+_NAME_LENGTH = 190
 
 lease_table = sa.Table(
     "celeriac_beat_lease",
@@ -35,7 +37,7 @@ entry_table = sa.Table(
     "celeriac_beat_entry",
     metadata,
     sa.Column("scope", sa.String(190), primary_key=True),
-    sa.Column("name", sa.String(190), primary_key=True),
+    sa.Column("name", sa.String(_NAME_LENGTH), primary_key=True),
     sa.Column("tick", sa.BigInteger(), nullable=False),
     sa.Column("done", sa.Boolean(), nullable=False),
     sa.Column("sent", sa.BigInteger(), nullable=True),
@@ -44,11 +46,19 @@ entry_table = sa.Table(
 _l, _e = lease_table.c, entry_table.c
 
 
+def _key(name: str) -> str:
+    """An entry's name as its row keeps it: a name too long for the column (``add_periodic_task``
+    names an entry after its signature's repr) is cut and made unique again with a digest."""
+    if len(name) <= _NAME_LENGTH:
+        return name
+    return name[: _NAME_LENGTH - 41] + "#" + hashlib.sha1(name.encode()).hexdigest()
+
+
 class SQLScheduleStore(ScheduleStore):
     """Lease and entry state in the database of the broker (or of the result backend)."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None, *, scope: str = "celery") -> None:
-        super().__init__(url, options, scope=scope)
+        super().__init__(url, options, scope=_key(scope))
         self._db = Database(url, metadata)
 
     async def _write(self, fn: Any, *args: Any) -> Any:
@@ -91,12 +101,13 @@ class SQLScheduleStore(ScheduleStore):
 
     async def states(self, names: Sequence[str]) -> dict[str, EntryState]:
         await self._db.open()
+        keys = {_key(name): name for name in names}
         query = sa.select(_e.name, _e.tick, _e.done, _e.sent).where(
-            (_e.scope == self.scope) & _e.name.in_(list(names))
+            (_e.scope == self.scope) & _e.name.in_(list(keys))
         )
         rows = await self._db.call(self._db.read, lambda conn: conn.execute(query).all())
         return {
-            r.name: EntryState(int(r.tick), bool(r.done), None if r.sent is None else int(r.sent))
+            keys[r.name]: EntryState(int(r.tick), bool(r.done), None if r.sent is None else int(r.sent))
             for r in rows
         }
 
@@ -120,6 +131,7 @@ class SQLScheduleStore(ScheduleStore):
         lease = self._lease_row(conn)
         if lease is None or lease.token != token:
             return False
+        name = _key(name)
         where = (_e.scope == self.scope) & (_e.name == name)
         row = conn.execute(sa.select(_e.tick, _e.sent).where(where).with_for_update()).first()
         if (None if row is None else int(row.tick)) != expected:

@@ -45,11 +45,13 @@ def name() -> str:
 
 @pytest.fixture
 def sent(name: str) -> Iterator[list[tuple[str, str]]]:
-    """(task id, task name) of every message published for this test's tasks."""
+    """(task id, task name) of every message published for this test's tasks (each marked as Celery's
+    beat marks what it sends)."""
     found: list[tuple[str, str]] = []
 
     def record(sender: Any, headers: dict[str, Any], **_: Any) -> None:
         if str(sender).startswith(name):
+            assert headers["celery_beat_task"] is True
             found.append((headers["id"], str(sender)))
 
     signals.after_task_publish.connect(record, weak=False)
