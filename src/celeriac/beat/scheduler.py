@@ -28,6 +28,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from celeriac import states
+from celeriac._outages import is_outage
 from celeriac.beat.entries import Entry, entries_of, tick_id, to_datetime, to_tick
 from celeriac.beat.store import EntryState, ScheduleStore, store_for
 from celeriac.exceptions import ConfigurationError
@@ -79,6 +80,11 @@ class Beat:
         self.store = store if store is not None else store_for(app)
         self.max_interval = float(max_interval or conf.beat_max_loop_interval)
         self.lease_seconds = float(lease_seconds or conf.beat_lease_seconds)
+        if self.lease_seconds <= 0 or self.max_interval <= 0:
+            raise ConfigurationError(
+                "beat_lease_seconds and beat_max_loop_interval (--max-interval) must be positive, got "
+                f"{self.lease_seconds:g} and {self.max_interval:g}"
+            )
         self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.token: int | None = None
@@ -132,7 +138,13 @@ class Beat:
         found = await self.store.states([e.name for e in self.entries])
         wait = min(self.max_interval, self.renew_every)
         for entry in self.entries:
-            wait = min(wait, await self._serve(entry, found.get(entry.name), token))
+            try:
+                wait = min(wait, await self._serve(entry, found.get(entry.name), token))
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                # One entry's broken schedule (or task options) must not hold the others back.
+                log.exception("beat: %s: cannot serve this entry: %s", entry.name, exc)
         return max(0.0, wait)
 
     async def _serve(self, entry: Entry, state: EntryState | None, token: int) -> float:

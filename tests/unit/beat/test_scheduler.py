@@ -249,3 +249,24 @@ def test_add_periodic_task_from_on_after_configure_as_in_celery(name) -> None:
     assert b.entries[0].catch_up == 100
     with pytest.raises(ConfigurationError, match="must be seconds"):
         app.add_periodic_task("often", add.s(1, 2))  # type: ignore[arg-type]
+
+
+class Broken(BaseSchedule):
+    def next_after(self, moment: datetime, tz: tzinfo = UTC) -> datetime:
+        raise ValueError("no such day")
+
+
+def test_an_entry_whose_schedule_fails_does_not_hold_the_others_back(name, sent, caplog) -> None:
+    schedule = {
+        "broken": {"task": f"{name}.broken", "schedule": Broken()},
+        "ten": {"task": f"{name}.t", "schedule": 10},
+    }
+    clock = Clock()
+    passes(beat(make_app(name, schedule), clock), clock, 10)
+    assert [t for _, t in sent] == [f"{name}.t"]
+    assert "beat: broken: cannot serve this entry: no such day" in caplog.text
+
+
+def test_a_lease_or_interval_that_is_not_positive_is_refused(name) -> None:
+    with pytest.raises(ConfigurationError, match="must be positive, got -1 and 300"):
+        Beat(make_app(name, {}), lease_seconds=-1)
