@@ -109,13 +109,13 @@ def run(args: argparse.Namespace, load_app: Any) -> int:
         pidfile.acquire()
     try:
         app = load_app(args)
+        beat = make_beat(app, args.max_interval)  # a bad entry stops the start before logging is set up
         conf = app.conf
         setup_logging(
             args.loglevel, conf.worker_log_format, conf.worker_task_log_format, conf.worker_hijack_root_logger
         )
         for note in notes:
             log.warning("%s", note)
-        beat = make_beat(app, args.max_interval)
         return asyncio.run(_serve(beat))
     finally:
         if pidfile is not None:

@@ -217,6 +217,9 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
     os.environ.update(worker_flags.settings_from_flags(args))
     app = _load_app(args)
     conf = app.conf
+    # -B: the beat runs on the worker's loop; several workers with -B are fine (one beat leads). Made
+    # first, so that a bad entry stops the start before anything else is set up.
+    beat = beat_cli.make_beat(app) if args.beat else None
     include = worker_flags.included(args, list(conf.include))
     if include is not None:
         os.environ["CELERIAC_INCLUDE"] = ",".join(include)  # for the pool's processes too
@@ -234,8 +237,6 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
         log.warning("purged %d message(s) from %s (--purge)", purged, ", ".join(queues))
     if args.processes > 1:
         return _supervise(args, app, hostname or _daemon.node_name(None))
-    # -B: the beat runs on the worker's loop; several workers with -B are fine (one beat leads).
-    beat = beat_cli.make_beat(app) if args.beat else None
     worker = Worker(
         app,
         queues=queues,
