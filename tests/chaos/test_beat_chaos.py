@@ -1,7 +1,7 @@
-"""The beat under faults, in real time (``./dev chaos``): two beats for 30 s send each one-second tick
-exactly once; the leader killed with SIGKILL again and again, each time restarted as the new
-standby, loses and doubles no tick. Short versions run in the default suite
-(tests/integration/test_beat.py)."""
+"""The beat under faults, in real time (``./dev chaos``), on SQLite, Redis, and RabbitMQ with the state
+in a Redis result backend: two beats for 30 s send each one-second tick exactly once; the leader killed
+with SIGKILL again and again, each time restarted as the new standby, loses and doubles no tick. Short
+versions run in the default suite (tests/integration/test_beat.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.integration.test_beat import (
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "rabbitmq"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     yield from place_for(request.param, tmp_path)
 

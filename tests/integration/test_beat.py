@@ -57,13 +57,22 @@ def place_for(kind: str, tmp_path: Path) -> Iterator[Place]:
         return
     _require("redis")
     prefix = f"beat-test-{uuid.uuid4().hex[:10]}:"
+    options = f'{{"global_keyprefix": "{prefix}"}}'
+    # On RabbitMQ the beats keep their state in the result backend's store (Redis here).
     env |= {
-        "CELERIAC_BROKER_URL": SERVERS["redis"][3],
-        "CELERIAC_BROKER_TRANSPORT_OPTIONS": f'{{"global_keyprefix": "{prefix}"}}',
         "CELERIAC_RESULT_BACKEND": "redis://127.0.0.1:6379/14",
-        "CELERIAC_RESULT_BACKEND_TRANSPORT_OPTIONS": f'{{"global_keyprefix": "{prefix}"}}',
+        "CELERIAC_RESULT_BACKEND_TRANSPORT_OPTIONS": options,
     }
+    if kind == "rabbitmq":
+        _require("rabbitmq")
+        env["CELERIAC_BROKER_URL"] = SERVERS["rabbitmq"][3]
+    else:
+        env |= {"CELERIAC_BROKER_URL": SERVERS["redis"][3], "CELERIAC_BROKER_TRANSPORT_OPTIONS": options}
     yield Place(env, queue)
+    if kind == "rabbitmq":
+        from celeriac.amqp.testkit import delete_amqp
+
+        asyncio.run(delete_amqp(SERVERS["rabbitmq"][3], [queue], []))
     import redis
 
     for db in (15, 14):
