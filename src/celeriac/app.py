@@ -35,12 +35,15 @@ from celeriac.routing import Router
 from celeriac.task import Task
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from celeriac.backends.base import Backend
     from celeriac.brokers.base import Broker, DeadLetter
     from celeriac.canvas._plan import Plan
     from celeriac.control import Control
     from celeriac.protocol.message import Message, TaskCall
     from celeriac.result import ResultNode
+    from celeriac.schedules import BaseSchedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,6 +101,11 @@ class Celeriac:
         )
         self._router: Router | None = None
         self._timezone: tzinfo | None = None
+        #: Celery's per-app signals (sender: the app): sent once, by ``finalize``, when a beat or a
+        #: worker starts; the place to call ``add_periodic_task``.
+        self.on_after_configure = signals.Signal("on_after_configure", ("source",))
+        self.on_after_finalize = signals.Signal("on_after_finalize")
+        self.finalized = False
         self.conf.on_change(self._forget_derived)
         _apps.add(self)
         register_builtins(self)
@@ -209,6 +217,32 @@ class Celeriac:
         if self._router is None:
             self._router = Router(self.conf.task_routes, self.conf.task_queues)
         return self._router
+
+    def finalize(self) -> None:
+        """Send ``on_after_configure`` then ``on_after_finalize``, once (a beat or worker does this as it
+        starts, after the app module and its configuration are loaded)."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
+    def add_periodic_task(
+        self,
+        schedule: float | timedelta | BaseSchedule,
+        sig: Signature,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Run ``sig`` on ``schedule`` (seconds, a timedelta, or a ``celeriac.schedules`` schedule): an
+        entry added to ``beat_schedule``, checked now; returns its name (``name``, else the
+        signature's repr). ``catch_up`` and ``skip_if_running`` are the entry's options
+        (docs/periodic-tasks.md); the others are sending options (``queue``, ``expires``, ...)."""
+        from celeriac.beat.entries import add_periodic_task  # the beat's modules load for beat users only
+
+        return add_periodic_task(self, schedule, sig, args, kwargs, name, **options)
 
     # -- tasks --------------------------------------------------------------------------------------
     @overload

@@ -1,7 +1,7 @@
 """Settings under Celery's names: defaults, validation, and loading from objects, modules and the environment.
 
 An unknown setting is an error that names the closest known one, so a typo never silently does nothing.
-A setting of Celery's that celeriac does not implement yet (``beat_schedule``, ``worker_state_db``, ...)
+A setting of Celery's that celeriac does not implement yet (``beat_scheduler``, ``worker_state_db``, ...)
 loads with a ``ConfigurationWarning`` naming it, and is kept, so that a Celery or Django configuration
 loads as it is; Celery's old upper-case names (``BROKER_URL``, ``CELERYD_CONCURRENCY``) are read as the
 new ones, with a warning to rename them.
@@ -155,6 +155,18 @@ SETTINGS: dict[str, Setting] = {
     ),
     "worker_send_task_events": _s(False, bool),
     "worker_disable_rate_limits": _s(False, bool),
+    # beat (docs/periodic-tasks.md)
+    "beat_schedule": _s(
+        {}, dict, doc="Periodic tasks: entry name -> {task, schedule, args, kwargs, options}."
+    ),
+    "beat_max_loop_interval": _s(
+        300.0, *_NUM, doc="The longest a beat sleeps between looks at its schedule (seconds)."
+    ),
+    "beat_lease_seconds": _s(
+        5.0,
+        *_NUM,
+        doc="The beat leader's lease: a dead leader's place is taken within this plus a third of it.",
+    ),
     # general
     "imports": _s((), list, tuple),
     "include": _s((), list, tuple),

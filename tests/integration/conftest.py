@@ -43,16 +43,23 @@ def log_of(worker: WorkerProcess) -> str:
 
 
 class WorkerProcess:
+    """``celeriac -A APP worker ARGS`` (or another ``command``: ``beat``) in a session of its own."""
+
     def __init__(
-        self, env: dict[str, str], args: list[str], log: Path, app: str = "tests.integration.appmod"
+        self,
+        env: dict[str, str],
+        args: list[str],
+        log: Path,
+        app: str = "tests.integration.appmod",
+        command: str = "worker",
     ) -> None:
-        self.env, self.args, self.log, self.app = env, args, log, app
+        self.env, self.args, self.log, self.app, self.command = env, args, log, app, command
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_for: str = "ready") -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celeriac", "-A", self.app, "worker", *self.args],
+                [sys.executable, "-m", "celeriac", "-A", self.app, self.command, *self.args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,

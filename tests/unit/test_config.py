@@ -104,7 +104,7 @@ def test_a_celery_setting_we_do_not_implement_loads_with_one_warning_naming_it()
     with pytest.warns(ConfigurationWarning, match="'worker_state_db'"):
         app.conf.worker_state_db = "/var/run/celery/state.db"
     assert app.conf.worker_state_db == "/var/run/celery/state.db"  # kept, as set
-    assert app.conf.beat_schedule is None  # a Celery name not set reads as unset, not as an error
+    assert app.conf.beat_sync_every is None  # a Celery name not set reads as unset, not as an error
     with pytest.warns(ConfigurationWarning, match="'worker_log_color'"):
         Settings(environ={"CELERIAC_WORKER_LOG_COLOR": "false"})
 
@@ -160,7 +160,6 @@ def test_a_django_settings_module_with_celery_beat_schedule_loads(tmp_path, monk
         app.config_from_object("djsettings", namespace="CELERY")
     assert sorted(str(w.message).split("'")[1] for w in caught) == [
         "CELERY_ALWAYS_EAGER",
-        "beat_schedule",
         "beat_scheduler",
     ]
     assert app.broker_url == "memory://dj" and app.conf.task_always_eager is True

@@ -94,9 +94,10 @@ def test_no_module_outside_a_technology_imports_its_private_modules() -> None:
 
 def test_every_built_in_scheme_points_into_its_technology_package() -> None:
     from celeriac.backends import _BUILTIN as backends
+    from celeriac.beat.store import _BUILTIN as schedule_stores
     from celeriac.brokers import _BUILTIN as brokers
 
-    targets = {*brokers.values(), *backends.values()}
+    targets = {*brokers.values(), *backends.values(), *schedule_stores.values()}
     outside = [t for t in targets if t.split(".")[1] not in TECHNOLOGIES and "disabled" not in t]
     assert outside == []
 

@@ -1,5 +1,5 @@
-"""``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, dead-letters,
-demo."""
+"""``celeriac [-A APP] COMMAND``: worker, beat, call, result, purge, status, inspect, control, events,
+dead-letters, demo."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import __version__
 from celeriac._outages import safe_url
 from celeriac.cli import _daemon, worker_flags
+from celeriac.cli import beat as beat_cli
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
 from celeriac.cli.dead_letters import add_parser as add_dead_letters_parser
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-t", "--timeout", type=float, default=1.0, help="seconds to wait for workers")
     status.add_argument("-j", "--json", action="store_true", help="print it all as one JSON object")
 
+    beat_cli.add_parser(sub)
     add_control_parsers(sub)
     add_dead_letters_parser(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
@@ -176,7 +178,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     pid file checked before detaching, so their errors reach the terminal), ``--uid``/``--gid``, the
     log file, then the pid file, which is removed when the worker exits.
     """
-    worker_flags.refuse(args)
+    beat_cli.check_scheduler(args.scheduler)
     if args.umask:
         _daemon.set_umask(args.umask)
     hostname = _daemon.node_name(args.hostname) if args.hostname else None
@@ -215,6 +217,9 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
     os.environ.update(worker_flags.settings_from_flags(args))
     app = _load_app(args)
     conf = app.conf
+    # -B: the beat runs on the worker's loop; several workers with -B are fine (one beat leads). Made
+    # first, so that a bad entry stops the start before anything else is set up.
+    beat = beat_cli.make_beat(app) if args.beat else None
     include = worker_flags.included(args, list(conf.include))
     if include is not None:
         os.environ["CELERIAC_INCLUDE"] = ",".join(include)  # for the pool's processes too
@@ -251,8 +256,10 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above
 
-        return asyncio.run(serve_supervised(worker))
-    return worker.run()
+        work = serve_supervised(worker)
+    else:
+        work = worker.arun()
+    return asyncio.run(beat_cli.alongside(beat, work) if beat is not None else work)
 
 
 async def _purge(app: Celeriac, queues: Sequence[str]) -> int:
@@ -438,6 +445,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     return watch(app, dump=args.dump or text, freq=args.freq, text=text)
 
 
+def cmd_beat(args: argparse.Namespace) -> int:
+    """``celeriac beat``: publish the app's periodic tasks (docs/periodic-tasks.md)."""
+    return beat_cli.run(args, _load_app)
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """``celeriac dead-letters list|show|requeue|purge``: see, replay and delete dead letters."""
     return run_dead_letters(args, _load_app(args))
@@ -469,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "control": cmd_control,
         "events": cmd_events,
         "dead-letters": cmd_dead_letters,
+        "beat": cmd_beat,
     }
     try:
         worker_flags.apply_workdir(args)

@@ -3,7 +3,7 @@
 So that a systemd unit, a Procfile or a Helm chart written for Celery starts a celeriac worker
 unchanged, every flag of ``celery worker`` (and the global ones of ``celery``) is accepted: each either
 does what it does in Celery, or is accepted with a one-line warning that says what celeriac does
-instead. Only ``-B`` is refused, because silently not running periodic tasks would lose work.
+instead. ``-B`` runs the beat inside the worker (``celeriac.cli.beat``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from celeriac.exceptions import CeleriacError
 
 #: Subcommands of ``celery`` that celeriac has not got yet: named, they say so instead of argparse's
 #: bare "invalid choice".
-NOT_YET = ("beat", "multi", "shell", "upgrade", "graph", "list", "logtool", "amqp", "migrate", "report")
+NOT_YET = ("multi", "shell", "upgrade", "graph", "list", "logtool", "amqp", "migrate", "report")
 
 #: Flags handled once by the command itself (or only warned about): never passed on to the workers a
 #: supervisor (``--processes N``) starts, which inherit their effect (environment, working directory,
@@ -38,9 +38,7 @@ NOT_PASSED_ON = frozenset(
         "purge",
         "include",
         "without_gossip",
-        "beat",
         "schedule_filename",
-        "scheduler",
         "logfile",
         "pidfile",
         "uid",
@@ -120,19 +118,13 @@ def add_worker_flags(worker: argparse.ArgumentParser) -> None:
     celery.add_argument("-S", "--statedb", help=argparse.SUPPRESS)
     celery.add_argument("--without-gossip", action="store_true", help=argparse.SUPPRESS)
     celery.add_argument(
-        "-B", "--beat", action="store_true", help="(refused: celeriac beat is not available yet)"
+        "-B",
+        "--beat",
+        action="store_true",
+        help="also run the beat (periodic tasks) on this worker's loop; any number of workers may",
     )
     celery.add_argument("-s", "--schedule-filename", "--schedule", help=argparse.SUPPRESS)
-    celery.add_argument("--scheduler", help=argparse.SUPPRESS)
-
-
-def refuse(args: argparse.Namespace) -> None:
-    """Raise for a flag asking for what celeriac cannot do, when doing without it would lose work."""
-    if args.beat:
-        raise CeleriacError(
-            "celeriac beat is not available yet, so -B cannot run your periodic tasks; run a Celery "
-            "beat against the same Redis or RabbitMQ broker, or start the worker without -B"
-        )
+    celery.add_argument("--scheduler", help="with -B: celery.beat:PersistentScheduler (the only one taken)")
 
 
 def warnings(args: argparse.Namespace) -> list[str]:
@@ -152,8 +144,11 @@ def warnings(args: argparse.Namespace) -> list[str]:
             f"--pool-start-method {args.pool_start_method} ignored: pool processes are started with spawn "
             "when the app is named with -A (fork otherwise)"
         )
-    if args.schedule_filename or args.scheduler:
-        notes.append("--schedule/--scheduler ignored: they serve -B, and celeriac beat is not available yet")
+    if args.schedule_filename:
+        notes.append(
+            "--schedule ignored: the beat's state is kept in the broker's (or result backend's) store, "
+            "shared by every beat"
+        )
     if args.executable:
         notes.append("--executable ignored: the worker runs on the Python that runs celeriac")
     if args.pool in POOLS:

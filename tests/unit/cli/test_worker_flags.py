@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,38 @@ def test_celery_commands_we_lack_say_so(command: str, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.strip() == f"celeriac: error: celeriac {command} is not available yet"
 
 
-def test_beat_is_refused_rather_than_ignored(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-A", "tests.unit.sample_config", "worker", "-B"]) == 2
-    assert "celeriac beat is not available yet" in capsys.readouterr().err
+@pytest.mark.parametrize("command", [["worker", "-B"], ["beat"]])
+def test_a_scheduler_other_than_celerys_default_is_refused(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+    assert (
+        main(
+            [
+                "-A",
+                "tests.unit.sample_config",
+                *command,
+                "-S" if command[0] == "beat" else "--scheduler",
+                scheduler,
+            ]
+        )
+        == 2
+    )
+    assert f"-S {scheduler}: celeriac beat runs the beat_schedule setting" in capsys.readouterr().err
+
+
+def test_a_bad_beat_schedule_entry_stops_the_beat_with_its_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "badbeat.py").write_text(
+        "from celeriac import Celeriac\n"
+        "app = Celeriac('badbeat', broker='memory://badbeat')\n"
+        "app.conf.beat_schedule = {'nightly': {'task': 't', 'schedule': 'daily'}}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for command in (["beat", "-s", "celerybeat-schedule"], ["worker", "-B"]):
+        assert main(["-A", "badbeat", *command]) == 2
+        assert "beat_schedule entry 'nightly': 'schedule' must be seconds" in capsys.readouterr().err
 
 
 def test_every_celery_worker_flag_parses() -> None:

@@ -23,7 +23,8 @@ file is a kit and a class::
             kit.clean()
 
 and likewise ``BackendKit`` with ``BackendContract`` (plus ``CleanupContract`` for a backend with a
-``cleanup()`` sweep) and a ``backend_kit`` fixture. ``docs/plugins.md`` says more.
+``cleanup()`` sweep) and a ``backend_kit`` fixture; ``ScheduleStoreContract`` with a
+``schedule_store_factory`` fixture for a beat schedule store. ``docs/plugins.md`` says more.
 
 This package imports pytest; ``import celeriac`` never imports it.
 """
@@ -34,10 +35,23 @@ import pytest
 
 # The suites' asserts are rewritten, so that a failing one shows its values; this must come before
 # they are imported.
-pytest.register_assert_rewrite("celeriac.testing.contract.broker", "celeriac.testing.contract.backend")
+pytest.register_assert_rewrite(
+    "celeriac.testing.contract.broker",
+    "celeriac.testing.contract.backend",
+    "celeriac.testing.contract.schedule_store",
+)
 
 from celeriac.testing.contract.backend import BackendContract, CleanupContract  # noqa: E402
 from celeriac.testing.contract.broker import BrokerContract  # noqa: E402
 from celeriac.testing.contract.kit import BackendKit, BrokerKit, Kit  # noqa: E402
+from celeriac.testing.contract.schedule_store import ScheduleStoreContract  # noqa: E402
 
-__all__ = ["BackendContract", "BackendKit", "BrokerContract", "BrokerKit", "CleanupContract", "Kit"]
+__all__ = [
+    "BackendContract",
+    "BackendKit",
+    "BrokerContract",
+    "BrokerKit",
+    "CleanupContract",
+    "Kit",
+    "ScheduleStoreContract",
+]
