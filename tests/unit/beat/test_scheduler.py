@@ -17,7 +17,7 @@ from celeriac.beat import Beat, tick_id
 from celeriac.beat.entries import to_tick
 from celeriac.beat.store import create_store
 from celeriac.exceptions import ConfigurationError
-from celeriac.schedules import BaseSchedule
+from celeriac.schedules import BaseSchedule, crontab
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -270,3 +270,19 @@ def test_an_entry_whose_schedule_fails_does_not_hold_the_others_back(name, sent,
 def test_a_lease_or_interval_that_is_not_positive_is_refused(name) -> None:
     with pytest.raises(ConfigurationError, match="must be positive, got -1 and 300"):
         Beat(make_app(name, {}), lease_seconds=-1)
+
+
+def test_a_crontab_entry_fires_at_its_wall_clock_time_in_the_apps_zone_across_dst(name, sent) -> None:
+    # 2026-03-08 is the spring-forward day in New York: 09:30 local is 14:30 UTC the day before and
+    # 13:30 UTC that day; the beat must read the crontab in the app's zone, not in UTC.
+    app = make_app(name, {"daily": {"task": f"{name}.t", "schedule": crontab(minute=30, hour=9)}})
+    app.conf.timezone = "America/New_York"
+    clock = Clock()
+    clock.now = datetime(2026, 3, 7, 14, 0, tzinfo=UTC).timestamp()
+    b = beat(app, clock)
+    before_dst = datetime(2026, 3, 7, 14, 30, tzinfo=UTC).timestamp()
+    after_dst = datetime(2026, 3, 8, 13, 30, tzinfo=UTC).timestamp()
+    passes(b, clock, before_dst - 1 - clock.now, 1, after_dst - 1 - before_dst, 1)
+    assert [i for i, _ in sent] == [
+        tick_id("daily", to_tick(datetime.fromtimestamp(moment, UTC))) for moment in (before_dst, after_dst)
+    ]
