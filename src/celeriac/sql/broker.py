@@ -134,7 +134,7 @@ class SQLBroker(Broker):
         self.poll_interval_max = float(self.options.get("poll_interval_max", 0.1))
         self.broadcast_poll_interval = float(self.options.get("broadcast_poll_interval", 0.1))
         self._pruned = 0.0
-        self._db = Database(url, metadata)
+        self._db = Database(url, metadata, lock_timeout=float(self.options.get("busy_timeout", 5.0)))
         self._wakeup = wakeup_for("broker " + self._db.key)
         self._heard = wakeup_for("broadcasts " + self._db.key)
         self._owner = uuid.uuid4().hex
