@@ -56,8 +56,11 @@ async def outages_as_ours(what: str, where: str, check: str) -> AsyncIterator[No
         cause = (
             getattr(exc, "orig", None) or exc
         )  # SQLAlchemy's wrapper adds its SQL and a link: the driver's
+        # A server that answers but cannot take the call now (loading, full) is no unreachable one.
+        busy = type(cause).__name__ in ("BusyLoadingError", "OutOfMemoryError")
+        state = "cannot take it now" if busy else "cannot be reached"
         raise OperationalError(
-            f"{what}: {safe_url(where)} cannot be reached ({type(cause).__name__}: {cause}); {check}"
+            f"{what}: {safe_url(where)} {state} ({type(cause).__name__}: {cause}); {check}"
         ) from exc
 
 

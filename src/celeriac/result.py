@@ -211,7 +211,8 @@ async def revoke(app: Celeriac, task_ids: list[str]) -> None:
 
 def _backend_down(app: Celeriac, what: str) -> AbstractAsyncContextManager[None]:
     """Inside, the result backend's driver errors for an outage become our ``OperationalError``."""
-    return outages_as_ours(what, app.backend_url, "is the result backend up and reachable? (result_backend)")
+    check = "is the result backend up, reachable and not full? (result_backend)"
+    return outages_as_ours(what, app.backend_url, check)
 
 
 def _child_id(entry: Any) -> str | None:
