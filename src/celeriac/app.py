@@ -564,6 +564,7 @@ class Celeriac:
         per_attempt = float(timeout) + 0.001 * len(items) if timeout else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + per_attempt + sum(delays) if per_attempt is not None else None
+        earlier = ""  # why the attempt before failed, when the last one only ran out of time
         for attempt in range(len(delays) + 1):
             bound = None if deadline is None else max(0.0, min(per_attempt or 0.0, deadline - loop.time()))
             limit = asyncio.timeout(bound)
@@ -582,14 +583,16 @@ class Celeriac:
                     raise
                 out_of_time = deadline is not None and loop.time() >= deadline
                 if attempt == len(delays) or out_of_time:
-                    why = (
-                        f"no answer within {bound:g}s" if limit.expired() else f"{type(exc).__name__}: {exc}"
-                    )
+                    why = f"{type(exc).__name__}: {exc}"
+                    if limit.expired():
+                        why = f"no answer within {bound:g}s{earlier}"
                     raise OperationalError(
                         f"could not publish {len(items)} message(s) to {safe_url(self.broker_url)} after "
                         f"{attempt + 1} attempt(s) ({why}); is the broker up and answering? "
                         "(broker_publish_timeout, task_publish_retry_policy)"
                     ) from exc
+                if not limit.expired():
+                    earlier = f"; the attempt before: {type(exc).__name__}: {exc}"
                 queues = ", ".join(sorted({repr(queue) for queue, _, _ in items}))
                 logger.warning(
                     "publish to %s failed (%s); retry %d of %d", queues, exc, attempt + 1, len(delays)

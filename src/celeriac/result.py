@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, overload
 
 from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
+from celeriac._outages import outages_as_ours
 from celeriac._request import current_request
 from celeriac.backends.base import ResultMeta
 from celeriac.exceptions import CeleriacError, TaskRevokedError
@@ -58,7 +60,8 @@ class AsyncResult(Generic[R]):
     async def ameta(self) -> ResultMeta:
         """The task's record now (PENDING when the backend has none)."""
         if self._meta is None or not self._meta.ready:
-            meta = await self.app.backend().get(self.id)
+            async with _backend_down(self.app, f"reading the state of task {self.id}"):
+                meta = await self.app.backend().get(self.id)
             if meta.ready:
                 self._meta = meta
             return meta
@@ -88,7 +91,8 @@ class AsyncResult(Generic[R]):
     async def aget(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> R:
         """``get`` for code running in an event loop."""
         if self._meta is None or not self._meta.ready:
-            self._meta = await self.app.backend().wait(self.id, timeout=timeout, interval=interval)
+            async with _backend_down(self.app, f"waiting for the result of task {self.id}"):
+                self._meta = await self.app.backend().wait(self.id, timeout=timeout, interval=interval)
         value: R = self._value(self._meta, propagate)
         return value
 
@@ -160,7 +164,8 @@ class AsyncResult(Generic[R]):
     async def aforget(self) -> None:
         """``forget`` for code running in an event loop."""
         self._meta = None
-        await self.app.backend().forget(self.id)
+        async with _backend_down(self.app, f"forgetting the result of task {self.id}"):
+            await self.app.backend().forget(self.id)
 
     def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """Mark the task revoked: a worker that receives it later acks it without running it.
@@ -185,22 +190,29 @@ async def revoke(app: Celeriac, task_ids: list[str]) -> None:
     has started (STARTED, or a state of its own such as PROGRESS: their state is that worker's, as in
     Celery 5.7); a worker skips a revoked task it fetches.
     """
-    backend = app.backend()
-    existing = await backend.get_many(task_ids)
-    now = app.now()
-    task_ids = [t for t in task_ids if t not in existing or existing[t].status in _REVOCABLE]
-    await backend.revoke(
-        [
-            ResultMeta(
-                task_id=tid,
-                status=states.REVOKED,
-                date_done=now,
-                result=exception_to_dict(TaskRevokedError("revoked")),
-            )
-            for tid in task_ids
-            if not (tid in existing and existing[tid].ready)
-        ]
-    )
+    async with _backend_down(app, f"recording {len(task_ids)} task(s) revoked"):
+        backend = app.backend()
+        existing = await backend.get_many(task_ids)
+        now = app.now()
+        task_ids = [t for t in task_ids if t not in existing or existing[t].status in _REVOCABLE]
+        await backend.revoke(
+            [
+                ResultMeta(
+                    task_id=tid,
+                    status=states.REVOKED,
+                    date_done=now,
+                    result=exception_to_dict(TaskRevokedError("revoked")),
+                )
+                for tid in task_ids
+                if not (tid in existing and existing[tid].ready)
+            ]
+        )
+
+
+def _backend_down(app: Celeriac, what: str) -> AbstractAsyncContextManager[None]:
+    """Inside, the result backend's driver errors for an outage become our ``OperationalError``."""
+    check = "is the result backend up, reachable and not full? (result_backend)"
+    return outages_as_ours(what, app.backend_url, check)
 
 
 def _child_id(entry: Any) -> str | None:
@@ -399,7 +411,10 @@ class GroupResult(Generic[R]):
         leaves = self.leaves()
         known = {leaf.id: leaf._meta for leaf in leaves if leaf._meta is not None and leaf._meta.ready}
         unknown = [leaf.id for leaf in leaves if leaf.id not in known]
-        found = await self.app.backend().get_many(unknown) if unknown else {}
+        found: dict[str, ResultMeta] = {}
+        if unknown:
+            async with _backend_down(self.app, f"reading the results of group {self.id}"):
+                found = await self.app.backend().get_many(unknown)
         for leaf in leaves:
             meta = found.get(leaf.id)
             if meta is not None and meta.ready:
@@ -451,11 +466,12 @@ class GroupResult(Generic[R]):
 
     async def aforget(self) -> None:
         """``forget`` for code running in an event loop."""
-        backend = self.app.backend()
-        for leaf in self.leaves():
-            leaf._meta = None
-            await backend.forget(leaf.id)
-        await backend.forget_group(self.id)
+        async with _backend_down(self.app, f"forgetting group {self.id}"):
+            backend = self.app.backend()
+            for leaf in self.leaves():
+                leaf._meta = None
+                await backend.forget(leaf.id)
+            await backend.forget_group(self.id)
 
     def delete(self) -> None:
         """Delete the saved group only (Celery's ``GroupResult.delete``); members' records stay."""
@@ -463,7 +479,8 @@ class GroupResult(Generic[R]):
 
     async def adelete(self) -> None:
         """``delete`` for code running in an event loop."""
-        await self.app.backend().forget_group(self.id)
+        async with _backend_down(self.app, f"deleting the saved group {self.id}"):
+            await self.app.backend().forget_group(self.id)
 
     # -- saving -----------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -472,7 +489,8 @@ class GroupResult(Generic[R]):
 
     async def asave(self) -> None:
         """``save`` for code running in an event loop."""
-        await self.app.backend().save_group(self.id, self.as_tuple())
+        async with _backend_down(self.app, f"saving group {self.id}"):
+            await self.app.backend().save_group(self.id, self.as_tuple())
 
     @classmethod
     def restore(cls, id: str, *, app: Celeriac) -> GroupResult[Any] | None:
@@ -482,7 +500,8 @@ class GroupResult(Generic[R]):
     @classmethod
     async def arestore(cls, id: str, *, app: Celeriac) -> GroupResult[Any] | None:
         """``restore`` for code running in an event loop."""
-        saved = await app.backend().restore_group(id)
+        async with _backend_down(app, f"restoring group {id}"):
+            saved = await app.backend().restore_group(id)
         if saved is None:
             return None
         restored = result_from_tuple(saved, app)

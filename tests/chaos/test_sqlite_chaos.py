@@ -431,3 +431,60 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(seed,
     # no caller waits forever on a bad message: each one's result says it failed
     assert statuses(app, every_bad) == {states.FAILURE: len(every_bad)}, summary
     assert max(growth.values()) < 50, summary
+
+
+# -- 7. a worker paused (SIGSTOP), sometimes inside a write transaction ------------------------------------
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(300)
+def test_a_worker_paused_inside_a_write_blocks_the_file_loudly_and_loses_nothing(seed, app, ledger, cluster):
+    """Pauses of 7 s (past the 5 s busy_timeout) of one worker while a producer sends: a pause that lands
+    inside a write holds the file's lock (seen in /proc/locks) until the worker runs again. The other
+    worker and the producer say which file is locked and by whom; nothing is lost."""
+    from celeriac.sql._sqlite_lock import holders
+
+    began, nemesis = time.monotonic(), Nemesis(seed)
+    db = cluster.env["CELERIAC_BROKER_URL"].removeprefix("sqlite:///")
+    # The producer gives up on a locked file after one try: its errors are what a caller sees.
+    app.conf.update(task_publish_retry_policy={"max_retries": 0})
+    start_workers(cluster, 2)
+    pauses, in_write = 0, []
+    with Producer(ledger, steps(nemesis, 3000), rate=60) as producer:
+        while pauses < 12 and len(in_write) < 2:
+            time.sleep(nemesis.rng.uniform(0.5, 1.5))
+            victim = pick(nemesis, cluster)
+            other = next(w for w in cluster if w is not victim)
+            os.kill(victim.pid, signal.SIGSTOP)
+            nemesis.did("stop", victim.name)
+            pauses += 1
+            try:
+                time.sleep(0.3)
+                if any(pid == victim.pid for pid, _ in holders(db)):
+                    in_write.append((victim, other, time.monotonic()))
+                time.sleep(6.7)
+            finally:
+                os.kill(victim.pid, signal.SIGCONT)
+        producer.stop()
+    unsettled = settle(app, ledger, cluster.env, timeout=LEASE_SECONDS + 60)
+    fenced = sum(w.log_text().count("lost its message's lease") for w in cluster)
+    cluster.terminate_all()
+    verdict = check(ledger)
+    summary = row(
+        "7 SIGSTOP 7 s",
+        seed,
+        verdict,
+        f"{pauses} pauses, {len(in_write)} inside a write",
+        began,
+        notes=f"{len(producer.errors)} publish errors, {fenced} late runs fenced {unsettled}".strip(),
+    )
+    for victim, other, _ in in_write:
+        text = other.log_text()
+        assert f"{db} has been locked" in text and f"pid {victim.pid} (stopped)" in text, summary
+    for error in producer.errors:
+        assert "stayed locked" in error and db in error, error
+    if in_write:
+        assert producer.errors, f"no caller was told of the locked file; {summary}"
+    # Each pause lets the other worker take the paused one's leased tasks (lease 2 s): run twice.
+    assert_accounted(verdict, summary, max_dup=pauses * 2 * 2)
+    assert not unsettled, summary

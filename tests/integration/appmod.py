@@ -115,3 +115,11 @@ def die() -> None:
 def answer(state: object, question: str = "", **_: object) -> dict[str, str]:
     """A command of the app's own, which its workers answer (remote-control tests)."""
     return {"ok": f"42 to {question}"}
+
+
+@app.task(bind=True)
+def whose(self, seconds: float) -> int:
+    """Sleeps, writes a ledger line and returns its process id: which worker's run a result comes from."""
+    time.sleep(seconds)
+    _ledger(f"{self.request.id} {os.getpid()}")
+    return os.getpid()

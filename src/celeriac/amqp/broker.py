@@ -338,6 +338,11 @@ class AMQPBroker(Broker):
         # delivery up to its last tag. Closing flushes them before it says goodbye.
         self._consuming.ack(sorted(d.tag for d in deliveries if self._consuming.alive(d.extra["amqp"])))
 
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        # RabbitMQ gives a channel's unacked deliveries to other consumers only once the channel is gone
+        # (missed heartbeats, consumer_timeout): a delivery is held while its link is the open one.
+        return [self._consuming.alive(d.extra["amqp"]) for d in deliveries]
+
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         delivered: Delivered = delivery.extra["amqp"]
         if not self._consuming.alive(delivered):

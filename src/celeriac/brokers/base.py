@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Delivery:
     error: str | None = None
     raw: bytes = b""
     extra: dict[str, Any] = field(default_factory=dict)
+    leased: float = 0.0
 
     @property
     def redelivered(self) -> bool:
@@ -103,6 +105,17 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Forget these deliveries for good: their tasks are done."""
+
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Whether this consumer still holds each delivery; one it holds is kept a full lease longer.
+
+        A consumer silent for longer than its lease (paused, cut off) loses what it holds, and another
+        consumer is given it and runs its task again. The worker asks before it records a finished run,
+        so a late run neither overwrites the newer run's result nor settles its message. This default
+        answers True: a broker on which a live consumer cannot lose a delivery (AMQP redelivers only
+        once the consumer's channel is gone, and an ack on a dead channel fails) keeps it.
+        """
+        return [True] * len(deliveries)
 
     @abc.abstractmethod
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
@@ -212,6 +225,13 @@ class DeadLetter:
     def selected(self, queue: str | None, ids: Collection[str] | None = None) -> bool:
         """Whether this letter is of ``queue`` (any, when None) and of one of ``ids`` (any, when None)."""
         return (queue is None or self.queue == queue) and (ids is None or self.task_id in ids)
+
+
+def surely_held(delivery: Delivery, lease_seconds: float) -> bool:
+    """Whether the lease on ``delivery`` cannot have run out yet, by this process's clock alone: less
+    than half of ``lease_seconds`` passed since it was taken or confirmed (the half allows for clocks
+    that run at slightly different rates), so ``holds`` needs no round trip."""
+    return time.monotonic() - delivery.leased < lease_seconds / 2
 
 
 def check_dead_letter_arguments(

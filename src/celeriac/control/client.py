@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celeriac._outages import outages_as_ours
 from celeriac.control.mailbox import COMMANDS, REPLIES, command_message, read_reply
 from celeriac.control.registry import Registry
 from celeriac.exceptions import DecodeError
@@ -107,6 +108,23 @@ class Control:
         matcher: str | None = None,
     ) -> list[dict[str, Any]] | None:
         """``broadcast`` for code running in an event loop."""
+        where, check = self.app.broker_url, "is the broker up and reachable? (broker_url)"
+        async with outages_as_ours(f"remote control command {command!r}", where, check):
+            return await self._broadcast(
+                command, arguments, destination, reply, timeout, limit, pattern, matcher
+            )
+
+    async def _broadcast(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None,
+        destination: Destination,
+        reply: bool,
+        timeout: float,
+        limit: int | None,
+        pattern: str | None,
+        matcher: str | None,
+    ) -> list[dict[str, Any]] | None:
         nodes = _nodes(destination)
         broker = self.app.broker()
         if not reply:

@@ -215,6 +215,17 @@ class MemoryBroker(Broker):
                 store.remove(entry)
         self._held.difference_update(d.tag for d in deliveries)
 
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        store = self._store
+        until = time.monotonic() + self.lease_seconds
+        with store.lock:
+            mine = list(store.owned([d.tag for d in deliveries], self._owner))
+            for entry in mine:
+                entry.lease_until = until
+        kept = {entry.id for entry in mine}
+        self._held.difference_update(d.tag for d in deliveries if d.tag not in kept)
+        return [d.tag in kept for d in deliveries]
+
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         store = self._store
         with store.lock:

@@ -62,7 +62,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from celeriac import signals
 from celeriac._wakeup import wakeup_for
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, doomed
+from celeriac.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    check_dead_letter_arguments,
+    doomed,
+    surely_held,
+)
 from celeriac.brokers.delivery import clamped_priority, priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.fanout import Subscription, glob_of
 from celeriac.exceptions import OperationalError
@@ -182,7 +189,7 @@ class RedisBroker(Broker):
         client = redis_client(self.url, self.options, what="the Redis broker")
         if is_cluster(self.url):
             await cast(Any, client).initialize()  # learn the slots now: pub/sub needs them first
-        for name in ("fetch", "settle", "recover", "queue", "restore", "dead"):
+        for name in ("fetch", "settle", "recover", "queue", "restore", "dead", "hold"):
             self._scripts[name] = client.register_script(lua_script(name))
         self._client = client
 
@@ -231,13 +238,17 @@ class RedisBroker(Broker):
                 next_due = None
                 if take_now:
                     await self._recover_dead()
+                    leased = time.monotonic()
                     found, next_due = await self._take(list(owners), limit)
                     if found:
                         if self._heartbeat is None or self._heartbeat.done():
                             self._heartbeat = asyncio.create_task(
                                 self._beat(), name="celeriac-redis-heartbeat"
                             )
-                        return [read_delivery(tag, owners[key], payload, n) for tag, key, n, payload in found]
+                        taken = [read_delivery(t, owners[key], body, n) for t, key, n, body in found]
+                        for delivery in taken:
+                            delivery.leased = leased
+                        return taken
                 take_now = True
                 now = time.monotonic()
                 if now >= deadline:
@@ -253,6 +264,19 @@ class RedisBroker(Broker):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await self._settle("ack", deliveries)
+
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        if all(surely_held(d, self.lease_seconds) for d in deliveries):
+            return [True] * len(deliveries)
+        client = await self._connected()
+        asked = time.monotonic()
+        keys = [self._processing, self._heartbeat_key, self._consumers]
+        args = [max(int(self.lease_seconds * 1000), 1), self.consumer_id, *(d.tag for d in deliveries)]
+        found = await self._scripts["hold"](keys=keys, args=args, client=client)
+        for delivery, held in zip(deliveries, found, strict=True):
+            if held:
+                delivery.leased = asked
+        return [bool(held) for held in found]
 
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         await self._settle("requeue" if requeue else "bury", [delivery], reason)

@@ -136,7 +136,7 @@ class SQLBackend(Backend):
     schemes = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
     def setup(self) -> None:
-        self._db = Database(self.url, metadata)
+        self._db = Database(self.url, metadata, lock_timeout=float(self.options.get("busy_timeout", 5.0)))
         self._wakeup = wakeup_for("results " + self._db.key)
         self._columns: frozenset[str] = frozenset()
 

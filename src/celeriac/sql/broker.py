@@ -37,7 +37,7 @@ from sqlalchemy.dialects import mysql
 
 from celeriac import signals
 from celeriac._wakeup import wakeup_for
-from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments
+from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, surely_held
 from celeriac.brokers.delivery import priority_of, read_dead_letter, read_delivery
 from celeriac.brokers.fanout import Subscription, matches
 from celeriac.protocol.envelope import to_envelope
@@ -134,7 +134,7 @@ class SQLBroker(Broker):
         self.poll_interval_max = float(self.options.get("poll_interval_max", 0.1))
         self.broadcast_poll_interval = float(self.options.get("broadcast_poll_interval", 0.1))
         self._pruned = 0.0
-        self._db = Database(url, metadata)
+        self._db = Database(url, metadata, lock_timeout=float(self.options.get("busy_timeout", 5.0)))
         self._wakeup = wakeup_for("broker " + self._db.key)
         self._heard = wakeup_for("broadcasts " + self._db.key)
         self._owner = uuid.uuid4().hex
@@ -177,12 +177,16 @@ class SQLBroker(Broker):
         pause, look_ahead, next_due = 0.002, True, None
         while True:
             with self._wakeup.armed() as woken:
+                leased = time.monotonic()
                 taken, upcoming = await self._db.call(
                     self._take, list(dict.fromkeys(queues)), limit, look_ahead
                 )
                 if taken:
                     self._hold(t[0] for t in taken)
-                    return [read_delivery(*t) for t in taken]
+                    deliveries = [read_delivery(*t) for t in taken]
+                    for delivery in deliveries:
+                        delivery.leased = leased
+                    return deliveries
                 if look_ahead:
                     look_ahead, next_due = False, upcoming
                 left = deadline - time.monotonic()
@@ -207,6 +211,18 @@ class SQLBroker(Broker):
             delete = messages.delete().where(_m.id.in_(tags), _m.lease_owner == self._owner)
             await self._db.call(self._db.write, lambda conn: conn.execute(delete))
         self._held.difference_update(tags)
+
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        if all(surely_held(d, self.lease_seconds) for d in deliveries):
+            return [True] * len(deliveries)
+        asked = time.monotonic()
+        kept = await self._db.call(self._db.write, partial(self._keep, [d.tag for d in deliveries]))
+        for delivery in deliveries:
+            if delivery.tag in kept:
+                delivery.leased = asked
+            else:
+                self._held.discard(delivery.tag)
+        return [d.tag in kept for d in deliveries]
 
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         await self._db.open()
@@ -472,6 +488,13 @@ class SQLBroker(Broker):
                 signals.heartbeat_sent.send(sender=self)
             except Exception:
                 log.warning("could not renew message leases; will retry", exc_info=True)
+
+    def _keep(self, tags: list[int], conn: sa.Connection) -> set[int]:
+        """Renew the leases of the rows among ``tags`` still this consumer's; return their ids. A row
+        whose lease ran out and that another consumer took since is that consumer's now."""
+        self._renew(tags, conn)
+        mine = sa.and_(_m.id.in_(tags), _m.lease_owner == self._owner)
+        return set(conn.execute(sa.select(_m.id).where(mine)).scalars())
 
     def _renew(self, held: list[int], conn: sa.Connection) -> None:
         mine = sa.and_(_m.id.in_(held), _m.lease_owner == self._owner)

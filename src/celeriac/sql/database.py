@@ -21,6 +21,7 @@ from sqlalchemy.pool import StaticPool
 
 from celeriac.exceptions import ConfigurationError, MissingDependency, OperationalError
 from celeriac.sql._sqlite_file import FileWatch, clear_orphans, reopen_failed
+from celeriac.sql._sqlite_lock import SLICE, LockWait
 
 __all__ = ["Database", "engine_url"]
 
@@ -56,9 +57,10 @@ class Database:
 
     The event loop never waits on the database: coroutines hand synchronous functions to the thread
     with ``call``. ``open`` creates the tables of ``metadata`` that do not exist yet, and is safe when
-    several processes start at once. SQLite connections get WAL, ``synchronous=FULL`` and a 10 s
-    busy timeout, and ``write`` transactions there begin with BEGIN IMMEDIATE, so two processes never
-    both hold a read lock that each needs to upgrade.
+    several processes start at once. SQLite connections get WAL and ``synchronous=FULL``, and ``write``
+    transactions there begin with BEGIN IMMEDIATE, so two processes never both hold a read lock that
+    each needs to upgrade. A transaction on a SQLite file waits up to ``lock_timeout`` s for the file's
+    write lock, then fails with ``OperationalError`` naming the file (``_sqlite_lock``).
 
     ``synchronous=FULL``: in WAL mode each commit syncs the log to disk before it returns, so a
     ``delay()`` that returned, an ack and a stored result survive a power cut or a kernel crash. With
@@ -67,7 +69,7 @@ class Database:
     about 2 ms each on the machine measured in docs.
     """
 
-    def __init__(self, url: str, metadata: sa.MetaData) -> None:
+    def __init__(self, url: str, metadata: sa.MetaData, *, lock_timeout: float = 5.0) -> None:
         self.url = engine_url(url)
         self.key = self.url.render_as_string(hide_password=True)
         self.sqlite = self.url.get_backend_name() == "sqlite"
@@ -84,6 +86,7 @@ class Database:
             if self.sqlite and path not in ("", ":memory:") and not path.startswith("file:")
             else None
         )
+        self._lock = LockWait(path, lock_timeout) if self._file is not None else None
 
     @property
     def opened(self) -> bool:
@@ -138,6 +141,11 @@ class Database:
             self._file.follow()
             if self._engine is None and self._file.stale:  # closed by a follow that could not reopen
                 self._file.reopen()
+        if self._lock is not None:
+            return self._lock.run(partial(self._attempt, fn, begin))
+        return self._attempt(fn, begin)
+
+    def _attempt(self, fn: Callable[[sa.Connection], T], begin: str) -> T:
         for attempt in (1, 2):
             # All calls run on this one thread, so one connection kept open serves them all and spares a
             # pool checkout per transaction.
@@ -189,6 +197,12 @@ class Database:
             with contextlib.suppress(Exception):  # the next transaction tries again, and raises
                 self._file.follow()
 
+    def _create_tables(self, engine: sa.Engine) -> None:
+        with engine.connect() as conn:
+            conn.execution_options(celeriac_begin="IMMEDIATE")
+            with conn.begin():
+                self._metadata.create_all(conn, checkfirst=True)
+
     def _create(self) -> sa.Engine:
         backend = self.url.get_backend_name()
         options: dict[str, Any] = {}
@@ -227,11 +241,14 @@ class Database:
                 time.sleep(0.1)
                 continue
             try:
-                with engine.connect() as conn:
-                    conn.execution_options(celeriac_begin="IMMEDIATE")
-                    with conn.begin():
-                        self._metadata.create_all(conn, checkfirst=True)
+                if self._lock is not None:
+                    self._lock.run(partial(self._create_tables, engine))
+                else:
+                    self._create_tables(engine)
                 break
+            except OperationalError:
+                engine.dispose()
+                raise
             except sa.exc.DBAPIError:
                 # Another process created a table between our check and our CREATE; look again.
                 if attempt >= 5 and time.monotonic() > deadline:
@@ -254,7 +271,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # FULL, not NORMAL: a committed message must survive a power cut ("no lost tasks"; see Database).
-    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL"):
+    # SQLite waits for the write lock a slice at a time; _sqlite_lock bounds the whole wait and says so.
+    busy = f"busy_timeout = {int(SLICE * 1000)}"
+    for pragma in (busy, "journal_mode = WAL", "synchronous = FULL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

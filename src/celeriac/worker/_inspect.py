@@ -127,6 +127,8 @@ def stats(state: ControlState, **_: Any) -> dict[str, Any]:
         "broker": _broker_info(worker.app.broker_url),
         "prefetch_count": worker.prefetch_count,
         "rusage": _rusage(),
+        # celeriac's own: received, succeeded, failed, retried, dead_lettered, requeued, lease_lost
+        "counts": dict(worker.stats),
     }
     if worker.autoscaler is not None:
         found["autoscaler"] = worker.autoscaler.info()

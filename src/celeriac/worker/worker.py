@@ -145,6 +145,7 @@ class Worker:
             "retried": 0,
             "dead_lettered": 0,
             "requeued": 0,
+            "lease_lost": 0,
         }
         self._stop_level = 0
         self._stopped = asyncio.Event()
@@ -639,6 +640,8 @@ class Worker:
             self._slots.release()
             self._finishing.add(current)
             self._slot_freed.set()
+        if not item.acked and not await writer.still_held(item, outcome.status):
+            return  # another worker was given the message: its run stands, this one is dropped
         self._log_outcome(item, outcome)
         reject_lost = item.task.reject_on_worker_lost
         if reject_lost is None:

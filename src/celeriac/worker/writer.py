@@ -68,6 +68,36 @@ class Writer:
         """Ack one delivery; acks made in the same moment travel to the broker together."""
         await self._acks.add(delivery)
 
+    async def still_held(self, item: WorkItem, status: str) -> bool:
+        """Whether this worker still holds the message of a task whose run just ended (``Broker.holds``).
+
+        When it does not (the worker was paused or cut off for longer than its lease, and the message
+        went to another worker, which runs the task again) the late run is logged and counted
+        (``lease_lost``), and the caller writes nothing of it: no result over the newer run's, no
+        follow-ups, no ack. A broker that cannot answer now counts as holding: a result stored twice
+        beats a result lost.
+        """
+        try:
+            async with asyncio.timeout(self.wedge_timeout):
+                held = (await self.broker.holds([item.delivery]))[0]
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return True
+        if held:
+            return True
+        self.stats["lease_lost"] += 1
+        self.log.warning(
+            "Task %s[%s] ended (%s) after this worker lost its message's lease: it was paused or cut off "
+            "for longer than the lease, and %s gave the message to another worker, which runs the task "
+            "again; this late run's result, follow-ups and ack are dropped",
+            item.task.name,
+            item.call.id,
+            status,
+            self._where_broker,
+        )
+        return False
+
     async def requeue(self, delivery: Delivery, reason: str) -> None:
         """Give a delivery back to its queue, counted as a delivery (the task ran, or tried to)."""
         await self._persistent.write(

@@ -411,6 +411,9 @@ class BrokerContract:
                 [again] = await survivor.fetch([queue], 10, 5.0)
                 assert 0.2 < time.monotonic() - started < 2.0
             assert ids([again]) == ["orphan"] and again.deliveries == 2
+            # Asked before a late run records anything, the frozen consumer learns it lost the message.
+            assert await crashed.holds([lost]) == [False]
+            assert await survivor.holds([again]) == [True]
             # The dead consumer's late ack must not delete what another consumer now holds.
             await crashed.ack([lost])
             await survivor.reject(again, requeue=True)
@@ -429,6 +432,7 @@ class BrokerContract:
             held = await worker.fetch([queue], 10, 1.0)
             await asyncio.sleep(1.6)  # more than three leases
             assert await broker_kit.broker().fetch([queue], 10, 0.0) == []
+            assert await worker.holds(held) == [True]
             await worker.ack(held)
             assert await broker_kit.broker().size(queue) == 0
 
