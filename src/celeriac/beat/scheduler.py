@@ -32,7 +32,6 @@ from celeriac._outages import is_outage
 from celeriac.beat.entries import Entry, entries_of, tick_id, to_datetime, to_tick
 from celeriac.beat.store import EntryState, ScheduleStore, store_for
 from celeriac.exceptions import ConfigurationError
-from celeriac.schedules import zone
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -149,7 +148,7 @@ class Beat:
 
     async def _serve(self, entry: Entry, state: EntryState | None, token: int) -> float:
         """Publish what ``entry`` has due; the seconds until its next tick."""
-        tz = zone(self.app.conf.timezone)
+        tz = self.app.timezone
         now = to_tick(datetime.fromtimestamp(self.clock(), UTC))
         store = self.store
         if state is None:
