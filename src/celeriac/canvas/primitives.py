@@ -182,6 +182,13 @@ class group(_Composite[GroupResult[Any]], subtask_type="group"):
                 plan, args, kwargs, {**membership, "chain": rest or None}
             )
         if "chord" in membership:
+            if _frozen_into(self, membership["group_id"]):
+                # Celery's layout (a chain ending in this group, in a chord's header): its tasks carry the
+                # membership themselves and each reports to the chord, which Celery sized for them.
+                result = self.freeze(opts.pop("task_id", None))
+                for task in self["kwargs"]["tasks"]:
+                    task._plan(plan, [*args, *self["args"]], dict(kwargs), dict(opts))
+                return result
             return gathered(self)._plan(plan, args, kwargs, {**opts, **membership})
         result = self.freeze(opts.pop("task_id", None))
         group_id = result.id
@@ -391,6 +398,15 @@ def gathered(members: group) -> chord:
     as its body (what a group becomes in a chord's header, or in the place of a task it replaces)."""
     app = members.app
     return chord(members, Signature("celery.accumulate", kwargs={"index": 0}, app=app), app=app)
+
+
+def _frozen_into(members: group, group_id: str) -> bool:
+    """Whether a Celery client froze ``members``' tasks into chord ``group_id`` (each carries its
+    membership), rather than leaving the group to report once, as a whole."""
+    return any(
+        task["options"].get("group_id") == group_id and task["options"].get("chord")
+        for task in members["kwargs"]["tasks"]
+    )
 
 
 def _root(result: ResultNode) -> ResultNode:

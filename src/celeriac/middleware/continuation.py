@@ -230,18 +230,65 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
         return
 
     body = maybe_signature(member.body, worker.app)
-    culprit = next((p for p in claim.parts if p.status != states.SUCCESS), None)
+    parts, values = list(claim.parts), claim.values
+    if size is None:
+        # A Celery client's chord: when its header nests groups, Celery saved the header's shape.
+        parts, values = await _shaped(backend, member.group_id, parts, values)
+    culprit = next((p for p in parts if p.status != states.SUCCESS), None)
     if culprit is None:
         what = f"Chord {member.group_id}"
-        await _follow(
-            worker, what, "body", body, (claim.values,), parent_id=member.task_id, root_id=member.root_id
-        )
+        await _follow(worker, what, "body", body, (values,), parent_id=member.task_id, root_id=member.root_id)
     else:
         error = ChordError(f"Dependency {culprit.task_id} raised {_describe(culprit)}")
         error.__cause__ = exception_from_dict(culprit.result)
         worker.log.error("Chord %s failed: %s; its body %s will not run", member.group_id, error, body)
         await _fail(worker, body, states.FAILURE, body_error(body, error), errbacks=True, following=error)
     await backend.chord_done(claim)
+
+
+async def _shaped(
+    backend: Backend, group_id: str, parts: list[ChordPart], values: list[Any]
+) -> tuple[list[ChordPart], list[Any]]:
+    """The header's parts and the body's argument as the group result Celery's client saved for the chord
+    shapes them (a nested group's results as one list, as Celery's worker joins them); ``parts`` and
+    ``values`` as they are when there is none.
+
+    A header task Celery froze into a nested group reports to the chord itself, so the parts alone are
+    flat; results the parts lack (none, normally) are read from the backend.
+    """
+    saved = await backend.restore_group(group_id)
+    if not isinstance(saved, list | tuple) or len(saved) != 2 or not isinstance(saved[1], list | tuple):
+        return parts, values
+    by_id = {part.task_id: part for part in parts}
+    wanted: list[str] = []
+
+    def ids(node: Any) -> None:
+        head, members = node
+        if members is None:
+            wanted.append(head[0] if isinstance(head, list | tuple) else head)
+        else:
+            for each in members:
+                ids(each)
+
+    ids(saved)
+    missing = [task_id for task_id in wanted if task_id not in by_id]
+    if missing:
+        found = await backend.get_many(missing)
+        for task_id in missing:
+            meta = found.get(task_id)
+            if meta is None:
+                error = exception_to_dict(ChordError(f"the result of header task {task_id} is missing"))
+                by_id[task_id] = ChordPart(task_id, None, states.FAILURE, error)
+            else:
+                by_id[task_id] = ChordPart(task_id, None, meta.status, meta.result)
+
+    def shape(node: Any) -> Any:
+        head, members = node
+        if members is None:
+            return by_id[head[0] if isinstance(head, list | tuple) else head].result
+        return [shape(each) for each in members]
+
+    return [by_id[task_id] for task_id in wanted], [shape(each) for each in saved[1]]
 
 
 #: Per backend, the chord reports of header tasks that end in the same moment, sent together.
