@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.canvas import chunks, maybe_signature, unsent_tasks
+from celeriac.canvas import body_error, chunks, maybe_signature, unsent_tasks
 from celeriac.exceptions import ChordError
 from celeriac.result import GroupResult, result_from_tuple
 
@@ -68,6 +68,7 @@ def register_builtins(app: Celeriac) -> None:
             body.delay(values)
             return
         error = ChordError(f"Dependency {failed[0].id} raised {failed[1]!r}")
+        error.__cause__ = failed[1]
         fail_signature(app, body, error)
 
     for name, fn in (
@@ -80,21 +81,23 @@ def register_builtins(app: Celeriac) -> None:
 
 
 def fail_signature(app: Celeriac, sig: Any, error: BaseException) -> None:
-    """Fail a workflow that will not be sent (a chord's body): store its tasks' failures, run its errbacks."""
+    """Fail a chord's body that will not be sent because its header failed with ``error``: store its
+    tasks' failures (``body_error``), run their errbacks."""
     # The worker's middleware stays off the path of ``import celeriac``: only a Celery client's chord on
     # a SQL backend (celery.chord_unlock) comes here.
     from celeriac.middleware.continuation import not_run
 
-    tasks = [(task, errbacks) for task, errbacks in unsent_tasks(sig, errbacks=True) if task.id]
+    first = body_error(sig, error)
+    tasks = [unsent for unsent in unsent_tasks(sig, errbacks=True) if unsent.task.id]
     metas = [
-        not_run(str(task.id), states.FAILURE, error, task["options"].get("group_id")) for task, _ in tasks
+        not_run(str(task.id), states.FAILURE, error if after else first, task["options"].get("group_id"))
+        for task, _, after in tasks
     ]
 
     async def store() -> None:
         await app.backend().store(metas)
 
     app.run(store())
-    for task, errbacks in tasks:
-        if errbacks:
-            for errback in task["options"].get("link_error") or ():
-                maybe_signature(errback, app).delay(task.id)
+    for task, errbacks, _ in tasks:
+        for errback in errbacks:
+            maybe_signature(errback, app).delay(task.id)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celeriac, chain, chord, group, states
+from celeriac import Celeriac, GroupResult, chain, chord, group, states
 from celeriac.canvas import StampingVisitor, chunks, xmap, xstarmap
 from celeriac.exceptions import ChordError, ImproperlyConfigured, TimeoutError
 from celeriac.testing import start_worker
@@ -393,6 +393,53 @@ def test_options_celery_keeps_in_embedded_signatures_are_ignored(flow: Flow) -> 
     _eventually(lambda: flow.bodies == [[9]])
     with pytest.raises(TypeError, match="unexpected option 'stamp'"):
         flow.add.s(1, 1).apply_async(stamp="x")  # a caller's own unknown option is still a typo
+
+
+def test_a_group_body_fails_with_the_header_tasks_own_error_and_the_chain_after_it_fails_too(
+    flow: Flow,
+) -> None:
+    """As Celery: each task of a group body fails with what the header task raised (so the group's result
+    raises it), and runs its errbacks once; the steps after the body fail too, instead of waiting forever."""
+    add, boom, total = flow.add, flow.boom, flow.total
+    body = group(add.s(1), add.s(2))
+    result = chord([add.s(1, 1), boom.s()], body).apply_async(link_error=flow.on_error.s())
+    with pytest.raises(ValueError, match="boom"):
+        result.get(timeout=T)
+    assert isinstance(result, GroupResult)
+    _eventually(lambda: sorted(flow.errbacks) == sorted(r.id for r in result.results))
+    followed = chain(chord([add.s(1, 1), boom.s()], group(add.s(1), add.s(2))), chord([add.s(1)], total.s()))
+    outer = group(followed, add.s(1, 1)).apply_async()
+    with pytest.raises((ChordError, ValueError)):
+        outer.get(timeout=T)
+    assert outer.results[0].state == states.FAILURE
+    time.sleep(0.3)
+    assert len(flow.errbacks) == 2 and flow.bodies == []
+
+
+def test_a_chord_body_that_is_a_chord_runs_the_errbacks_given_to_it_once(flow: Flow) -> None:
+    add, total = flow.add, flow.total
+    body = chord([total.s(), total.s()], total.s())
+    result = chord([add.s(1, 1), flow.boom.s()], body).apply_async(link_error=flow.on_error.s())
+    with pytest.raises(ChordError, match="boom"):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])  # the inner body's id: its result holds the failure
+    time.sleep(0.3)
+    assert flow.errbacks == [result.id] and flow.bodies == []
+
+
+def test_an_errback_linked_to_a_chord_and_to_a_chord_in_its_header_runs_once(flow: Flow) -> None:
+    """One failure, one call: Celery's ``chord.link_error`` links the errback to the chords in the header
+    too; the inner chord's failure fails the outer one, whose body runs it."""
+    inner = chord([flow.add.s(1, 1), flow.boom.s()], flow.ident.s())
+    inner.link_error(flow.on_error.s())
+    outer = chord([flow.ident.si(3), inner], flow.total.s())
+    outer.link_error(flow.on_error.s())
+    result = outer.apply_async()
+    with pytest.raises(ChordError):
+        result.get(timeout=T)
+    _eventually(lambda: flow.errbacks == [result.id])
+    time.sleep(0.3)
+    assert flow.errbacks == [result.id] and flow.bodies == []
 
 
 def _eventually(check: Any, timeout: float = T) -> None:

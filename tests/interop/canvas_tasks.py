@@ -22,8 +22,9 @@ from celeriac import Celeriac
 #: Broker, backend and ledgers of both sides (db 12 is this suite's).
 REDIS_URL = os.environ.get("INTEROP_CANVAS_REDIS_URL", "redis://127.0.0.1:6379/12")
 
-ADD, MUL, TSUM, FAIL, PART, BODY, RECORD, ERRBACK = (
-    f"interop.canvas.{name}" for name in ("add", "mul", "tsum", "fail", "part", "body", "record", "errback")
+ADD, MUL, TSUM, FAIL, PART, BODY, RECORD, ERRBACK, IDENT = (
+    f"interop.canvas.{name}"
+    for name in ("add", "mul", "tsum", "fail", "part", "body", "record", "errback", "ident")
 )
 
 
@@ -55,6 +56,9 @@ def _tasks(kind: str) -> dict[str, Any]:
 
     def tsum(values: list[int]) -> int:
         return sum(values)
+
+    def ident(value: Any) -> Any:
+        return value
 
     def fail(*args: Any) -> None:
         raise ValueError(f"fail{args!r}")
@@ -89,6 +93,7 @@ def _tasks(kind: str) -> dict[str, Any]:
         BODY: body,
         RECORD: record,
         ERRBACK: errback,
+        IDENT: ident,
     }
 
 

@@ -196,6 +196,16 @@ def test_chord_of_chains(side: Side) -> None:
     assert result.get(timeout=WAIT) == 0 + 4 + 8 + 12
 
 
+def test_a_chain_ending_in_a_group_in_a_chord_header_gives_the_body_the_groups_list(side: Side) -> None:
+    """Celery's client freezes the group's tasks into the chord (each reports to it) and saves the
+    header's shape; the body gets the group's results as one list, in its place."""
+    fan_out = side.canvas.group(side.sig(tasks.ADD, 1), side.sig(tasks.ADD, 2))
+    member = side.canvas.chain(side.sig(tasks.ADD, 20, 20), fan_out)
+    header = [member, side.sig(tasks.ADD, 3, 3)]
+    result = side.keep(side.canvas.chord(header, side.sig(tasks.IDENT)).apply_async())
+    assert result.get(timeout=WAIT) == [[41, 42], 6]
+
+
 # -- chunks, map, starmap ---------------------------------------------------------------------------
 
 

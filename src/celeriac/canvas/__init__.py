@@ -16,7 +16,7 @@ The modules, by concept: ``signature`` (a task call as data, the base of every p
 """
 
 from celeriac.canvas.maps import chunks, xmap, xstarmap
-from celeriac.canvas.primitives import chain, chord, group, unsent_tasks
+from celeriac.canvas.primitives import Unsent, body_error, chain, chord, group, unsent_tasks
 from celeriac.canvas.signature import (
     MEMBERSHIP,
     Signature,
@@ -31,7 +31,9 @@ __all__ = [
     "MEMBERSHIP",
     "Signature",
     "StampingVisitor",
+    "Unsent",
     "asend_follow_up",
+    "body_error",
     "chain",
     "chord",
     "chunks",

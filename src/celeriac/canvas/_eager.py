@@ -14,7 +14,7 @@ from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac.backends.base import ResultMeta
 from celeriac.canvas._plan import Plan
-from celeriac.canvas.primitives import unsent_tasks
+from celeriac.canvas.primitives import body_error, unsent_tasks
 from celeriac.canvas.signature import Signature, listed, maybe_signature
 from celeriac.exceptions import ChordError
 from celeriac.result import GroupResult
@@ -79,7 +79,7 @@ class EagerFlow:
             for data in listed(options.get("link_error")):
                 self._send(maybe_signature(data, app), [task_id])
             for data in reversed(options.get("chain") or []):
-                self._fail(maybe_signature(data, app), meta)
+                self._fail(maybe_signature(data, app), meta.status, meta.result)
         if options.get("chord") and options.get("group_id"):
             self._count(options, task_id, meta.status, meta.result)
 
@@ -96,23 +96,27 @@ class EagerFlow:
         if culprit is None:
             self._send(sig, [[p[2] for p in ordered]])
             return
-        error = ChordError(f"Dependency {culprit[0]} raised {exception_from_dict(culprit[2])!r}")
-        failure = ResultMeta(task_id="", status=states.FAILURE, result=exception_to_dict(error))
-        self._fail(sig, failure, errbacks=True)
+        cause = exception_from_dict(culprit[2])
+        error = ChordError(f"Dependency {culprit[0]} raised {cause!r}")
+        error.__cause__ = cause
+        first, then = exception_to_dict(body_error(sig, error)), exception_to_dict(error)
+        self._fail(sig, states.FAILURE, first, errbacks=True, following=then)
 
-    def _fail(self, sig: Signature, cause: ResultMeta, *, errbacks: bool = False) -> None:
-        for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):
+    def _fail(
+        self, sig: Signature, status: str, failure: Any, *, errbacks: bool = False, following: Any = None
+    ) -> None:
+        """Record ``sig``'s tasks as failed with ``failure`` (an exception as records keep it), the chain
+        that follows it with ``following`` (``failure`` when not given), and run their errbacks."""
+        for task, task_errbacks, after in unsent_tasks(sig, errbacks=errbacks):
             options = task["options"]
             task_id = options.get("task_id")
             if not task_id:
                 continue
+            result = following if after and following is not None else failure
             self.records[task_id] = ResultMeta(
-                task_id=task_id, status=cause.status, result=cause.result, date_done=self.app.now()
+                task_id=task_id, status=status, result=result, date_done=self.app.now()
             )
-            if run_errbacks:
-                for data in listed(options.get("link_error")):
-                    self._send(maybe_signature(data, self.app), [task_id])
-            for data in reversed(options.get("chain") or []):
-                self._fail(maybe_signature(data, self.app), cause)
+            for data in task_errbacks:
+                self._send(maybe_signature(data, self.app), [task_id])
             if options.get("chord") and options.get("group_id"):
-                self._count(options, task_id, cause.status, cause.result)
+                self._count(options, task_id, status, result)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celeriac.canvas.signature import Signature, _Composite, _copy, listed, maybe_signature
 from celeriac.result import GroupResult, ResultNode
@@ -182,6 +182,13 @@ class group(_Composite[GroupResult[Any]], subtask_type="group"):
                 plan, args, kwargs, {**membership, "chain": rest or None}
             )
         if "chord" in membership:
+            if _frozen_into(self, membership["group_id"]):
+                # Celery's layout (a chain ending in this group, in a chord's header): its tasks carry the
+                # membership themselves and each reports to the chord, which Celery sized for them.
+                result = self.freeze(opts.pop("task_id", None))
+                for task in self["kwargs"]["tasks"]:
+                    task._plan(plan, [*args, *self["args"]], dict(kwargs), dict(opts))
+                return result
             return gathered(self)._plan(plan, args, kwargs, {**opts, **membership})
         result = self.freeze(opts.pop("task_id", None))
         group_id = result.id
@@ -329,22 +336,61 @@ class chord(_Composite[ResultNode], subtask_type="chord"):
         return result
 
 
-def unsent_tasks(sig: Signature, *, errbacks: bool) -> Iterator[tuple[Signature, bool]]:
-    """The task signatures a workflow that will never be sent stands for, each with whether its errbacks
-    run when it is failed (those of a chord's header do not: the chord's own errbacks are the body's)."""
+class Unsent(NamedTuple):
+    """A task of a workflow that will never be sent: what failing it takes."""
+
+    task: Signature
+    #: The errbacks to run when it is failed (none for a chord's header tasks, nor for later steps).
+    errbacks: list[Any]
+    #: True for the steps of a chain that follows the workflow (its ``chain`` option): they fail with the
+    #: workflow's error, where a group body's own tasks fail with the error of the task that failed.
+    following: bool
+
+
+def unsent_tasks(sig: Signature, *, errbacks: bool) -> Iterator[Unsent]:
+    """The tasks a workflow that will never be sent stands for, in the order they would have run.
+
+    Each comes with the errbacks that sending would have given it: its own, a group's (each task runs
+    them), a chord's (its body's, as ``chord._plan`` makes them), a chain's (its first step's: the chain
+    fails once). A chord's header tasks run none (the
+    chord's errbacks are its body's), nor do the steps of the chain that follows a task or a primitive
+    (they run none when an earlier step fails either). An errback that the chord a task belongs to also
+    has on its body is left to that body, which fails with the task: one failure calls it once (Celery's
+    ``chord.link_error`` links it to the chords in the header as well as to the body).
+    """
+    yield from _unsent(sig, errbacks, [], following=False)
+
+
+def _unsent(sig: Signature, errbacks: bool, inherited: list[Any], *, following: bool) -> Iterator[Unsent]:
+    own = [*inherited, *listed(sig["options"].get("link_error"))] if errbacks else []
     if isinstance(sig, chain):
-        for step in sig._steps():
-            yield from unsent_tasks(step, errbacks=errbacks)
+        for index, step in enumerate(sig._steps()):  # the chain's own errbacks: once, as for its first step
+            yield from _unsent(step, errbacks, [] if index else own, following=following)
     elif isinstance(sig, group):
         for task in sig.tasks:
-            yield from unsent_tasks(task, errbacks=errbacks)
+            yield from _unsent(task, errbacks, own, following=following)
     elif isinstance(sig, chord):
         for task in sig.tasks:
-            yield from unsent_tasks(task, errbacks=False)
+            yield from _unsent(task, False, [], following=following)
         if sig.body is not None:
-            yield from unsent_tasks(sig.body, errbacks=errbacks)
+            yield from _unsent(sig.body, errbacks, own, following=following)
     elif not isinstance(sig, _Composite):
-        yield sig, errbacks
+        left_to_chord = listed((sig["options"].get("chord") or {}).get("options", {}).get("link_error"))
+        runs: list[Any] = []
+        for errback in own:
+            if errback not in runs and errback not in left_to_chord:
+                runs.append(errback)
+        yield Unsent(sig, runs, following)
+    for data in reversed(sig["options"].get("chain") or ()):  # in the order they would have run
+        yield from _unsent(maybe_signature(data, sig.app), False, [], following=True)
+
+
+def body_error(body: Signature, error: BaseException) -> BaseException:
+    """What the tasks of a chord's ``body`` fail with when its header failed with ``error`` (a
+    ``ChordError`` whose ``__cause__`` is the header task's own error), as in Celery: a group body's with
+    that own error, so the group's result raises what the header raised; any other body's with ``error``."""
+    cause = error.__cause__
+    return cause if isinstance(body, group) and cause is not None else error
 
 
 def gathered(members: group) -> chord:
@@ -352,6 +398,15 @@ def gathered(members: group) -> chord:
     as its body (what a group becomes in a chord's header, or in the place of a task it replaces)."""
     app = members.app
     return chord(members, Signature("celery.accumulate", kwargs={"index": 0}, app=app), app=app)
+
+
+def _frozen_into(members: group, group_id: str) -> bool:
+    """Whether a Celery client froze ``members``' tasks into chord ``group_id`` (each carries its
+    membership), rather than leaving the group to report once, as a whole."""
+    return any(
+        task["options"].get("group_id") == group_id and task["options"].get("chord")
+        for task in members["kwargs"]["tasks"]
+    )
 
 
 def _root(result: ResultNode) -> ResultNode:

@@ -7,7 +7,8 @@ The error model, one for every primitive:
 * A chord's header task reports its end (success, failure, revocation, dead letter) to the backend's
   counter (``Backend.chord_part``), one atomic step. The report that completes the header claims the
   chord: if every part succeeded, the body is sent with their results in header order; otherwise the body's
-  result fails with ``ChordError`` naming the failed task and the body's errbacks run, once. A header task
+  result fails with ``ChordError`` naming the failed task and the body's errbacks run, once (a group body's
+  tasks fail with the failed task's own error, as in Celery; see ``unsent_tasks``). A header task
   that sits in a chain reports through the chain: when an earlier link fails, the chain's end reports the
   failure on its behalf.
 * The claim is a lease: a worker that dies between claiming and sending leaves the chord to the redelivered
@@ -35,7 +36,14 @@ from celeriac import states
 from celeriac._exception_records import exception_from_dict, exception_to_dict
 from celeriac._request import Context, request_fields
 from celeriac.backends.base import Backend, ChordClaim, ChordPart, ResultMeta
-from celeriac.canvas import Signature, asend_follow_up, listed, maybe_signature, unsent_tasks
+from celeriac.canvas import (
+    Signature,
+    asend_follow_up,
+    body_error,
+    listed,
+    maybe_signature,
+    unsent_tasks,
+)
 from celeriac.exceptions import ChordError
 from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker._backoff import describe
@@ -222,17 +230,65 @@ async def _count(worker: Worker, member: _Member, status: str, value: Any) -> No
         return
 
     body = maybe_signature(member.body, worker.app)
-    culprit = next((p for p in claim.parts if p.status != states.SUCCESS), None)
+    parts, values = list(claim.parts), claim.values
+    if size is None:
+        # A Celery client's chord: when its header nests groups, Celery saved the header's shape.
+        parts, values = await _shaped(backend, member.group_id, parts, values)
+    culprit = next((p for p in parts if p.status != states.SUCCESS), None)
     if culprit is None:
         what = f"Chord {member.group_id}"
-        await _follow(
-            worker, what, "body", body, (claim.values,), parent_id=member.task_id, root_id=member.root_id
-        )
+        await _follow(worker, what, "body", body, (values,), parent_id=member.task_id, root_id=member.root_id)
     else:
         error = ChordError(f"Dependency {culprit.task_id} raised {_describe(culprit)}")
+        error.__cause__ = exception_from_dict(culprit.result)
         worker.log.error("Chord %s failed: %s; its body %s will not run", member.group_id, error, body)
-        await _fail(worker, body, states.FAILURE, error, errbacks=True)
+        await _fail(worker, body, states.FAILURE, body_error(body, error), errbacks=True, following=error)
     await backend.chord_done(claim)
+
+
+async def _shaped(
+    backend: Backend, group_id: str, parts: list[ChordPart], values: list[Any]
+) -> tuple[list[ChordPart], list[Any]]:
+    """The header's parts and the body's argument as the group result Celery's client saved for the chord
+    shapes them (a nested group's results as one list, as Celery's worker joins them); ``parts`` and
+    ``values`` as they are when there is none.
+
+    A header task Celery froze into a nested group reports to the chord itself, so the parts alone are
+    flat; results the parts lack (none, normally) are read from the backend.
+    """
+    saved = await backend.restore_group(group_id)
+    if not isinstance(saved, list | tuple) or len(saved) != 2 or not isinstance(saved[1], list | tuple):
+        return parts, values
+    by_id = {part.task_id: part for part in parts}
+    wanted: list[str] = []
+
+    def ids(node: Any) -> None:
+        head, members = node
+        if members is None:
+            wanted.append(head[0] if isinstance(head, list | tuple) else head)
+        else:
+            for each in members:
+                ids(each)
+
+    ids(saved)
+    missing = [task_id for task_id in wanted if task_id not in by_id]
+    if missing:
+        found = await backend.get_many(missing)
+        for task_id in missing:
+            meta = found.get(task_id)
+            if meta is None:
+                error = exception_to_dict(ChordError(f"the result of header task {task_id} is missing"))
+                by_id[task_id] = ChordPart(task_id, None, states.FAILURE, error)
+            else:
+                by_id[task_id] = ChordPart(task_id, None, meta.status, meta.result)
+
+    def shape(node: Any) -> Any:
+        head, members = node
+        if members is None:
+            return by_id[head[0] if isinstance(head, list | tuple) else head].result
+        return [shape(each) for each in members]
+
+    return [by_id[task_id] for task_id in wanted], [shape(each) for each in saved[1]]
 
 
 #: Per backend, the chord reports of header tasks that end in the same moment, sent together.
@@ -245,42 +301,51 @@ async def _report(backend: Backend, reports: Sequence[tuple[str, ChordPart, int]
     return await backend.chord_parts(reports, lease=CHORD_LEASE)
 
 
-async def _fail(worker: Worker, sig: Signature, status: str, exc: BaseException, *, errbacks: bool) -> None:
-    """Fail the results of a signature that will never be sent, and what hangs on it."""
+async def _fail(
+    worker: Worker,
+    sig: Signature,
+    status: str,
+    exc: BaseException,
+    *,
+    errbacks: bool,
+    following: BaseException | None = None,
+) -> None:
+    """Fail the results of a signature that will never be sent, and what hangs on it (``unsent_tasks``):
+    its tasks with ``exc``, the chain that follows it with ``following`` (``exc`` when not given)."""
 
-    app = worker.app
-    for task, run_errbacks in unsent_tasks(sig, errbacks=errbacks):
+    for task, task_errbacks, after in unsent_tasks(sig, errbacks=errbacks):
+        error = following if after and following is not None else exc
         options = task["options"]
         task_id = options.get("task_id")
         if task_id and worker.backend is not None:
-            await worker.writer.store([not_run(task_id, status, exc, options.get("group_id"))])
-        if run_errbacks and task_id:
-            for data in listed(options.get("link_error")):
-                errback = _new_style(worker, data)
-                if errback is not None:
-                    request = Context(
-                        id=task_id,
-                        task=task.name,
-                        args=task.args,
-                        kwargs=task.kwargs,
-                        group=options.get("group_id"),
-                        group_index=options.get("group_index"),
-                        root_id=options.get("root_id"),
-                        parent_id=options.get("parent_id"),
-                        hostname=worker.hostname,
-                    )
-                    await _call_errback(worker, request, errback, exc, None)
-                    continue
-                await _follow(
-                    worker, f"Task {task['task']}[{task_id}]", "errback", data, (task_id,), parent_id=task_id
+            await worker.writer.store([not_run(task_id, status, error, options.get("group_id"))])
+        for data in task_errbacks if task_id else ():
+            errback = _new_style(worker, data)
+            if errback is not None:
+                request = Context(
+                    id=task_id,
+                    task=task.name,
+                    args=task.args,
+                    kwargs=task.kwargs,
+                    group=options.get("group_id"),
+                    group_index=options.get("group_index"),
+                    root_id=options.get("root_id"),
+                    parent_id=options.get("parent_id"),
+                    hostname=worker.hostname,
                 )
-        for data in reversed(options.get("chain") or ()):  # in the order they would have run
-            await _fail(worker, maybe_signature(data, app), status, exc, errbacks=False)
+                await _call_errback(worker, request, errback, error, None)
+                continue
+            await _follow(
+                worker, f"Task {task['task']}[{task_id}]", "errback", data, (task_id,), parent_id=task_id
+            )
         chord_body, group_id = options.get("chord"), options.get("group_id")
         if chord_body and group_id and task_id:
             root = options.get("root_id") or task_id
             await _count(
-                worker, _Member(task_id, group_id, options.get("group_index"), chord_body, root), status, exc
+                worker,
+                _Member(task_id, group_id, options.get("group_index"), chord_body, root),
+                status,
+                error,
             )
 
 

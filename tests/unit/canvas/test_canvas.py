@@ -1,11 +1,13 @@
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from celeriac import Celeriac, Signature, chain, chord, chunks, group, maybe_signature, xmap
 from celeriac.canvas import unsent_tasks
 from celeriac.canvas._plan import Plan
+from celeriac.exceptions import ChordError
 
 
 def test_signature_is_celerys_embedded_dict():
@@ -229,7 +231,7 @@ def test_a_chains_steps_are_read_without_rewriting_its_tasks():
 def test_listing_the_tasks_of_an_unsent_workflow_leaves_it_as_it_is():
     flow = _workflow()
     before = _shape(flow)
-    found = [task.args for task, _ in unsent_tasks(flow, errbacks=True)]
+    found = [task.args for task, _, _ in unsent_tasks(flow, errbacks=True)]
     assert found == [[0], [1], [2], [3], [6], [7], [8], [9], [], []]
     assert _shape(flow) == before
 
@@ -257,4 +259,45 @@ def test_freezing_a_chain_keeps_its_ids_in_the_chain_it_rewrote():
     # Freezing gives every task its id (Celery's documented effect) and keeps the steps it gave them to.
     assert [type(s).__name__ for s in flow.tasks] == ["Signature", "chord", "chord", "group"]
     assert flow.freeze().id == result.id
-    assert all(task.id for task, _ in unsent_tasks(flow, errbacks=True))
+    assert all(task.id for task, _, _ in unsent_tasks(flow, errbacks=True))
+
+
+def test_the_errbacks_of_an_unsent_workflow_are_those_sending_would_have_given_its_tasks():
+    app = Celeriac("p", broker="memory://canvas-unit")
+
+    @app.task
+    def t(x=0):
+        return x
+
+    first, second = t.si(-1), t.si(-2)
+    # a chord's own errbacks are its body's (a chord's errbacks before those of a chord it is the body
+    # of); a chain's its first step's; a group's each task's; header tasks run none; each runs once
+    flow = chord([t.s(0)], chord([t.s(1)], t.s(2) | t.s(3)).set(link_error=[first, second]))
+    flow.set(link_error=[second])
+    found = {tuple(task.args): errbacks for task, errbacks, _ in unsent_tasks(flow, errbacks=True)}
+    assert found == {(0,): [], (1,): [], (2,): [second, first], (3,): []}
+    spread = group(t.s(4), t.s(5)).set(link_error=[first])
+    assert [errbacks for _, errbacks, _ in unsent_tasks(spread, errbacks=True)] == [[first], [first]]
+    # a chord's body in another chord's header leaves to the outer body the errbacks that body has too
+    member = t.s(6).set(link_error=[first, second], group_id="g", chord=dict(t.s(7).set(link_error=[second])))
+    assert [errbacks for _, errbacks, _ in unsent_tasks(member, errbacks=True)] == [[first]]
+
+
+def test_eagerly_a_group_body_fails_with_the_header_tasks_error_and_the_chain_after_it_with_the_chord_error():
+    app = Celeriac("p", broker="memory://canvas-unit")
+    app.conf.task_always_eager = True
+
+    @app.task
+    def t(x=0):
+        return x
+
+    @app.task
+    def boom(*_):
+        raise KeyError("boom")
+
+    result = chord([t.s(1), boom.s()], group(t.s(), t.s())).apply_async()
+    with pytest.raises(KeyError, match="boom"):
+        result.get(timeout=1)
+    followed = chain(chord([boom.s()], group(t.s(), t.s())), chord([t.s()], t.s())).apply_async()
+    with pytest.raises(ChordError, match="boom"):
+        followed.get(timeout=1)

@@ -18,6 +18,7 @@ What the parent promises:
 * Restarts are rate limited per slot, so a crash loop cannot spin the CPU; a child that cannot load the
   app during ``start()`` makes ``start()`` fail instead of looping.
 * ``stop()`` reaps every child: none is left orphaned or a zombie.
+* An idle child is taken last in, first out: jobs that come one at a time run in the same child.
 * ``resize()`` starts children at once to grow; to shrink it retires idle children first, then busy
   ones after their current job (never killed).
 
@@ -366,7 +367,10 @@ class ProcessPool(Pool):
         assert self._loop is not None, "start() the pool first"
         while not self._stopping:
             if self._idle:
-                child: _Child | None = self._idle.popleft()
+                # The child idle the shortest time: an idle pool gives one job after another to the same
+                # child, as Celery's prefork does, so state task code keeps on its Task instance (a retry
+                # counter) is there again for the next run; the others stay cold.
+                child: _Child | None = self._idle.pop()
             else:
                 waiter: asyncio.Future[_Child | None] = self._loop.create_future()
                 self._waiters.append(waiter)

@@ -359,6 +359,18 @@ def test_children_killed_while_idle_are_replaced_promptly() -> None:
     in_pool(make_pool("processes", 2), scenario)
 
 
+def test_an_idle_pool_gives_one_job_after_another_to_the_same_child() -> None:
+    """The child that became idle last takes the next job (as Celery's prefork gives an idle pool's jobs to
+    its first child): task code that keeps state on its Task instance between retries sees it again."""
+
+    async def scenario(pool: ProcessPool) -> tuple[list[int], list[Any]]:
+        pids = await full_strength(pool)
+        return pids, [(await pool.run(job(poolapp.pid))).value for _ in range(6)]
+
+    pids, ran_in = in_pool(make_pool("processes", 3), scenario)
+    assert len(set(ran_in)) == 1 and ran_in[0] in pids
+
+
 def test_max_tasks_per_child_recycles_the_child() -> None:
     async def scenario(pool: ProcessPool) -> list[Any]:
         return [(await pool.run(job(poolapp.pid))).value for _ in range(5)]
