@@ -28,9 +28,10 @@ from celeriac.amqp.testkit import AMQPBrokerKit
 from celeriac.memory.testkit import MemoryBackendKit, MemoryBrokerKit
 from celeriac.redis.testkit import RedisBackendKit, RedisBrokerKit
 from celeriac.sql.testkit import SQLBackendKit, SQLBrokerKit
+from celeriac.sqs.testkit import SQSBrokerKit
 from celeriac.testing.contract import BackendKit, BrokerKit
 from tests import redis_topologies
-from tests.servers import service_missing
+from tests.servers import moto_sqs, service_missing
 
 SERVERS = {
     "postgresql": ("127.0.0.1", 5432, "psycopg", "postgresql+psycopg://root@127.0.0.1:5432/test"),
@@ -50,6 +51,7 @@ BROKERS = [
     "redis-sentinel",
     "rabbitmq",
     "rabbitmq-quorum",
+    "sqs",
 ]
 BACKENDS = ["memory", "sqlite", "postgresql", "mysql", "redis"]
 #: The backends with a ``cleanup()`` sweep (Redis expires records by itself).
@@ -95,6 +97,18 @@ def close_amqp_connections(name: str) -> int:
             ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"], timeout=60, check=True
         )
     return len(pids)
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """moto's SQS server for the session: its endpoint URL."""
+    with moto_sqs() as endpoint:
+        yield endpoint
+
+
+def sqs_kit(endpoint: str, **defaults: Any) -> SQSBrokerKit:
+    """A kit on moto's SQS at ``endpoint``, with short leases' worth of visibility by default."""
+    return SQSBrokerKit("sqs://test:test@", endpoint_url=endpoint, region="us-east-1", **defaults)
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +185,8 @@ def _broker_kit(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
         sentinel = request.getfixturevalue("redis_sentinel")
         prefix = _redis_prefix(tagged=False)
         return RedisBrokerKit(sentinel.url, master_name=sentinel.master_name, global_keyprefix=prefix)
+    if store == "sqs":
+        return sqs_kit(request.getfixturevalue("sqs_endpoint"))
     _require(store)
     return AMQPBrokerKit(SERVERS[store][3], **amqp_defaults(store))
 
