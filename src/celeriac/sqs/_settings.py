@@ -26,28 +26,6 @@ _FIFO = ".fifo"
 MAX_NAME = 80
 MAX_DELAY = 900
 MAX_VISIBILITY = 43200
-#: The options this package reads; another name is a mistake that the error names.
-_KNOWN = {
-    "region",
-    "queue_name_prefix",
-    "predefined_queues",
-    "visibility_timeout",
-    "wait_time_seconds",
-    "polling_interval",
-    "is_secure",
-    "endpoint_url",
-    "sqs-creation-attributes",
-    "queue_tags",
-    "client-config",
-    "sqs_base64_encoding",
-    "fetch_message_attributes",
-    "lease_seconds",
-    "dead_letter_queue",
-    "max_message_bytes",
-    "eta_on_queue",
-    "port",
-    "regioninfo",
-}
 
 
 def queue_name(name: str, prefix: str = "") -> str:
@@ -107,17 +85,13 @@ class Settings:
     def read(cls, url: str, options: dict[str, Any]) -> Settings:
         """Read ``url`` (``sqs://[KEY:SECRET@][host[:port]]``) and the transport ``options``.
 
+        Options of other transports (an app's shared ``broker_transport_options``) are ignored.
+
         Raises:
-            ConfigurationError: an option is unknown, of the wrong kind, or not supported.
+            ConfigurationError: an option is of the wrong kind or not supported.
         """
         if options.get("sts_role_arn"):
             raise ConfigurationError("sts_role_arn is not supported by celeriac's SQS broker yet")
-        unknown = sorted(set(options) - _KNOWN)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SQS transport option(s) {', '.join(map(repr, unknown))}; known: "
-                + ", ".join(sorted(_KNOWN))
-            )
         parts = urlsplit(url)
         if parts.scheme != "sqs":
             raise ConfigurationError(f"an SQS broker URL starts with sqs://, not {url!r}")

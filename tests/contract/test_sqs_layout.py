@@ -1,0 +1,210 @@
+"""The SQS broker's layout and limits against moto's server: what kombu's SQS transport would read and
+write (base64 JSON envelope, mangled and prefixed queue names, predefined queues), delay hops, the
+message limit, and the delivery count that dead-letters a poison message."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celeriac.exceptions import ConfigurationError, MessageTooLarge
+from celeriac.protocol.envelope import to_envelope
+from celeriac.protocol.message import Message
+from celeriac.sqs import _wire
+from celeriac.sqs._settings import queue_name
+from celeriac.sqs.broker import SQSBroker
+from celeriac.sqs.client import Clients
+from celeriac.sqs.testkit import SQSBrokerKit
+from celeriac.testing.contract.broker import ids, message
+from tests.contract.conftest import sqs_kit
+
+
+@pytest.fixture
+def kit(sqs_endpoint: str) -> Iterator[SQSBrokerKit]:
+    kit = sqs_kit(sqs_endpoint)
+    yield kit
+    kit.clean()
+
+
+async def _raw(broker: SQSBroker, queue: str) -> list[dict[str, Any]]:
+    """Receive a queue's messages as any SQS client would (hidden for 30 s)."""
+    target = await broker._queue(queue)
+    client = await broker._clients.get()
+    reply = await client.receive_message(
+        QueueUrl=target.url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
+    )
+    return list(reply.get("Messages") or [])
+
+
+def test_a_message_is_kombus_base64_envelope_on_a_mangled_prefixed_queue(kit: SQSBrokerKit) -> None:
+    async def scenario() -> None:
+        broker = kit.broker()
+        assert isinstance(broker, SQSBroker)
+        await broker.publish("my.queue:x", message("t-1"))
+        kit.queues.append("my.queue:x")
+        target = await broker._queue("my.queue:x")
+        assert target.url.endswith("/" + kit.defaults["queue_name_prefix"] + "my-queue_x")
+        [raw] = await _raw(broker, "my.queue:x")
+        envelope = json.loads(base64.b64decode(raw["Body"]))
+        assert list(envelope) == ["body", "content-encoding", "content-type", "headers", "properties"]
+        assert envelope["headers"]["id"] == "t-1" and envelope["headers"]["task"] == "proj.add"
+        assert envelope["properties"]["body_encoding"] == "base64"
+        assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": "my.queue:x"}
+        assert json.loads(base64.b64decode(envelope["body"]))[0] == [2, 3]
+        assert "MessageAttributes" not in raw  # nothing a kombu reader would have to skip
+
+    kit.run(scenario)
+
+
+def test_a_plain_json_body_from_another_producer_is_read(kit: SQSBrokerKit) -> None:
+    """kombu's ``sqs_base64_encoding=False`` sends the envelope's JSON as it is: read it too, and the
+    delivery tag is the receipt handle, as kombu sets it."""
+
+    async def scenario() -> None:
+        plain, queue = kit.broker(sqs_base64_encoding=False), kit.queue()
+        await plain.publish(queue, message("plain"))
+        [raw] = await _raw(plain, queue)  # type: ignore[arg-type]
+        assert json.loads(raw["Body"])["headers"]["id"] == "plain"
+        assert isinstance(plain, SQSBroker)
+        await plain._show(await plain._queue(queue), [raw["ReceiptHandle"]])
+        [got] = await kit.broker().fetch([queue], 10, 2.0)
+        assert ids([got]) == ["plain"] and got.message is not None
+        assert got.message.properties["delivery_tag"] == got.tag
+
+    kit.run(scenario)
+
+
+def test_predefined_queues_are_the_only_queues(kit: SQSBrokerKit, sqs_endpoint: str) -> None:
+    async def scenario() -> None:
+        creator = kit.broker()
+        assert isinstance(creator, SQSBroker)
+        queue = kit.queue()
+        url = (await creator._queue(queue)).url
+        sqs_name = kit.defaults["queue_name_prefix"] + queue
+        broker = kit.broker(predefined_queues={sqs_name: {"url": url}})
+        await broker.publish(queue, message("pre"))
+        assert ids(await broker.fetch([queue], 10, 2.0)) == ["pre"]
+        with pytest.raises(ConfigurationError, match="not in predefined_queues"):
+            await broker.publish("undeclared", message())
+
+    kit.run(scenario)
+
+
+def test_settings_from_the_url_and_options() -> None:
+    settings = SQSBroker("sqs://AK%2FI:se%2Bcret@localhost:4566", options={"region": "eu-west-1"}).settings
+    assert (settings.credentials.key, settings.credentials.secret) == ("AK/I", "se+cret")
+    assert settings.endpoint_url == "http://localhost:4566" and settings.region == "eu-west-1"
+    secure = SQSBroker("sqs://localhost", options={"is_secure": True}).settings
+    assert secure.endpoint_url == "https://localhost" and secure.credentials.key is None
+    chain = SQSBroker("sqs://", options={"endpoint_url": "http://127.0.0.1:9"}).settings
+    assert chain.endpoint_url == "http://127.0.0.1:9" and chain.credentials.key is None
+    assert queue_name("my.queue:x", "dev-") == "dev-my-queue_x"
+    assert queue_name("a.b.fifo") == "a-b.fifo"
+    with pytest.raises(ConfigurationError, match="80"):
+        queue_name("q", "p" * 80)
+    with pytest.raises(ConfigurationError, match=r"both end in \.fifo"):
+        SQSBroker("sqs://", options={"predefined_queues": {"a.fifo": {"url": "http://x/a"}}})
+    with pytest.raises(ConfigurationError, match="lease_seconds"):
+        SQSBroker("sqs://", options={"lease_seconds": "soon"})
+
+
+def test_sqs_message_limit_is_a_clear_error_at_publish(kit: SQSBrokerKit) -> None:
+    async def scenario() -> None:
+        broker, queue = kit.broker(), kit.queue()
+        big = message("big")
+        big.body = b"x" * 200_000  # base64 makes it ~267 KB: over 256 KiB
+        with pytest.raises(MessageTooLarge, match=r"proj.add is \d+ bytes on SQS, over its limit of 262144"):
+            await broker.publish(queue, big)
+        assert await broker.size(queue) == 0
+
+    kit.run(scenario)
+
+
+def test_a_long_delay_hops_until_it_is_due(kit: SQSBrokerKit) -> None:
+    """A message due beyond SQS's 15 minutes is sent with the longest delay and its due time; one that
+    surfaces early is sent on again (a hop), never handed out, and arrives once due, delivered once."""
+
+    async def scenario() -> None:
+        broker, queue = kit.broker(), kit.queue()
+        assert isinstance(broker, SQSBroker)
+        await broker.publish(queue, message("next-hour"), not_before=time.time() + 3600)
+        assert await broker.size(queue) == 1 and await broker.fetch([queue], 10, 0.0) == []
+        # The last hop: what a 15-minute delay leaves, surfacing 2 s early.
+        due = time.time() + 2.0
+        body = _wire.encode_body(to_envelope(message("almost"), routing_key=queue))
+        target = await broker._queue(queue)
+        entry = {"MessageBody": body, "MessageAttributes": {_wire.NOT_BEFORE: _wire.attribute(due)}}
+        await broker._send(target, [entry])
+        assert await broker.fetch([queue], 10, 0.5) == []  # surfaced, hopped, not handed out
+        assert await broker.size(queue) == 2  # still counted, delayed
+        [got] = await broker.fetch([queue], 10, 5.0)
+        assert ids([got]) == ["almost"] and got.deliveries == 1
+        assert due <= time.time() < due + 1.5
+
+    kit.run(scenario)
+
+
+def test_the_fourth_delivery_of_a_message_dead_letters_it_in_a_worker(kit: SQSBrokerKit) -> None:
+    """SQS's receive count is the delivery count: a message received three times (its worker died
+    each time) is dead-lettered by the next worker with the reason, not run."""
+    from celeriac import Celeriac
+    from celeriac.testing import start_worker
+
+    queue = kit.queue()
+    app = Celeriac("poison", broker=kit.url, backend="memory://poison-" + queue)
+    app.conf.broker_transport_options = dict(kit.defaults, lease_seconds=1)
+    app.conf.task_default_queue = queue
+    ran: list[int] = []
+
+    @app.task(name="poison.add")
+    def add(x: int, y: int) -> int:
+        ran.append(x + y)
+        return x + y
+
+    async def deliver_three_times() -> None:
+        broker = kit.broker(lease_seconds=1)
+        sent = message("poison-1")
+        poison = Message(sent.body, {**sent.headers, "task": "poison.add"}, properties=sent.properties)
+        await broker.publish(queue, poison)
+        for _ in range(3):
+            [got] = await broker.fetch([queue], 1, 3.0)
+            await broker.reject(got, requeue=True)
+
+    kit.run(deliver_three_times)
+    try:
+        with start_worker(app, concurrency=1):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not app.dead_letters(queue):
+                time.sleep(0.1)
+        [dead] = app.dead_letters(queue)
+        assert dead.task_id == "poison-1" and "broker_max_deliveries=3" in dead.reason
+        assert ran == []
+    finally:
+        app.close()
+
+
+def test_clean_leaves_no_queue(sqs_endpoint: str) -> None:
+    kit = sqs_kit(sqs_endpoint)
+
+    async def scenario() -> None:
+        await kit.broker().publish(kit.queue(), message())
+
+    kit.run(scenario)
+    kit.clean()
+
+    async def listing() -> list[str]:
+        clients = Clients(SQSBroker(kit.url, options=dict(kit.defaults)).settings)
+        try:
+            client = await clients.get()
+            reply = await client.list_queues(QueueNamePrefix=kit.defaults["queue_name_prefix"])
+            return list(reply.get("QueueUrls") or [])
+        finally:
+            await clients.aclose()
+
+    assert asyncio.run(listing()) == []
