@@ -15,16 +15,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery  # type: ignore[import-untyped]
 
 from celeriac import Celeriac
+from celeriac.redis.testkit import RedisBackendKit
 from celeriac.sqs.testkit import SQSBrokerKit
 from celeriac.testing import start_worker
-from tests.interop import celery_sqs_app
-from tests.interop.celery_sqs_app import ADD, FAIL
+from tests.interop import celeriac_rabbit_app, celery_sqs_app
+from tests.interop.celery_rabbit_app import ADD, FAIL
 from tests.interop.conftest import close_celery, require_redis
 from tests.interop.redis_fleet import FleetProcess
 
@@ -40,42 +40,23 @@ class Space:
     """One module's SQS queues and Redis result keys: a prefix each, cleaned at the end."""
 
     def __init__(self, endpoint: str) -> None:
-        token = uuid.uuid4().hex[:8]
         self.url = "sqs://test:test@" + endpoint.removeprefix("http://")
-        self.prefix = f"i{token}-"
-        self.results_prefix = f"interop-sqs-{token}:"
-        self.kit = SQSBrokerKit(self.url, **celery_sqs_app.transport_options(self.prefix))
+        self.prefix = f"i{uuid.uuid4().hex[:8]}-"
+        self.results = RedisBackendKit(RESULTS)
+        self.settings = celery_sqs_app.settings(self.prefix, self.results.prefix)
+        self.kit = SQSBrokerKit(self.url, **self.settings["broker_transport_options"])
 
     def celery(self) -> Celery:
-        return celery_sqs_app.build(self.url, self.prefix, RESULTS, self.results_prefix)
+        return celery_sqs_app.build(self.url, self.prefix, RESULTS, self.results.prefix)
 
     def celeriac(self, queue: str) -> Celeriac:
-        app = Celeriac("interop_sqs", broker=self.url, backend=RESULTS)
-        app.conf.broker_transport_options = celery_sqs_app.transport_options(self.prefix)
-        app.conf.result_backend_transport_options = {"global_keyprefix": self.results_prefix}
-        app.conf.task_default_queue = queue
-
-        @app.task(name=ADD)
-        def add(x: int, y: int) -> dict[str, Any]:
-            return {"sum": x + y, "kind": "celeriac"}
-
-        @app.task(name=FAIL)
-        def fail(message: str) -> None:
-            raise ValueError(message)
-
+        app = celeriac_rabbit_app.build(RESULTS, task_default_queue=queue, **self.settings)
+        app.conf.broker_url = self.url
         return app
 
     def clean(self) -> None:
         self.kit.clean()
-        import redis
-
-        client = redis.Redis.from_url(RESULTS)
-        try:
-            keys = list(client.scan_iter(match=f"{self.results_prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        self.results.clean()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +75,7 @@ def test_a_celery_client_sends_to_a_celeriac_worker(space: Space) -> None:
     try:
         with start_worker(ours, concurrency=2):
             sums = [client.send_task(ADD, (n, n)) for n in range(5)]
-            failed = client.send_task(FAIL, ("from celery",))
+            failed = client.send_task(FAIL, ("ValueError", "from celery"))
             sent = time.time()
             later = client.send_task(ADD, (1, 1), countdown=2)
             assert [r.get(timeout=20) for r in sums] == [{"sum": 2 * n, "kind": "celeriac"} for n in range(5)]
@@ -115,7 +96,7 @@ def celery_worker(space: Space, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "INTEROP_SQS_URL": space.url,
         "INTEROP_SQS_PREFIX": space.prefix,
         "INTEROP_RESULTS": RESULTS,
-        "INTEROP_RESULTS_PREFIX": space.results_prefix,
+        "INTEROP_RESULTS_PREFIX": space.results.prefix,
     }
     log = Path(tmp_path_factory.mktemp("sqs-interop")) / "celery.log"
     args = [
@@ -134,7 +115,7 @@ def test_a_celeriac_client_sends_to_a_celery_worker(space: Space, celery_worker:
     client = space.celeriac(celery_worker)
     try:
         sums = [client.send_task(ADD, (n, 1)) for n in range(5)]
-        failed = client.send_task(FAIL, ("from celeriac",))
+        failed = client.send_task(FAIL, ("ValueError", "from celeriac"))
         sent = time.time()
         later = client.send_task(ADD, (2, 2), countdown=2)
         assert [r.get(timeout=30) for r in sums] == [{"sum": n + 1, "kind": "celery"} for n in range(5)]
