@@ -208,3 +208,39 @@ def test_clean_leaves_no_queue(sqs_endpoint: str) -> None:
             await clients.aclose()
 
     assert asyncio.run(listing()) == []
+
+
+def test_a_fifo_queue_keeps_order_groups_and_refuses_a_per_message_delay(kit: SQSBrokerKit) -> None:
+    """A queue named ``*.fifo`` is an SQS FIFO queue: messages go in kombu's group ``default`` (or the
+    message's ``MessageGroupId`` property) with a fresh deduplication id each, and come out in order;
+    a delay of one message is refused with the reason (FIFO queues delay only as a whole)."""
+
+    async def scenario() -> None:
+        broker = kit.broker()
+        assert isinstance(broker, SQSBroker)
+        queue = f"{kit.queue()}.fifo"
+        kit.queues.append(queue)
+        same = message("dup")
+        for name in ("f1", "f2", "f3"):
+            await broker.publish(queue, message(name))
+        await broker.publish(queue, same)
+        await broker.publish(queue, same)  # no deduplication unless the sender asks for it
+        target = await broker._queue(queue)
+        assert target.fifo and target.url.endswith(".fifo")
+        got = await broker.fetch([queue], 10, 2.0)
+        assert ids(got) == ["f1", "f2", "f3", "dup", "dup"]
+        await broker.release(got[3:])  # given back in its group, not counted
+        await broker.ack(got[:3])
+        again = await broker.fetch([queue], 10, 2.0)
+        assert ids(again) == ["dup", "dup"] and [d.deliveries for d in again] == [1, 1]
+        grouped = Message(same.body, {**same.headers, "id": "g"}, properties={"MessageGroupId": "g1"})
+        await broker.publish(queue, grouped)
+        client = await broker._clients.get()
+        reply = await client.receive_message(
+            QueueUrl=target.url, MessageSystemAttributeNames=["MessageGroupId"], WaitTimeSeconds=1
+        )
+        assert [m["Attributes"]["MessageGroupId"] for m in reply["Messages"]] == ["g1"]
+        with pytest.raises(ConfigurationError, match="FIFO queue .* cannot delay one message"):
+            await broker.publish(queue, message("later"), not_before=time.time() + 5)
+
+    kit.run(scenario)
