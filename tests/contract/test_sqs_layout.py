@@ -240,7 +240,7 @@ def test_a_fifo_queue_keeps_order_groups_and_refuses_a_per_message_delay(kit: SQ
             QueueUrl=target.url, MessageSystemAttributeNames=["MessageGroupId"], WaitTimeSeconds=1
         )
         assert [m["Attributes"]["MessageGroupId"] for m in reply["Messages"]] == ["g1"]
-        with pytest.raises(ConfigurationError, match="FIFO queue .* cannot delay one message"):
+        with pytest.raises(ConfigurationError, match=r"FIFO queue .* cannot delay one message"):
             await broker.publish(queue, message("later"), not_before=time.time() + 5)
 
     kit.run(scenario)
