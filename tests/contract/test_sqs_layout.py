@@ -244,3 +244,29 @@ def test_a_fifo_queue_keeps_order_groups_and_refuses_a_per_message_delay(kit: SQ
             await broker.publish(queue, message("later"), not_before=time.time() + 5)
 
     kit.run(scenario)
+
+
+def test_a_client_script_exits_without_complaints(kit: SQSBrokerKit) -> None:
+    """A script that sends a task and exits without closing the app leaves no unclosed HTTP session
+    behind (aiohttp would print "Unclosed client session" at exit)."""
+    import subprocess
+    import sys
+
+    queue = kit.queue()
+    script = (
+        "import sys; from celeriac import Celeriac; "
+        "app = Celeriac('script', broker=sys.argv[1]); app.conf.broker_transport_options = eval(sys.argv[2]); "
+        f"app.send_task('proj.add', (1, 2), queue={queue!r})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, kit.url, repr(kit.defaults)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+    async def count() -> None:
+        assert await kit.broker().size(queue) == 1
+
+    kit.run(count)

@@ -7,13 +7,20 @@ or need a thread per call, and a long poll holds a call for up to 20 s.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import weakref
 from typing import Any
 
 from celeriac.exceptions import MissingDependency
 from celeriac.sqs._settings import Credentials, Settings
 
 __all__ = ["Clients"]
+
+#: Clients with open connections, closed at exit if their loop still runs (the synchronous API's loop
+#: lives in a daemon thread: left open, aiohttp would print "Unclosed client session" at exit).
+_open: weakref.WeakSet[Clients] = weakref.WeakSet()
 
 
 class Clients:
@@ -23,6 +30,7 @@ class Clients:
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Credentials, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get(self, credentials: Credentials | None = None) -> Any:
         """The client for ``credentials`` (the URL's by default), opened on first use."""
@@ -31,6 +39,8 @@ class Clients:
         if client is None:
             client = await self._stack.enter_async_context(self._create(credentials))
             self._clients[credentials] = client
+            self._loop = asyncio.get_running_loop()
+            _open.add(self)
         return client
 
     def _create(self, credentials: Credentials) -> Any:
@@ -55,6 +65,17 @@ class Clients:
 
     async def aclose(self) -> None:
         """Close every client."""
+        _open.discard(self)
         self._clients.clear()
         await self._stack.aclose()
         self._stack = contextlib.AsyncExitStack()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for clients in list(_open):
+        loop = clients._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            continue
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(clients.aclose(), loop).result(timeout=5)
