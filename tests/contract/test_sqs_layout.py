@@ -254,12 +254,12 @@ def test_a_client_script_exits_without_complaints(kit: SQSBrokerKit) -> None:
 
     queue = kit.queue()
     script = (
-        "import sys; from celeriac import Celeriac; "
-        "app = Celeriac('script', broker=sys.argv[1]); app.conf.broker_transport_options = eval(sys.argv[2]); "
+        "import json, sys; from celeriac import Celeriac; app = Celeriac('script', broker=sys.argv[1]); "
+        "app.conf.broker_transport_options = json.loads(sys.argv[2]); "
         f"app.send_task('proj.add', (1, 2), queue={queue!r})"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, kit.url, repr(kit.defaults)],
+        [sys.executable, "-c", script, kit.url, json.dumps(kit.defaults)],
         capture_output=True,
         text=True,
         timeout=60,
