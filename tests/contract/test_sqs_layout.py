@@ -34,8 +34,8 @@ def kit(sqs_endpoint: str) -> Iterator[SQSBrokerKit]:
 
 async def _raw(broker: SQSBroker, queue: str) -> list[dict[str, Any]]:
     """Receive a queue's messages as any SQS client would (hidden for 30 s)."""
-    target = await broker._queue(queue)
-    client = await broker._clients.get()
+    target = await broker._sqs.get(queue)
+    client = await broker._sqs.client()
     reply = await client.receive_message(
         QueueUrl=target.url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
     )
@@ -48,7 +48,7 @@ def test_a_message_is_kombus_base64_envelope_on_a_mangled_prefixed_queue(kit: SQ
         assert isinstance(broker, SQSBroker)
         await broker.publish("my.queue:x", message("t-1"))
         kit.queues.append("my.queue:x")
-        target = await broker._queue("my.queue:x")
+        target = await broker._sqs.get("my.queue:x")
         assert target.url.endswith("/" + kit.defaults["queue_name_prefix"] + "my-queue_x")
         [raw] = await _raw(broker, "my.queue:x")
         envelope = json.loads(base64.b64decode(raw["Body"]))
@@ -72,7 +72,7 @@ def test_a_plain_json_body_from_another_producer_is_read(kit: SQSBrokerKit) -> N
         [raw] = await _raw(plain, queue)  # type: ignore[arg-type]
         assert json.loads(raw["Body"])["headers"]["id"] == "plain"
         assert isinstance(plain, SQSBroker)
-        await plain._show(await plain._queue(queue), [raw["ReceiptHandle"]])
+        await plain._sqs.show(await plain._sqs.get(queue), [raw["ReceiptHandle"]])
         [got] = await kit.broker().fetch([queue], 10, 2.0)
         assert ids([got]) == ["plain"] and got.message is not None
         assert got.message.properties["delivery_tag"] == got.tag
@@ -85,7 +85,7 @@ def test_predefined_queues_are_the_only_queues(kit: SQSBrokerKit, sqs_endpoint: 
         creator = kit.broker()
         assert isinstance(creator, SQSBroker)
         queue = kit.queue()
-        url = (await creator._queue(queue)).url
+        url = (await creator._sqs.get(queue)).url
         sqs_name = kit.defaults["queue_name_prefix"] + queue
         broker = kit.broker(predefined_queues={sqs_name: {"url": url}})
         await broker.publish(queue, message("pre"))
@@ -138,9 +138,9 @@ def test_a_long_delay_hops_until_it_is_due(kit: SQSBrokerKit) -> None:
         # The last hop: what a 15-minute delay leaves, surfacing 2 s early.
         due = time.time() + 2.0
         body = _wire.encode_body(to_envelope(message("almost"), routing_key=queue))
-        target = await broker._queue(queue)
+        target = await broker._sqs.get(queue)
         entry = {"MessageBody": body, "MessageAttributes": {_wire.NOT_BEFORE: _wire.attribute(due)}}
-        await broker._send(target, [entry])
+        await broker._sqs.send(target, [entry])
         assert await broker.fetch([queue], 10, 0.5) == []  # surfaced, hopped, not handed out
         assert await broker.size(queue) == 2  # still counted, delayed
         [got] = await broker.fetch([queue], 10, 5.0)
@@ -225,7 +225,7 @@ def test_a_fifo_queue_keeps_order_groups_and_refuses_a_per_message_delay(kit: SQ
             await broker.publish(queue, message(name))
         await broker.publish(queue, same)
         await broker.publish(queue, same)  # no deduplication unless the sender asks for it
-        target = await broker._queue(queue)
+        target = await broker._sqs.get(queue)
         assert target.fifo and target.url.endswith(".fifo")
         got = await broker.fetch([queue], 10, 2.0)
         assert ids(got) == ["f1", "f2", "f3", "dup", "dup"]
@@ -235,7 +235,7 @@ def test_a_fifo_queue_keeps_order_groups_and_refuses_a_per_message_delay(kit: SQ
         assert ids(again) == ["dup", "dup"] and [d.deliveries for d in again] == [1, 1]
         grouped = Message(same.body, {**same.headers, "id": "g"}, properties={"MessageGroupId": "g1"})
         await broker.publish(queue, grouped)
-        client = await broker._clients.get()
+        client = await broker._sqs.client()
         reply = await client.receive_message(
             QueueUrl=target.url, MessageSystemAttributeNames=["MessageGroupId"], WaitTimeSeconds=1
         )

@@ -39,67 +39,32 @@ from typing import Any, ClassVar
 
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, doomed
 from celeriac.brokers.delivery import read_dead_letter, read_delivery
-from celeriac.exceptions import ConfigurationError, MessageTooLarge, OperationalError
+from celeriac.exceptions import ConfigurationError, MessageTooLarge
 from celeriac.protocol.envelope import from_envelope, to_envelope
 from celeriac.protocol.message import Message
 from celeriac.sqs import _wire
-from celeriac.sqs._settings import MAX_DELAY, Credentials, Settings, queue_name
-from celeriac.sqs.client import Clients
+from celeriac.sqs._queues import BATCH, Queue, Queues, calling
+from celeriac.sqs._settings import MAX_DELAY, Settings
 
 __all__ = ["SQSBroker"]
 
 log = logging.getLogger(__name__)
 
-_BATCH = 10  # SQS's most entries per batch call and messages per receive
 _SHORT_POLL_PAUSE = 0.05
 _LISTING_HIDE = 30  # seconds a dead-letter listing hides what it reads
 _REASON_MAX = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class _Queue:
-    name: str
-    url: str
-    credentials: Credentials
-    fifo: bool
 
 
 @dataclass(slots=True)
 class _Held:
     """What this broker holds of one received message, by receipt handle."""
 
-    queue: _Queue
+    queue: Queue
     body: str
     attributes: dict[str, dict[str, str]]
     deliveries: int
     group: str | None
     lease_until: float  # time.monotonic()
-
-
-def _failed(what: str, exc: Exception) -> OperationalError:
-    return OperationalError(f"the SQS broker could not {what}: {exc}")
-
-
-@contextlib.contextmanager
-def _calling(what: str) -> Iterator[None]:
-    """Report an unreachable or failing endpoint as OperationalError, as every broker does."""
-    try:
-        yield
-    except (TimeoutError, OSError) as exc:
-        raise _failed(what, exc) from exc
-    except Exception as exc:
-        # botocore's transport errors (no endpoint, timeouts); an answer of SQS's own (ClientError,
-        # which has a ``response``) is a refusal, not an outage, and goes up as it is.
-        if not hasattr(exc, "response") and type(exc).__module__.startswith(
-            ("botocore", "aiobotocore", "aiohttp")
-        ):
-            raise _failed(what, exc) from exc
-        raise
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _send_attributes(received: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -126,8 +91,7 @@ class SQSBroker(Broker):
         super().__init__(url, options=options)
         self.settings = Settings.read(url, self.options)
         self.lease_seconds = self.settings.lease_seconds
-        self._clients = Clients(self.settings)
-        self._queues: dict[str, _Queue] = {}
+        self._sqs = Queues(self.settings)
         self._held: dict[str, _Held] = {}
         self._spare: list[Delivery] = []
         self._heartbeat: asyncio.Task[None] | None = None
@@ -140,17 +104,15 @@ class SQSBroker(Broker):
     async def publish_many(self, items: Sequence[tuple[str, Message, float | None]]) -> None:
         now = time.time()
         by_queue: dict[str, list[dict[str, Any]]] = {}
-        queues: dict[str, _Queue] = {}
+        queues: dict[str, Queue] = {}
         for name, message, not_before in items:
-            target = queues.get(name) or await self._queue(name)
+            target = queues.get(name) or await self._sqs.get(name)
             queues[name] = target
             by_queue.setdefault(name, []).append(self._entry(target, message, not_before, now))
         for name, entries in by_queue.items():
-            await self._send(queues[name], entries)
+            await self._sqs.send(queues[name], entries)
 
-    def _entry(
-        self, target: _Queue, message: Message, not_before: float | None, now: float
-    ) -> dict[str, Any]:
+    def _entry(self, target: Queue, message: Message, not_before: float | None, now: float) -> dict[str, Any]:
         body = _wire.encode_body(
             to_envelope(message, routing_key=target.name), base64_encoded=self.settings.base64
         )
@@ -180,33 +142,6 @@ class SQSBroker(Broker):
             )
         return entry
 
-    async def _send(self, target: _Queue, entries: list[dict[str, Any]]) -> None:
-        """SendMessageBatch in batches of 10 within the size limit; raises unless all were stored."""
-        client = await self._clients.get(target.credentials)
-        batch: list[dict[str, Any]] = []
-        size = 0
-        for entry in [*entries, None]:
-            entry_size = (
-                0 if entry is None else _wire.text_size(entry["MessageBody"], entry["MessageAttributes"])
-            )
-            if batch and (
-                entry is None or len(batch) == _BATCH or size + entry_size > self.settings.max_message_bytes
-            ):
-                with _calling(f"publish to {target.name!r}"):
-                    reply = await client.send_message_batch(
-                        QueueUrl=target.url, Entries=[{"Id": str(n), **e} for n, e in enumerate(batch)]
-                    )
-                failed = reply.get("Failed") or []
-                if failed:
-                    reasons = "; ".join(f"{f.get('Code')}: {f.get('Message')}" for f in failed)
-                    raise OperationalError(
-                        f"SQS refused {len(failed)} of {len(batch)} message(s) for {target.name!r}: {reasons}"
-                    )
-                batch, size = [], 0
-            if entry is not None:
-                batch.append(entry)
-                size += entry_size
-
     # -- consuming
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
@@ -217,14 +152,14 @@ class SQSBroker(Broker):
         if spare:
             self._spare = [d for d in self._spare if d not in spare]
             return spare
-        targets = [await self._queue(name) for name in names]
+        targets = [await self._sqs.get(name) for name in names]
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining = deadline - time.monotonic()
             wait = int(min(max(remaining, 0.0), self.settings.wait_time_seconds or 0, 20))
             # Every queue is polled at once (a long poll on one would starve the others); what comes
             # beyond ``limit`` is held as spare for the next fetch, earlier queues' messages first.
-            batches = await asyncio.gather(*(self._receive(t, min(limit, _BATCH), wait) for t in targets))
+            batches = await asyncio.gather(*(self._receive(t, min(limit, BATCH), wait) for t in targets))
             found = [d for batch in batches for d in batch]
             if found:
                 self._spare.extend(found[limit:])
@@ -235,11 +170,11 @@ class SQSBroker(Broker):
             if wait == 0:
                 await asyncio.sleep(min(_SHORT_POLL_PAUSE, remaining))
 
-    async def _receive(self, target: _Queue, count: int, wait: int) -> list[Delivery]:
-        client = await self._clients.get(target.credentials)
+    async def _receive(self, target: Queue, count: int, wait: int) -> list[Delivery]:
+        client = await self._sqs.client(target)
         visibility = self.settings.lease_visibility
         sent_at = time.monotonic()
-        with _calling(f"receive from {target.name!r}"):
+        with calling(f"receive from {target.name!r}"):
             reply = await client.receive_message(
                 QueueUrl=target.url,
                 MaxNumberOfMessages=count,
@@ -280,23 +215,23 @@ class SQSBroker(Broker):
             got.append(delivery)
         if early:
             # Not due yet: sent on with a new delay (a hop), then this copy deleted; never handed out.
-            await self._send(target, [entry for _, entry in early])
-            await self._delete(target, [receipt for receipt, _ in early])
+            await self._sqs.send(target, [entry for _, entry in early])
+            await self._forget(target, [receipt for receipt, _ in early])
         if got:
             self._start_heartbeat()
         return got
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        by_queue: dict[_Queue, list[str]] = {}
+        by_queue: dict[Queue, list[str]] = {}
         for held, receipt in self._take_held(deliveries, "acked"):
             by_queue.setdefault(held.queue, []).append(receipt)
         for target, receipts in by_queue.items():
-            await self._delete(target, receipts)
+            await self._forget(target, receipts)
 
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         for held, receipt in self._take_held([delivery], "rejected"):
             if requeue:
-                await self._show(held.queue, [receipt])
+                await self._sqs.show(held.queue, [receipt])
                 return
             dead = await self._dead_queue()
             attributes = {
@@ -307,18 +242,18 @@ class SQSBroker(Broker):
             entry: dict[str, Any] = {"MessageBody": held.body, "MessageAttributes": attributes}
             if dead.fifo:
                 entry.update(MessageGroupId="dead", MessageDeduplicationId=uuid.uuid4().hex)
-            await self._send(dead, [entry])
-            await self._delete(held.queue, [receipt])
+            await self._sqs.send(dead, [entry])
+            await self._forget(held.queue, [receipt])
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        by_queue: dict[_Queue, list[tuple[str, _Held]]] = {}
+        by_queue: dict[Queue, list[tuple[str, _Held]]] = {}
         for held, receipt in self._take_held(deliveries, "released"):
             by_queue.setdefault(held.queue, []).append((receipt, held))
         for target, pairs in by_queue.items():
             await self._send_again(target, [held for _, held in pairs])
-            await self._delete(target, [receipt for receipt, _ in pairs])
+            await self._forget(target, [receipt for receipt, _ in pairs])
 
-    async def _send_again(self, target: _Queue, held: list[_Held]) -> None:
+    async def _send_again(self, target: Queue, held: list[_Held]) -> None:
         """Send copies that count as not delivered this time (their delivery count so far rides along)."""
         entries = []
         for one in held:
@@ -328,7 +263,13 @@ class SQSBroker(Broker):
             if target.fifo:
                 entry.update(MessageGroupId=one.group or "default", MessageDeduplicationId=uuid.uuid4().hex)
             entries.append(entry)
-        await self._send(target, entries)
+        await self._sqs.send(target, entries)
+
+    async def _forget(self, target: Queue, receipts: list[str]) -> None:
+        """Delete messages for good; one SQS refuses (purged meanwhile, say) is only logged."""
+        refused = await self._sqs.delete(target, receipts)
+        if refused:
+            log.warning("SQS did not delete %d message(s) of %r", len(refused), target.name)
 
     def _take_held(self, deliveries: Sequence[Delivery], what: str) -> Iterator[tuple[_Held, str]]:
         """The held messages of ``deliveries`` whose lease still runs; they are no longer held."""
@@ -347,36 +288,6 @@ class SQSBroker(Broker):
                 continue
             yield held, delivery.tag
 
-    async def _delete(self, target: _Queue, receipts: list[str]) -> None:
-        client = await self._clients.get(target.credentials)
-        for start in range(0, len(receipts), _BATCH):
-            chunk = receipts[start : start + _BATCH]
-            with _calling(f"delete from {target.name!r}"):
-                reply = await client.delete_message_batch(
-                    QueueUrl=target.url,
-                    Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(chunk)],
-                )
-            for failure in reply.get("Failed") or []:
-                log.warning("SQS did not delete a message of %r: %s", target.name, failure.get("Message"))
-
-    async def _show(self, target: _Queue, receipts: list[str], visibility: int = 0) -> list[str]:
-        """ChangeMessageVisibilityBatch: visible again (0 s) or hidden ``visibility`` s; the receipts
-        SQS refused (no longer valid) are returned."""
-        client = await self._clients.get(target.credentials)
-        refused: list[str] = []
-        for start in range(0, len(receipts), _BATCH):
-            chunk = receipts[start : start + _BATCH]
-            with _calling(f"change the visibility of messages of {target.name!r}"):
-                reply = await client.change_message_visibility_batch(
-                    QueueUrl=target.url,
-                    Entries=[
-                        {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": visibility}
-                        for n, r in enumerate(chunk)
-                    ],
-                )
-            refused += [chunk[int(f["Id"])] for f in reply.get("Failed") or []]
-        return refused
-
     # -- heartbeat
 
     def _start_heartbeat(self) -> None:
@@ -389,13 +300,13 @@ class SQSBroker(Broker):
         visibility = self.settings.lease_visibility
         while self._held or self._spare:
             await asyncio.sleep(max(self.lease_seconds / 4, 0.05))
-            by_queue: dict[_Queue, list[str]] = {}
+            by_queue: dict[Queue, list[str]] = {}
             for receipt, held in self._held.items():
                 by_queue.setdefault(held.queue, []).append(receipt)
             for target, receipts in by_queue.items():
                 sent_at = time.monotonic()
                 try:
-                    refused = await self._show(target, receipts, visibility)
+                    refused = await self._sqs.show(target, receipts, visibility)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -416,78 +327,20 @@ class SQSBroker(Broker):
     # -- queues
 
     async def declare(self, queue: str) -> None:
-        await self._queue(queue)
+        await self._sqs.get(queue)
 
     async def size(self, queue: str) -> int:
-        target = await self._queue(queue)
-        client = await self._clients.get(target.credentials)
-        with _calling(f"count the messages of {queue!r}"):
-            reply = await client.get_queue_attributes(
-                QueueUrl=target.url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
-            )
-        counts = reply.get("Attributes") or {}
-        return int(counts.get("ApproximateNumberOfMessages", 0)) + int(
-            counts.get("ApproximateNumberOfMessagesDelayed", 0)
-        )
+        return await self._sqs.size(queue)
 
     async def purge(self, queue: str) -> int:
         """PurgeQueue: every message of the queue goes, those consumers hold too (SQS's rule)."""
-        count = await self.size(queue)
-        target = await self._queue(queue)
-        client = await self._clients.get(target.credentials)
-        with _calling(f"purge {queue!r}"):
-            await client.purge_queue(QueueUrl=target.url)
+        count = await self._sqs.size(queue)
+        await self._sqs.purge(queue)
         self._spare = [d for d in self._spare if d.queue != queue]
         return count
 
-    async def _queue(self, name: str) -> _Queue:
-        """The queue ``name``: its URL found (or the queue created) once, then cached."""
-        found = self._queues.get(name)
-        if found is not None:
-            return found
-        settings = self.settings
-        sqs_name = queue_name(name, settings.prefix)
-        fifo = sqs_name.endswith(".fifo")
-        if settings.predefined:
-            spec = settings.predefined.get(name) or settings.predefined.get(sqs_name)
-            if spec is None:
-                raise ConfigurationError(
-                    f"queue {name!r} is not in predefined_queues ({', '.join(settings.predefined)}); "
-                    "add it there, or drop predefined_queues to let celeriac create queues"
-                )
-            key, secret = spec.get("access_key_id"), spec.get("secret_access_key")
-            credentials = (
-                Credentials(key, secret, spec.get("region"))
-                if key and secret
-                else Credentials(settings.credentials.key, settings.credentials.secret, spec.get("region"))
-            )
-            found = _Queue(name, spec["url"], credentials, fifo)
-        else:
-            found = _Queue(name, await self._find_or_create(sqs_name, fifo), settings.credentials, fifo)
-        self._queues[name] = found
-        return found
-
-    async def _find_or_create(self, sqs_name: str, fifo: bool) -> str:
-        client = await self._clients.get()
-        try:
-            with _calling(f"look up queue {sqs_name!r}"):
-                reply = await client.get_queue_url(QueueName=sqs_name)
-            return str(reply["QueueUrl"])
-        except Exception as exc:
-            if "NonExistentQueue" not in _code(exc) and "QueueDoesNotExist" not in _code(exc):
-                raise
-        attributes = {"VisibilityTimeout": str(self.settings.create_visibility)}
-        if fifo:
-            attributes["FifoQueue"] = "true"
-        attributes.update(self.settings.creation_attributes)
-        extra: dict[str, Any] = {"tags": self.settings.tags} if self.settings.tags else {}
-        with _calling(f"create queue {sqs_name!r}"):
-            reply = await client.create_queue(QueueName=sqs_name, Attributes=attributes, **extra)
-        return str(reply["QueueUrl"])
-
-    async def _dead_queue(self) -> _Queue:
-        return await self._queue(self.settings.dead_letter_queue)
+    async def _dead_queue(self) -> Queue:
+        return await self._sqs.get(self.settings.dead_letter_queue)
 
     # -- dead letters
 
@@ -507,7 +360,7 @@ class SQSBroker(Broker):
             chosen = chosen[:limit]
             by_queue: dict[str, list[dict[str, Any]]] = {}
             for _, letter in chosen:
-                target = await self._queue(letter.queue)
+                target = await self._sqs.get(letter.queue)
                 entry: dict[str, Any] = {
                     "MessageBody": _wire.encode_body(letter.raw),
                     "MessageAttributes": {},
@@ -517,9 +370,9 @@ class SQSBroker(Broker):
                 by_queue.setdefault(letter.queue, []).append(entry)
             # Stored on its queue before it leaves the dead letters: on a failure in both, never in neither.
             for name, entries in by_queue.items():
-                await self._send(await self._queue(name), entries)
+                await self._sqs.send(await self._sqs.get(name), entries)
             taken = {id(letter) for _, letter in chosen}
-            await self._delete(dead, [receipt for receipt, letter in chosen])
+            await self._forget(dead, [receipt for receipt, letter in chosen])
             letters[:] = [p for p in letters if id(p[1]) not in taken]
         return len(chosen)
 
@@ -534,7 +387,7 @@ class SQSBroker(Broker):
             )
             drop = doomed([p[1].time for p in chosen], older_than=older_than, keep=keep, now=time.time())
             gone = [p for p, dropped in zip(chosen, drop, strict=True) if dropped]
-            await self._delete(dead, [receipt for receipt, _ in gone])
+            await self._forget(dead, [receipt for receipt, _ in gone])
             taken = {id(letter) for _, letter in gone}
             letters[:] = [p for p in letters if id(p[1]) not in taken]
         return len(gone)
@@ -544,14 +397,14 @@ class SQSBroker(Broker):
         """Every dead letter with its receipt, hidden while the body runs; those the body leaves in the
         list are made visible again after it."""
         dead = await self._dead_queue()
-        client = await self._clients.get(dead.credentials)
+        client = await self._sqs.client(dead)
         letters: list[tuple[str, DeadLetter]] = []
         try:
             while True:
-                with _calling("read the dead letters"):
+                with calling("read the dead letters"):
                     reply = await client.receive_message(
                         QueueUrl=dead.url,
-                        MaxNumberOfMessages=_BATCH,
+                        MaxNumberOfMessages=BATCH,
                         WaitTimeSeconds=0,
                         VisibilityTimeout=_LISTING_HIDE,
                         MessageSystemAttributeNames=["SentTimestamp"],
@@ -564,7 +417,7 @@ class SQSBroker(Broker):
             yield letters
         finally:
             if letters:
-                await self._show(dead, [receipt for receipt, _ in letters])
+                await self._sqs.show(dead, [receipt for receipt, _ in letters])
 
     # -- closing
 
@@ -577,12 +430,12 @@ class SQSBroker(Broker):
             spare, self._spare = self._spare, []
             if spare:
                 await self.release(spare)  # never handed out: not counted
-            by_queue: dict[_Queue, list[str]] = {}
+            by_queue: dict[Queue, list[str]] = {}
             for receipt, held in self._held.items():
                 by_queue.setdefault(held.queue, []).append(receipt)
             self._held.clear()
             for target, receipts in by_queue.items():
-                await self._show(target, receipts)
+                await self._sqs.show(target, receipts)
         except Exception as exc:
             log.warning(
                 "could not give back this consumer's messages on closing (%s); SQS hands them out "
@@ -590,12 +443,7 @@ class SQSBroker(Broker):
                 exc,
             )
         finally:
-            await self._clients.aclose()
-            self._queues.clear()
-
-    async def _send_raw(self, queue: str, body: str) -> None:
-        """Store ``body`` as it is (the contract kit's corrupt producer)."""
-        await self._send(await self._queue(queue), [{"MessageBody": body, "MessageAttributes": {}}])
+            await self._sqs.aclose()
 
 
 def _letter(raw: dict[str, Any]) -> DeadLetter:

@@ -31,7 +31,8 @@ class SQSBrokerKit(BrokerKit):
     async def put_raw(self, broker: Broker, queue: str, payload: bytes) -> None:
         """Send ``payload`` base64'd as the body, where a Celery client would send its envelope."""
         assert isinstance(broker, SQSBroker)
-        await broker._send_raw(queue, base64.b64encode(payload).decode())
+        entry = {"MessageBody": base64.b64encode(payload).decode(), "MessageAttributes": {}}
+        await broker._sqs.send(await broker._sqs.get(queue), [entry])
 
     def freeze(self, broker: Broker) -> None:
         """Stop the broker's heartbeat: its visibility timeouts run out, as a dead worker's do."""
