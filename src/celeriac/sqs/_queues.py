@@ -140,33 +140,28 @@ class Queues:
 
     async def delete(self, target: Queue, receipts: list[str]) -> list[str]:
         """DeleteMessageBatch, 10 at a time; the receipts SQS refused are returned."""
-        client = await self.client(target)
-        refused: list[str] = []
-        for start in range(0, len(receipts), BATCH):
-            chunk = receipts[start : start + BATCH]
-            with calling(f"delete from {target.name!r}"):
-                reply = await client.delete_message_batch(
-                    QueueUrl=target.url,
-                    Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(chunk)],
-                )
-            refused += [chunk[int(f["Id"])] for f in reply.get("Failed") or []]
-        return refused
+        return await self._by_receipt(
+            target, receipts, "delete_message_batch", f"delete from {target.name!r}"
+        )
 
     async def show(self, target: Queue, receipts: list[str], visibility: int = 0) -> list[str]:
         """ChangeMessageVisibilityBatch: visible again (0 s) or hidden ``visibility`` s; the receipts
         SQS refused (no longer valid) are returned."""
-        client = await self.client(target)
+        what = f"change the visibility of messages of {target.name!r}"
+        extra = {"VisibilityTimeout": visibility}
+        return await self._by_receipt(target, receipts, "change_message_visibility_batch", what, extra)
+
+    async def _by_receipt(
+        self, target: Queue, receipts: list[str], call: str, what: str, extra: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Make the batch ``call`` on ``receipts``, 10 at a time; return the receipts SQS refused."""
+        method = getattr(await self.client(target), call)
         refused: list[str] = []
         for start in range(0, len(receipts), BATCH):
             chunk = receipts[start : start + BATCH]
-            with calling(f"change the visibility of messages of {target.name!r}"):
-                reply = await client.change_message_visibility_batch(
-                    QueueUrl=target.url,
-                    Entries=[
-                        {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": visibility}
-                        for n, r in enumerate(chunk)
-                    ],
-                )
+            entries = [{"Id": str(n), "ReceiptHandle": r, **(extra or {})} for n, r in enumerate(chunk)]
+            with calling(what):
+                reply = await method(QueueUrl=target.url, Entries=entries)
             refused += [chunk[int(f["Id"])] for f in reply.get("Failed") or []]
         return refused
 
