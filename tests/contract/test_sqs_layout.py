@@ -17,7 +17,6 @@ from celeriac.exceptions import ConfigurationError, MessageTooLarge
 from celeriac.protocol.envelope import to_envelope
 from celeriac.protocol.message import Message
 from celeriac.sqs import _wire
-from celeriac.sqs._settings import queue_name
 from celeriac.sqs.broker import SQSBroker
 from celeriac.sqs.client import Clients
 from celeriac.sqs.testkit import SQSBrokerKit
@@ -94,24 +93,6 @@ def test_predefined_queues_are_the_only_queues(kit: SQSBrokerKit, sqs_endpoint: 
             await broker.publish("undeclared", message())
 
     kit.run(scenario)
-
-
-def test_settings_from_the_url_and_options() -> None:
-    settings = SQSBroker("sqs://AK%2FI:se%2Bcret@localhost:4566", options={"region": "eu-west-1"}).settings
-    assert (settings.credentials.key, settings.credentials.secret) == ("AK/I", "se+cret")
-    assert settings.endpoint_url == "http://localhost:4566" and settings.region == "eu-west-1"
-    secure = SQSBroker("sqs://localhost", options={"is_secure": True}).settings
-    assert secure.endpoint_url == "https://localhost" and secure.credentials.key is None
-    chain = SQSBroker("sqs://", options={"endpoint_url": "http://127.0.0.1:9"}).settings
-    assert chain.endpoint_url == "http://127.0.0.1:9" and chain.credentials.key is None
-    assert queue_name("my.queue:x", "dev-") == "dev-my-queue_x"
-    assert queue_name("a.b.fifo") == "a-b.fifo"
-    with pytest.raises(ConfigurationError, match="80"):
-        queue_name("q", "p" * 80)
-    with pytest.raises(ConfigurationError, match=r"both end in \.fifo"):
-        SQSBroker("sqs://", options={"predefined_queues": {"a.fifo": {"url": "http://x/a"}}})
-    with pytest.raises(ConfigurationError, match="lease_seconds"):
-        SQSBroker("sqs://", options={"lease_seconds": "soon"})
 
 
 def test_sqs_message_limit_is_a_clear_error_at_publish(kit: SQSBrokerKit) -> None:
