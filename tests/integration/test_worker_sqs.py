@@ -90,6 +90,7 @@ def test_a_worker_runs_tasks_a_chain_a_countdown_and_a_task_longer_than_its_leas
     assert "lease" not in log_of(worker), log_of(worker)
 
 
+@pytest.mark.chaos  # the contract suite's release and close tests cover the broker's side by default
 def test_warm_shutdown_gives_unstarted_messages_back_at_once(
     app: Any, start_worker: Any, worker_env: dict[str, str]
 ) -> None:
