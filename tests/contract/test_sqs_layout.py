@@ -251,3 +251,32 @@ def test_a_client_script_exits_without_complaints(kit: SQSBrokerKit) -> None:
         assert await kit.broker().size(queue) == 1
 
     kit.run(count)
+
+
+def test_apply_async_names_a_fifo_group_and_deduplication_id(kit: SQSBrokerKit) -> None:
+    """``apply_async(MessageGroupId=..., MessageDeduplicationId=...)``, as Celery users write it for SQS
+    FIFO queues: the group is SQS's, and a second send with the same deduplication id is dropped by SQS."""
+    from celeriac import Celeriac
+
+    queue = f"{kit.queue()}.fifo"
+    kit.queues.append(queue)
+    app = Celeriac("fifo", broker=kit.url)
+    app.conf.broker_transport_options = dict(kit.defaults)
+    try:
+        for _ in range(2):
+            app.send_task("proj.add", (1, 2), queue=queue, MessageGroupId="g1", MessageDeduplicationId="once")
+
+        async def check() -> None:
+            broker = kit.broker()
+            assert isinstance(broker, SQSBroker)
+            target = await broker._sqs.get(queue)
+            client = await broker._sqs.client()
+            reply = await client.receive_message(
+                QueueUrl=target.url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+            )
+            assert [m["Attributes"]["MessageGroupId"] for m in reply["Messages"]] == ["g1"]
+            assert reply["Messages"][0]["Attributes"]["MessageDeduplicationId"] == "once"
+
+        kit.run(check)
+    finally:
+        app.close()
