@@ -20,8 +20,9 @@ from celeriac.sqs import _wire
 from celeriac.sqs.broker import SQSBroker
 from celeriac.sqs.client import Clients
 from celeriac.sqs.testkit import SQSBrokerKit
+from celeriac.testing.contract import BrokerContract
 from celeriac.testing.contract.broker import ids, message
-from tests.contract.conftest import sqs_kit
+from tests.contract.conftest import REDIS_RESULTS, _require_redis_results, sqs_kit
 
 
 @pytest.fixture
@@ -280,3 +281,23 @@ def test_apply_async_names_a_fifo_group_and_deduplication_id(kit: SQSBrokerKit) 
         kit.run(check)
     finally:
         app.close()
+
+
+class TestBroadcastsThroughASideChannel:
+    """With ``broadcast_url`` (here Redis), the SQS broker's broadcasts (remote control, events) pass the
+    contract's broadcast tests; without it, the contract's refusal test runs in ``test_broker_contract``."""
+
+    test_broadcast_reaches_every_subscriber_of_its_exchange = (
+        BrokerContract.test_broadcast_reaches_every_subscriber_of_its_exchange
+    )
+    test_broadcast_patterns_select_by_routing_key = (
+        BrokerContract.test_broadcast_patterns_select_by_routing_key
+    )
+
+    @pytest.fixture
+    def broker_kit(self, sqs_endpoint: str) -> Iterator[SQSBrokerKit]:
+        _require_redis_results()
+        kit = sqs_kit(sqs_endpoint, broadcast_url=REDIS_RESULTS[3])
+        kit.broadcasts = True
+        yield kit
+        kit.clean()

@@ -74,6 +74,7 @@ class Settings:
     base64: bool
     creation_attributes: dict[str, str]
     tags: dict[str, str]
+    broadcast_url: str | None = None
     client_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,6 +134,7 @@ class Settings:
             },
             tags={str(k): str(v) for k, v in (options.get("queue_tags") or {}).items()},
             client_config=dict(options.get("client-config") or {}),
+            broadcast_url=str(options["broadcast_url"]) if options.get("broadcast_url") else None,
         )
 
 

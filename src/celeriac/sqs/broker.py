@@ -22,7 +22,9 @@ the prefix), the envelope unchanged and the source queue, reason and time in att
 SQS redrive policy moved there is read too (its queue from the envelope). SQS cannot be browsed: a
 listing receives every dead letter (hidden for 30 s meanwhile) and makes them visible again.
 
-Not here: broadcasts (remote control, events), as Celery has none on SQS; priorities (SQS has none).
+Broadcasts (remote control, events): SQS has none, nor has Celery on SQS; with the option
+``broadcast_url`` (a Redis or SQL URL) they travel through a broker of that URL, else they raise
+NotImplementedError naming the option. Priorities: none (SQS has none).
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ import math
 import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from celeriac.brokers import create_broker
 from celeriac.brokers.base import Broker, DeadLetter, Delivery, check_dead_letter_arguments, doomed
 from celeriac.brokers.delivery import read_dead_letter, read_delivery
+from celeriac.brokers.fanout import Subscription
 from celeriac.exceptions import ConfigurationError, MessageTooLarge
 from celeriac.protocol.envelope import from_envelope, to_envelope
 from celeriac.protocol.message import Message
@@ -95,6 +100,7 @@ class SQSBroker(Broker):
         self._held: dict[str, _Held] = {}
         self._spare: list[Delivery] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        self._side: Broker | None = None
 
     # -- publishing
 
@@ -419,6 +425,26 @@ class SQSBroker(Broker):
             if letters:
                 await self._sqs.show(dead, [receipt for receipt, _ in letters])
 
+    # -- broadcasts, through a side channel
+
+    async def broadcast(self, exchange: str, message: Message, *, routing_key: str = "") -> None:
+        await self._side_channel().broadcast(exchange, message, routing_key=routing_key)
+
+    def subscribe(self, exchange: str, pattern: str = "#") -> AbstractAsyncContextManager[Subscription]:
+        return self._side_channel().subscribe(exchange, pattern)
+
+    def _side_channel(self) -> Broker:
+        """The broker of ``broadcast_url`` (Redis, SQL, ...), which carries remote control and events."""
+        if self._side is None:
+            url = self.settings.broadcast_url
+            if not url:
+                raise NotImplementedError(
+                    "SQSBroker cannot broadcast: SQS has no fanout; remote control and events need the "
+                    "transport option broadcast_url (a Redis or SQL URL, e.g. your result backend's)"
+                )
+            self._side = create_broker(url)
+        return self._side
+
     # -- closing
 
     async def close(self) -> None:
@@ -444,6 +470,9 @@ class SQSBroker(Broker):
             )
         finally:
             await self._sqs.aclose()
+            side, self._side = self._side, None
+            if side is not None:
+                await side.close()
 
 
 def _letter(raw: dict[str, Any]) -> DeadLetter:
