@@ -301,3 +301,26 @@ class TestBroadcastsThroughASideChannel:
         kit.broadcasts = True
         yield kit
         kit.clean()
+
+
+def test_a_queue_that_fails_does_not_strand_what_the_others_gave(kit: SQSBrokerKit) -> None:
+    """One fetch polls every queue at once; when one poll fails, the messages the others received are
+    handed out (and a fetch where every poll failed raises)."""
+
+    async def scenario() -> None:
+        creator = kit.broker()
+        assert isinstance(creator, SQSBroker)
+        good, gone = kit.queue(), kit.queue()
+        good_url = (await creator._sqs.get(good)).url
+        gone_url = (await creator._sqs.get(gone)).url
+        await (await creator._sqs.client()).delete_queue(QueueUrl=gone_url)
+        prefix = kit.defaults["queue_name_prefix"]
+        broker = kit.broker(
+            predefined_queues={prefix + good: {"url": good_url}, prefix + gone: {"url": gone_url}}
+        )
+        await broker.publish(good, message("kept"))
+        assert ids(await broker.fetch([gone, good], 10, 1.0)) == ["kept"]
+        with pytest.raises(Exception, match="NonExistentQueue|does not exist"):
+            await broker.fetch([gone], 10, 0.0)
+
+    kit.run(scenario)

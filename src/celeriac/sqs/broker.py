@@ -154,6 +154,8 @@ class SQSBroker(Broker):
         if limit < 1:
             return []
         names = list(dict.fromkeys(queues))
+        # Spares whose lease the heartbeat lost are dropped: SQS hands them out again.
+        self._spare = [d for d in self._spare if d.tag in self._held]
         spare = [d for d in self._spare if d.queue in names][:limit]
         if spare:
             self._spare = [d for d in self._spare if d not in spare]
@@ -165,8 +167,16 @@ class SQSBroker(Broker):
             wait = int(min(max(remaining, 0.0), self.settings.wait_time_seconds or 0, 20))
             # Every queue is polled at once (a long poll on one would starve the others); what comes
             # beyond ``limit`` is held as spare for the next fetch, earlier queues' messages first.
-            batches = await asyncio.gather(*(self._receive(t, min(limit, BATCH), wait) for t in targets))
-            found = [d for batch in batches for d in batch]
+            batches = await asyncio.gather(
+                *(self._receive(t, min(limit, BATCH), wait) for t in targets), return_exceptions=True
+            )
+            found = [d for batch in batches if not isinstance(batch, BaseException) for d in batch]
+            failed = [batch for batch in batches if isinstance(batch, BaseException)]
+            if failed and not found:
+                raise failed[0]
+            for error in failed:
+                # What the other queues gave is handed out (raising would strand it, held unseen).
+                log.warning("could not receive from one of %s: %s", names, error)
             if found:
                 self._spare.extend(found[limit:])
                 return found[:limit]
@@ -219,12 +229,16 @@ class SQSBroker(Broker):
                 target, body, attributes, deliveries, system.get("MessageGroupId"), sent_at + visibility
             )
             got.append(delivery)
-        if early:
-            # Not due yet: sent on with a new delay (a hop), then this copy deleted; never handed out.
-            await self._sqs.send(target, [entry for _, entry in early])
-            await self._forget(target, [receipt for receipt, _ in early])
         if got:
             self._start_heartbeat()
+        if early:
+            # Not due yet: sent on with a new delay (a hop), then this copy deleted; never handed out.
+            try:
+                await self._sqs.send(target, [entry for _, entry in early])
+                await self._forget(target, [receipt for receipt, _ in early])
+            except Exception as exc:
+                # The copies are not held: they surface again after one lease, and hop then.
+                log.warning("could not send on %d delayed message(s) of %r: %s", len(early), target.name, exc)
         return got
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
