@@ -324,3 +324,20 @@ def test_a_queue_that_fails_does_not_strand_what_the_others_gave(kit: SQSBrokerK
             await broker.fetch([gone], 10, 0.0)
 
     kit.run(scenario)
+
+
+def test_a_full_size_message_is_dead_lettered_with_a_shortened_reason(kit: SQSBrokerKit) -> None:
+    """The dead letter is the message plus its reason, within SQS's limit: the reason gives way."""
+
+    async def scenario() -> None:
+        broker, queue = kit.broker(max_message_bytes=8000), kit.queue()
+        big = message("big")
+        big.body = b"x" * 4000  # about 7.7 KB on SQS, base64 twice over
+        await broker.publish(queue, big)
+        [got] = await broker.fetch([queue], 1, 2.0)
+        await broker.reject(got, requeue=False, reason="ValueError: " + "y" * 5000)
+        [dead] = await broker.dead_letters(queue)
+        assert dead.task_id == "big" and dead.reason.startswith("ValueError: yyy")
+        assert len(dead.reason) < 1000
+
+    kit.run(scenario)

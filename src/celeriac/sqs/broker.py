@@ -256,9 +256,13 @@ class SQSBroker(Broker):
             dead = await self._dead_queue()
             attributes = {
                 _wire.QUEUE: _wire.attribute(delivery.queue),
-                _wire.REASON: _wire.attribute(reason[:_REASON_MAX] or "rejected"),
                 _wire.TIME: _wire.attribute(time.time()),
             }
+            # The reason is cut to what SQS's limit leaves beside the message (a full-size message
+            # keeps a short reason rather than failing to be dead-lettered at all).
+            room = self.settings.max_message_bytes - _wire.text_size(held.body, attributes) - 64
+            text = (reason or "rejected").encode()[: max(min(room, _REASON_MAX), 0)]
+            attributes[_wire.REASON] = _wire.attribute(text.decode(errors="ignore") or "rejected")
             entry: dict[str, Any] = {"MessageBody": held.body, "MessageAttributes": attributes}
             if dead.fifo:
                 entry.update(MessageGroupId="dead", MessageDeduplicationId=uuid.uuid4().hex)
@@ -376,7 +380,10 @@ class SQSBroker(Broker):
         check_dead_letter_arguments(limit=limit)
         dead = await self._dead_queue()
         async with self._reading_dead_letters() as letters:
-            chosen = sorted((p for p in letters if p[1].selected(queue, ids)), key=lambda p: p[1].time)
+            # A letter whose queue is unknown (moved by a redrive policy, envelope unreadable) stays.
+            chosen = sorted(
+                (p for p in letters if p[1].queue and p[1].selected(queue, ids)), key=lambda p: p[1].time
+            )
             chosen = chosen[:limit]
             by_queue: dict[str, list[dict[str, Any]]] = {}
             for _, letter in chosen:
