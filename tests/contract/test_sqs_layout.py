@@ -9,6 +9,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,8 +285,9 @@ def test_apply_async_names_a_fifo_group_and_deduplication_id(kit: SQSBrokerKit) 
 
 
 class TestBroadcastsThroughASideChannel:
-    """With ``broadcast_url`` (here Redis), the SQS broker's broadcasts (remote control, events) pass the
-    contract's broadcast tests; without it, the contract's refusal test runs in ``test_broker_contract``."""
+    """With ``broadcast_url`` (Redis, or an SQLite file), the SQS broker's broadcasts (remote control,
+    events) pass the contract's broadcast tests; without it, the contract's refusal test runs in
+    ``test_broker_contract``."""
 
     test_broadcast_reaches_every_subscriber_of_its_exchange = (
         BrokerContract.test_broadcast_reaches_every_subscriber_of_its_exchange
@@ -294,10 +296,14 @@ class TestBroadcastsThroughASideChannel:
         BrokerContract.test_broadcast_patterns_select_by_routing_key
     )
 
-    @pytest.fixture
-    def broker_kit(self, sqs_endpoint: str) -> Iterator[SQSBrokerKit]:
-        _require_redis_results()
-        kit = sqs_kit(sqs_endpoint, broadcast_url=REDIS_RESULTS[3])
+    @pytest.fixture(params=["redis", "sqlite"])
+    def broker_kit(
+        self, request: pytest.FixtureRequest, sqs_endpoint: str, tmp_path: Path
+    ) -> Iterator[SQSBrokerKit]:
+        if request.param == "redis":
+            _require_redis_results()
+        side = REDIS_RESULTS[3] if request.param == "redis" else f"sqlite:///{tmp_path}/side.sqlite3"
+        kit = sqs_kit(sqs_endpoint, broadcast_url=side)
         kit.broadcasts = True
         yield kit
         kit.clean()
