@@ -104,10 +104,30 @@ def moto_sqs() -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"moto_server did not start on port {port}")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        endpoint = f"http://127.0.0.1:{port}"
+        _warm_up_sqs(endpoint)
+        yield endpoint
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def _warm_up_sqs(endpoint: str) -> None:
+    """Create and delete a queue once: moto loads its SQS backend on the first call, which would
+    otherwise land inside some test's timing."""
+    import boto3
+
+    client = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    try:
+        client.delete_queue(QueueUrl=client.create_queue(QueueName="warm-up")["QueueUrl"])
+    finally:
+        client.close()
 
 
 class RedisServer:

@@ -108,13 +108,11 @@ class SQSBroker(Broker):
         await self.publish_many([(queue, message, not_before)])
 
     async def publish_many(self, items: Sequence[tuple[str, Message, float | None]]) -> None:
-        now = time.time()
+        queues = {name: await self._sqs.get(name) for name in dict.fromkeys(name for name, _, _ in items)}
+        now = time.time()  # after the lookups: a queue created on the way must not eat into a delay
         by_queue: dict[str, list[dict[str, Any]]] = {}
-        queues: dict[str, Queue] = {}
         for name, message, not_before in items:
-            target = queues.get(name) or await self._sqs.get(name)
-            queues[name] = target
-            by_queue.setdefault(name, []).append(self._entry(target, message, not_before, now))
+            by_queue.setdefault(name, []).append(self._entry(queues[name], message, not_before, now))
         for name, entries in by_queue.items():
             await self._sqs.send(queues[name], entries)
 

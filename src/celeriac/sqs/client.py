@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import threading
 import weakref
 from typing import Any
 
@@ -27,6 +28,8 @@ class Clients:
     """The open SQS clients of one broker, by credentials; ``aclose`` closes them all."""
 
     def __init__(self, settings: Settings) -> None:
+        """Clients for ``settings``; raises MissingDependency at once when the ``sqs`` extra is missing."""
+        _session()
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Credentials, Any] = {}
@@ -44,11 +47,8 @@ class Clients:
         return client
 
     def _create(self, credentials: Credentials) -> Any:
-        try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
-        except ImportError as exc:
-            raise MissingDependency("the SQS broker", "sqs") from exc
+        from aiobotocore.config import AioConfig
+
         settings = self.settings
         kwargs: dict[str, Any] = {"region_name": credentials.region or settings.region}
         if credentials.key is not None:
@@ -61,7 +61,7 @@ class Clients:
         # A long poll waits up to 20 s for its answer: the read timeout must outlast it.
         config = {"read_timeout": 30, "connect_timeout": 10, **settings.client_config}
         kwargs["config"] = AioConfig(**config)
-        return get_session().create_client("sqs", **kwargs)
+        return _session().create_client("sqs", **kwargs)
 
     async def aclose(self) -> None:
         """Close every client."""
@@ -69,6 +69,22 @@ class Clients:
         self._clients.clear()
         await self._stack.aclose()
         self._stack = contextlib.AsyncExitStack()
+
+
+_local = threading.local()
+
+
+def _session() -> Any:
+    """This thread's aiobotocore session: made once, as loading botocore's models costs ~0.1 s a client
+    (botocore sessions are not meant to be shared between threads)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        try:
+            from aiobotocore.session import get_session
+        except ImportError as exc:
+            raise MissingDependency("the SQS broker", "sqs") from exc
+        session = _local.session = get_session()
+    return session
 
 
 @atexit.register
