@@ -42,6 +42,7 @@ __all__ = [
     "RedisServer",
     "free_port",
     "group_alive",
+    "moto_sqs",
     "rabbit_server",
     "redis_server",
     "require_rabbit_server",
@@ -74,6 +75,59 @@ def require_redis_server() -> None:
         return
     reason = "redis-server is not on PATH (apt-get install redis-server)"
     service_missing(reason)
+
+
+@contextlib.contextmanager
+def moto_sqs() -> Iterator[str]:
+    """moto's server (a real SQS API over HTTP) on a free loopback port; yields its endpoint URL.
+
+    Skips (under ``CI=true``: fails) when moto is not installed. The server is stopped on exit.
+    """
+    import sys
+
+    binary = Path(sys.executable).with_name("moto_server")
+    if not binary.exists():
+        service_missing("SQS tests need moto's server (uv sync --group dev installs moto[server])")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start on port {port}")
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        _warm_up_sqs(endpoint)
+        yield endpoint
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _warm_up_sqs(endpoint: str) -> None:
+    """Create and delete a queue once: moto loads its SQS backend on the first call, which would
+    otherwise land inside some test's timing."""
+    import boto3
+
+    client = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    try:
+        client.delete_queue(QueueUrl=client.create_queue(QueueName="warm-up")["QueueUrl"])
+    finally:
+        client.close()
 
 
 class RedisServer:

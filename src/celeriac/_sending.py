@@ -73,6 +73,9 @@ class SendOptions:
     reply_to: str | None = None
     retries: int = 0
     add_to_parent: bool = True
+    # kombu's SQS names, sent as message properties: an SQS FIFO queue's group and deduplication id.
+    MessageGroupId: str | None = None
+    MessageDeduplicationId: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:

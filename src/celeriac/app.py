@@ -518,6 +518,13 @@ class Celeriac:
             # exchanges send through it, the others store the message in ``queue``.
             route = {"exchange": opts.exchange or "", "routing_key": opts.routing_key or queue}
             message.properties["delivery_info"] = route
+        for name in (
+            "MessageGroupId",
+            "MessageDeduplicationId",
+        ):  # SQS FIFO options, kept as kombu keeps them
+            value = getattr(opts, name)
+            if value is not None:
+                message.properties[name] = str(value)
         if not_before is not None and self.broker().eta_on_queue:
             not_before = None  # the eta header goes with it; a worker parks it on receipt
         return queue, message, not_before

@@ -28,6 +28,7 @@ from celeriac.amqp.testkit import AMQPBrokerKit
 from celeriac.memory.testkit import MemoryBackendKit, MemoryBrokerKit
 from celeriac.redis.testkit import RedisBackendKit, RedisBrokerKit
 from celeriac.sql.testkit import SQLBackendKit, SQLBrokerKit
+from celeriac.sqs.testkit import SQSBrokerKit
 from celeriac.testing.contract import BackendKit, BrokerKit
 from tests import redis_topologies
 from tests.servers import service_missing
@@ -50,6 +51,7 @@ BROKERS = [
     "redis-sentinel",
     "rabbitmq",
     "rabbitmq-quorum",
+    "sqs",
 ]
 BACKENDS = ["memory", "sqlite", "postgresql", "mysql", "redis"]
 #: The backends with a ``cleanup()`` sweep (Redis expires records by itself).
@@ -95,6 +97,11 @@ def close_amqp_connections(name: str) -> int:
             ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"], timeout=60, check=True
         )
     return len(pids)
+
+
+def sqs_kit(endpoint: str, **defaults: Any) -> SQSBrokerKit:
+    """A kit on moto's SQS at ``endpoint``, with short leases' worth of visibility by default."""
+    return SQSBrokerKit("sqs://test:test@", endpoint_url=endpoint, region="us-east-1", **defaults)
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +178,8 @@ def _broker_kit(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
         sentinel = request.getfixturevalue("redis_sentinel")
         prefix = _redis_prefix(tagged=False)
         return RedisBrokerKit(sentinel.url, master_name=sentinel.master_name, global_keyprefix=prefix)
+    if store == "sqs":
+        return sqs_kit(request.getfixturevalue("sqs_endpoint"))
     _require(store)
     return AMQPBrokerKit(SERVERS[store][3], **amqp_defaults(store))
 
@@ -233,10 +242,18 @@ CANVAS_PAIRS: dict[str, tuple[Callable[..., BrokerKit], str, str]] = {
     "redis": (RedisBrokerKit, _REDIS, _REDIS),
     "redis+postgresql": (RedisBrokerKit, _REDIS, _PG),
     "rabbitmq+redis": (AMQPBrokerKit, _AMQP, _REDIS),
+    "sqs+redis": (SQSBrokerKit, "sqs://test:test@", _REDIS),
 }
 
 
-@pytest.fixture(params=list(CANVAS_PAIRS))
+#: Pairs whose canvas run is long (moto answers slowly): run with ``./dev chaos``; the SQS worker
+#: tests (tests/integration/test_worker_sqs.py) keep a canvas smoke test in the default run.
+_LONG_CANVAS_PAIRS = {"sqs+redis"}
+
+
+@pytest.fixture(
+    params=[pytest.param(p, marks=pytest.mark.chaos) if p in _LONG_CANVAS_PAIRS else p for p in CANVAS_PAIRS]
+)
 def canvas_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[BrokerKit, str]]:
     """Each canvas pair in turn: the broker's kit (its ``defaults`` are the app's transport options)
     and the backend's URL; the kit is cleaned after the test."""
@@ -244,6 +261,9 @@ def canvas_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
         _require(server)
     make_kit, broker, backend = CANVAS_PAIRS[request.param]
     tag = uuid.uuid4().hex[:10]
-    kit = make_kit(broker.format(id=tag, tmp=tmp_path), global_keyprefix=f"canvas-{tag}:")
+    if make_kit is SQSBrokerKit:
+        kit: BrokerKit = sqs_kit(request.getfixturevalue("sqs_endpoint"))
+    else:
+        kit = make_kit(broker.format(id=tag, tmp=tmp_path), global_keyprefix=f"canvas-{tag}:")
     yield kit, backend.format(id=tag, tmp=tmp_path)
     kit.clean()

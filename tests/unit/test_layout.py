@@ -15,7 +15,7 @@ from pathlib import Path
 import celeriac
 
 PACKAGE = Path(celeriac.__file__).parent
-TECHNOLOGIES = ("redis", "amqp", "sql", "memory")
+TECHNOLOGIES = ("redis", "amqp", "sql", "sqs", "memory")
 
 
 def test_the_public_api_is_exactly_this() -> None:
@@ -55,6 +55,8 @@ def test_import_celeriac_loads_no_driver_and_no_technology() -> None:
         "psycopg",
         "pymysql",
         "boto3",
+        "botocore",
+        "aiobotocore",
         "yaml",
         "msgpack",
         "rich",

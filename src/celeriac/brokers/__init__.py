@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "celeriac.brokers"
 _SQL = "celeriac.sql.broker:SQLBroker"
 _BUILTIN = {
     "memory": "celeriac.memory.broker:MemoryBroker",
+    "sqs": "celeriac.sqs.broker:SQSBroker",
     "sqlite": _SQL,
     "postgresql": _SQL,
     "postgres": _SQL,
