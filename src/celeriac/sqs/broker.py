@@ -246,6 +246,29 @@ class SQSBroker(Broker):
         for target, receipts in by_queue.items():
             await self._forget(target, receipts)
 
+    async def holds(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """A delivery whose lease lapsed (SQS may have handed it to another consumer) is not held; one
+        still held is hidden for a full lease longer."""
+        now = time.monotonic()
+        answers: dict[str, bool] = {}
+        by_queue: dict[Queue, list[str]] = {}
+        for delivery in deliveries:
+            held = self._held.get(delivery.tag)
+            answers[delivery.tag] = held is not None and held.lease_until > now
+            if answers[delivery.tag]:
+                assert held is not None
+                by_queue.setdefault(held.queue, []).append(delivery.tag)
+        visibility = self.settings.lease_visibility
+        for target, receipts in by_queue.items():
+            refused = await self._sqs.show(target, receipts, visibility)
+            for receipt in receipts:
+                held = self._held.get(receipt)
+                if receipt in refused:
+                    answers[receipt] = False
+                elif held is not None:
+                    held.lease_until = now + visibility
+        return [answers[delivery.tag] for delivery in deliveries]
+
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         for held, receipt in self._take_held([delivery], "rejected"):
             if requeue:
