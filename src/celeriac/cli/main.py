@@ -37,6 +37,16 @@ def _autoscale_range(text: str) -> str:
     return text
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0-65535; 0: any free one), not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="celeriac", description="A task queue that speaks Celery's protocol."
@@ -98,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_autoscale_range,
         metavar="MAX,MIN",
         help="resize the pool between MIN and MAX slots as work waits (Celery's order: max first)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (worker_metrics_port; 0: any free "
+        "port); with --processes N, the workers take PORT, PORT+1, ...",
+    )
+    worker.add_argument(
+        "--metrics-host", help="the address /metrics listens on (worker_metrics_host, 127.0.0.1)"
     )
     # Set by the supervisor on the workers it starts: stdin is its lifeline (see worker._supervisor).
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
@@ -247,6 +266,8 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
         heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
         autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
         mingle=not args.without_mingle,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above
@@ -308,7 +329,10 @@ def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
             "CELERIAC_WORKER_LOG_FORMAT": tag + conf.worker_log_format,
             "CELERIAC_WORKER_TASK_LOG_FORMAT": tag + conf.worker_task_log_format,
         }
-        children.append(Child(node, child_argv(args, node), env))
+        own = args
+        if args.metrics_port:  # one port each: PORT, PORT+1, ...
+            own = argparse.Namespace(**{**vars(args), "metrics_port": args.metrics_port + index - 1})
+        children.append(Child(node, child_argv(own, node), env))
     return Supervisor(children).run()
 
 
