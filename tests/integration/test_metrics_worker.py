@@ -3,53 +3,28 @@ its ``/metrics``, read with prometheus_client's parser, counts them right."""
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import appmod
 from tests.integration.conftest import log_of, wait_until
-from tests.servers import RedisServer, free_port
+from tests.scrape import Samples, value
+from tests.scrape import scrape as scrape_url
+from tests.servers import free_port
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def worker_env(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    if request.param == "sqlite":
-        env: dict[str, str] = request.getfixturevalue("sqlite_env")
-        return env
-    redis: RedisServer = request.getfixturevalue("redis_server")()
-    values = {
-        "CELERIAC_BROKER_URL": redis.url(),
-        "CELERIAC_RESULT_BACKEND": redis.url(),
-        "LEDGER_PATH": str(tmp_path / "ledger.txt"),
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
+@pytest.fixture(params=["sqlite_env", "redis_env"])
+def worker_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    env: dict[str, str] = request.getfixturevalue(request.param)
+    return env
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the worker's /metrics by (sample name, sorted labels), parsed by prometheus_client."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str, **labels: str) -> float:
-    return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
+def scrape(port: int) -> Samples:
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
 
 
 def test_a_worker_counts_its_tasks_and_times_them(

@@ -1,5 +1,5 @@
 """``celeriac [-A APP] COMMAND``: worker, call, result, purge, status, inspect, control, events, dead-letters,
-demo."""
+dashboard, demo."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from celeriac._outages import safe_url
 from celeriac.cli import _daemon, worker_flags
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
+from celeriac.cli.dashboard import add_parser as add_dashboard_parser
+from celeriac.cli.dashboard import run as run_dashboard
 from celeriac.cli.dead_letters import add_parser as add_dead_letters_parser
 from celeriac.cli.dead_letters import run as run_dead_letters
 from celeriac.exceptions import CeleriacError
@@ -152,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_control_parsers(sub)
     add_dead_letters_parser(sub)
+    add_dashboard_parser(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
     events.add_argument("--dump", action="store_true", help="print each event as a line (JSON by default)")
     events.add_argument(
@@ -467,6 +470,11 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return run_dead_letters(args, _load_app(args))
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``celeriac dashboard``: serve /metrics for the whole fleet (uvicorn and Starlette load only then)."""
+    return run_dashboard(args, _load_app(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     parser = _parser()
@@ -493,6 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "control": cmd_control,
         "events": cmd_events,
         "dead-letters": cmd_dead_letters,
+        "dashboard": cmd_dashboard,
     }
     try:
         worker_flags.apply_workdir(args)

@@ -4,13 +4,10 @@ it, what each kind of message counts as, and nothing at all while metrics are of
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from celeriac import Celeriac
 from celeriac._prometheus import Counter, Histogram, render
@@ -18,20 +15,7 @@ from celeriac.exceptions import ConfigurationError, Reject
 from celeriac.middleware.metrics import Metrics
 from celeriac.testing import start_worker
 from celeriac.worker import Worker
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, metric: str, **labels: str) -> float:
-    return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
+from tests.scrape import Samples, parse, scrape, value
 
 
 @pytest.fixture
@@ -92,16 +76,12 @@ def test_expired_rejected_and_wrong_arguments_are_counted_by_what_became_of_them
         app.send_task("add", [1])  # one argument short: dead-lettered
         assert add.delay(2, 2).get(timeout=5) == 4
 
-        def scrape() -> Samples:
-            url = f"http://127.0.0.1:{metrics.port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return parse(response.read().decode())
-
+        url = f"http://127.0.0.1:{metrics.port}/metrics"
         deadline = time.monotonic() + 5
-        while value(scrape(), "celeriac_dead_lettered_total", reason="bad_arguments") < 1:
-            assert time.monotonic() < deadline, scrape()
+        while value(scrape(url), "celeriac_dead_lettered_total", reason="bad_arguments") < 1:
+            assert time.monotonic() < deadline, scrape(url)
             time.sleep(0.02)
-        samples: dict[Any, float] = scrape()
+        samples: Samples = scrape(url)
     assert value(samples, "celeriac_tasks_total", name="add", state="revoked") == 1
     assert value(samples, "celeriac_tasks_total", name="add", state="succeeded") == 1
     assert value(samples, "celeriac_tasks_total", name="add", state="failed") == 1  # wrong arguments
