@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from celeriac import __version__
+from celeriac._outages import safe_url
 from celeriac._prometheus import CONTENT_TYPE
 from celeriac.dashboard.aggregate import BrokerReadings, FleetMetrics, exposition
 from celeriac.events.receiver import receive
@@ -94,6 +95,12 @@ class Dashboard:
                     async for event in events:
                         self.metrics.apply(event)
                 reason = "the subscription ended"
+            except NotImplementedError:
+                log.error(
+                    "the broker %s cannot broadcast: no events, so no task metrics",
+                    safe_url(self.app.broker_url),
+                )
+                return
             except Exception as exc:
                 reason = describe(exc)
             finally:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from celeriac import __version__, states
 from celeriac._prometheus import Counter, Gauge, Histogram, Sample, render, serve
-from celeriac.exceptions import DecodeError, NotRegistered, Reject, WorkerLostError
+from celeriac.exceptions import ConfigurationError, DecodeError, NotRegistered, Reject, WorkerLostError
 from celeriac.middleware.base import Fate, Middleware, WorkItem
 from celeriac.worker.pools.base import Outcome
 
@@ -90,7 +90,14 @@ class Metrics(Middleware):
         if worker.metrics_port is None:
             return
         families = [self.tasks, self.runtime, self.queue_wait, self.dead_lettered, *self._gauges(worker)]
-        self.server = await serve(worker.metrics_host, worker.metrics_port, lambda: render(families))
+        where = f"{worker.metrics_host}:{worker.metrics_port}"
+        try:
+            self.server = await serve(worker.metrics_host, worker.metrics_port, lambda: render(families))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {where} ({exc.strerror or exc}): choose another --metrics-port "
+                "(worker_metrics_port), or 0 for any free one"
+            ) from exc
         self.port = int(self.server.sockets[0].getsockname()[1])
         worker.log.info("metrics at http://%s:%d/metrics", worker.metrics_host, self.port)
 

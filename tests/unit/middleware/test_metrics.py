@@ -3,6 +3,7 @@ it, what each kind of message counts as, and nothing at all while metrics are of
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -90,3 +91,15 @@ def test_expired_rejected_and_wrong_arguments_are_counted_by_what_became_of_them
     assert value(samples, "celeriac_dead_lettered_total", reason="bad_arguments") == 1
     # Only what started waited: the expired task never did.
     assert value(samples, "celeriac_task_queue_wait_seconds_count", name="add") == 1
+
+
+def test_a_port_in_use_stops_the_worker_with_an_error_naming_the_setting(app: Celeriac) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}.*worker_metrics_port"),
+            start_worker(app, metrics_port=port),
+        ):
+            pass
