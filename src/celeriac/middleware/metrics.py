@@ -111,13 +111,19 @@ class Metrics(Middleware):
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
         """Count ``received`` what runs here (as ``task-received``), and note when it was received."""
         received = time.time()
-        now = datetime.fromtimestamp(received, UTC)
-        horizon = worker.app.conf.worker_eta_horizon
+        now: datetime | None = None
+        horizon = 0.0
         inc = self.tasks.inc
         for item in items:
             item.time_received = received
-            if item.runs_here(now, horizon):
-                inc((item.task.name, "received"))
+            call = item.call
+            if call.eta is not None or call.expires is not None:  # most have neither: no clock to read
+                if now is None:
+                    now = datetime.fromtimestamp(received, UTC)
+                    horizon = worker.app.conf.worker_eta_horizon
+                if not item.runs_here(now, horizon):
+                    continue
+            inc((item.task.name, "received"))
 
     def wants_start(self, worker: Worker, item: WorkItem) -> bool:
         """Count ``started`` and the time the task waited, here and now; wants no ``on_start`` coroutine."""
@@ -128,7 +134,7 @@ class Metrics(Middleware):
             eta = item.call.eta
             if eta is not None:
                 since = max(since, eta.timestamp())
-            self.queue_wait.observe((name,), max(0.0, start - since))
+            self.queue_wait.observe((name,), start - since if start > since else 0.0)
         return False
 
     async def on_start(self, worker: Worker, item: WorkItem) -> None:
