@@ -29,6 +29,8 @@ from celeriac.worker._logging import setup_logging
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.config import Settings
+    from celeriac.worker._supervisor import Child
 
 
 def _autoscale_range(text: str) -> str:
@@ -319,9 +321,15 @@ def child_argv(args: argparse.Namespace, node: str) -> list[str]:
 
 
 def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
-    from celeriac.worker._supervisor import Child, Supervisor, node_name  # loaded for this command only
+    from celeriac.worker._supervisor import Supervisor  # loaded for this command only
 
-    conf = app.conf
+    return Supervisor(supervised_children(args, app.conf, hostname)).run()
+
+
+def supervised_children(args: argparse.Namespace, conf: Settings, hostname: str) -> list[Child]:
+    """The workers ``celeriac worker --processes N`` starts: node names, command lines, environments."""
+    from celeriac.worker._supervisor import Child, node_name
+
     children = []
     for index in range(1, args.processes + 1):
         node = node_name(hostname, index)
@@ -336,7 +344,7 @@ def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
         if args.metrics_port:  # one port each: PORT, PORT+1, ...
             own = argparse.Namespace(**{**vars(args), "metrics_port": args.metrics_port + index - 1})
         children.append(Child(node, child_argv(own, node), env))
-    return Supervisor(children).run()
+    return children
 
 
 def cmd_call(args: argparse.Namespace) -> int:
