@@ -154,6 +154,19 @@ SETTINGS: dict[str, Setting] = {
         "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s", str
     ),
     "worker_send_task_events": _s(False, bool),
+    "worker_metrics_port": _s(
+        None, int, doc="Serve Prometheus metrics at /metrics on this port (0: any free one; None: off)."
+    ),
+    "worker_metrics_host": _s("127.0.0.1", str, doc="The address the worker's /metrics listens on."),
+    # the dashboard (celeriac dashboard, celeriac.dashboard.create_app)
+    "dashboard_host": _s("127.0.0.1", str, doc="The address `celeriac dashboard` listens on."),
+    "dashboard_port": _s(5566, int, doc="The port `celeriac dashboard` listens on."),
+    "dashboard_auth_token": _s(
+        None,
+        str,
+        doc="A token every dashboard request but /healthz must bear (Authorization: Bearer TOKEN); "
+        "required to listen beyond loopback.",
+    ),
     "worker_disable_rate_limits": _s(False, bool),
     # beat (docs/periodic-tasks.md)
     "beat_schedule": _s(

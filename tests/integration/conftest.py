@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import redis_server
+from tests.servers import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # a fixture: private redis-server processes for the tests that break them
 
@@ -105,6 +105,25 @@ def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
         "CELERIAC_RESULT_BACKEND": f"db+sqlite:///{db}",
         "CELERIAC_BROKER_LEASE_SECONDS": "2",
         "CELERIAC_TASK_MESSAGE_MAX_BYTES": "1000000",
+        "LEDGER_PATH": str(tmp_path / "ledger.txt"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def redis(redis_server: Callable[..., RedisServer]) -> RedisServer:
+    """A private redis-server of the test's own (a module overrides it for other settings)."""
+    return redis_server()
+
+
+@pytest.fixture
+def redis_env(redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of an app and its workers on the test's private ``redis``."""
+    values = {
+        "CELERIAC_BROKER_URL": redis.url(),
+        "CELERIAC_RESULT_BACKEND": redis.url(),
         "LEDGER_PATH": str(tmp_path / "ledger.txt"),
     }
     for key, value in values.items():

@@ -3,11 +3,8 @@ pushed feed, with no lookup per fetched batch), and while the feed is broken (a 
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,20 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def redis(redis_server: Callable[..., RedisServer]) -> RedisServer:
-    return redis_server()
-
-
-@pytest.fixture
-def worker_env(redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {
-        "CELERIAC_BROKER_URL": redis.url(),
-        "CELERIAC_RESULT_BACKEND": redis.url(),
-        "LEDGER_PATH": str(tmp_path / "ledger.txt"),
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return {**os.environ, **values, "PYTHONUNBUFFERED": "1"}
+def worker_env(redis_env: dict[str, str]) -> dict[str, str]:
+    return redis_env
 
 
 def _lookups(redis: RedisServer) -> int:

@@ -1,5 +1,5 @@
 """``celeriac [-A APP] COMMAND``: worker, beat, call, result, purge, status, inspect, control, events,
-dead-letters, demo."""
+dead-letters, dashboard, demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from celeriac.cli import _daemon, worker_flags
 from celeriac.cli import beat as beat_cli
 from celeriac.cli.control import add_parsers as add_control_parsers
 from celeriac.cli.control import run as run_control
+from celeriac.cli.dashboard import add_parser as add_dashboard_parser
+from celeriac.cli.dashboard import run as run_dashboard
 from celeriac.cli.dead_letters import add_parser as add_dead_letters_parser
 from celeriac.cli.dead_letters import run as run_dead_letters
 from celeriac.exceptions import CeleriacError
@@ -28,6 +30,8 @@ from celeriac.worker._logging import setup_logging
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
+    from celeriac.config import Settings
+    from celeriac.worker._supervisor import Child
 
 
 def _autoscale_range(text: str) -> str:
@@ -36,6 +40,16 @@ def _autoscale_range(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0-65535; 0: any free one), not {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MAX,MIN",
         help="resize the pool between MIN and MAX slots as work waits (Celery's order: max first)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (worker_metrics_port; 0: any free "
+        "port); with --processes N, the workers take PORT, PORT+1, ...",
+    )
+    worker.add_argument(
+        "--metrics-host", help="the address /metrics listens on (worker_metrics_host, 127.0.0.1)"
+    )
     # Set by the supervisor on the workers it starts: stdin is its lifeline (see worker._supervisor).
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     # Celery's other worker flags, each done or accepted with a warning (celeriac.cli.worker_flags).
@@ -135,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     beat_cli.add_parser(sub)
     add_control_parsers(sub)
     add_dead_letters_parser(sub)
+    add_dashboard_parser(sub)
     events = sub.add_parser("events", help="follow the workers' events (a live view, or --dump)")
     events.add_argument("--dump", action="store_true", help="print each event as a line (JSON by default)")
     events.add_argument(
@@ -252,6 +276,8 @@ def _run_worker(args: argparse.Namespace, hostname: str | None, notes: list[str]
         heartbeat_interval=0 if args.without_heartbeat else args.heartbeat_interval or HEARTBEAT_INTERVAL,
         autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
         mingle=not args.without_mingle,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     if args.supervised:
         from celeriac.worker._supervisor import serve_supervised  # as Worker above
@@ -302,9 +328,15 @@ def child_argv(args: argparse.Namespace, node: str) -> list[str]:
 
 
 def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
-    from celeriac.worker._supervisor import Child, Supervisor, node_name  # loaded for this command only
+    from celeriac.worker._supervisor import Supervisor  # loaded for this command only
 
-    conf = app.conf
+    return Supervisor(supervised_children(args, app.conf, hostname)).run()
+
+
+def supervised_children(args: argparse.Namespace, conf: Settings, hostname: str) -> list[Child]:
+    """The workers ``celeriac worker --processes N`` starts: node names, command lines, environments."""
+    from celeriac.worker._supervisor import Child, node_name
+
     children = []
     for index in range(1, args.processes + 1):
         node = node_name(hostname, index)
@@ -315,8 +347,11 @@ def _supervise(args: argparse.Namespace, app: Celeriac, hostname: str) -> int:
             "CELERIAC_WORKER_LOG_FORMAT": tag + conf.worker_log_format,
             "CELERIAC_WORKER_TASK_LOG_FORMAT": tag + conf.worker_task_log_format,
         }
-        children.append(Child(node, child_argv(args, node), env))
-    return Supervisor(children).run()
+        own = args
+        if args.metrics_port:  # one port each: PORT, PORT+1, ...
+            own = argparse.Namespace(**{**vars(args), "metrics_port": args.metrics_port + index - 1})
+        children.append(Child(node, child_argv(own, node), env))
+    return children
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -455,6 +490,11 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return run_dead_letters(args, _load_app(args))
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``celeriac dashboard``: serve /metrics for the whole fleet (uvicorn and Starlette load only then)."""
+    return run_dashboard(args, _load_app(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``celeriac`` command: parse ``argv`` and run the subcommand; returns the exit code."""
     parser = _parser()
@@ -482,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": cmd_events,
         "dead-letters": cmd_dead_letters,
         "beat": cmd_beat,
+        "dashboard": cmd_dashboard,
     }
     try:
         worker_flags.apply_workdir(args)

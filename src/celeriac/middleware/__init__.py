@@ -10,6 +10,7 @@ def default_middleware() -> list[Middleware]:
     from celeriac.middleware.continuation import Continuation
     from celeriac.middleware.dead_letters import DeadLetterRetention
     from celeriac.middleware.events import Events
+    from celeriac.middleware.metrics import Metrics
     from celeriac.middleware.results import Results
     from celeriac.middleware.retries import Retries
     from celeriac.middleware.scheduling import Eta, Expiry, RateLimits, Revocation
@@ -25,6 +26,7 @@ def default_middleware() -> list[Middleware]:
         Results(),
         Continuation(),
         Events(),
+        Metrics(),
         DeadLetterRetention(),
     ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celeriac.brokers.base import Delivery
@@ -58,6 +59,8 @@ class WorkItem:
     abandon: tuple[str, BaseException] | None = None
     #: When its task began running in the pool (unix time), else None.
     time_start: float | None = None
+    #: When the worker fetched it (unix time), set by the middleware that needs it (metrics), else None.
+    time_received: float | None = None
 
     def settle(
         self, fate: Fate, reason: str = "", *, abandon: tuple[str, BaseException] | None = None
@@ -70,6 +73,14 @@ class WorkItem:
         self.fate = fate
         self.reason = reason
         self.abandon = abandon
+
+    def runs_here(self, now: datetime, horizon: float) -> bool:
+        """Whether the task is to run on this worker: not expired at ``now``, and due within ``horizon``
+        seconds (``worker_eta_horizon``; one due later goes to the broker's delayed store)."""
+        call = self.call
+        if call.expires is not None and call.expires <= now:
+            return False
+        return call.eta is None or (call.eta - now).total_seconds() <= horizon
 
     @property
     def ignore_result(self) -> bool:

@@ -62,11 +62,9 @@ class Events(Middleware):
         now = datetime.now(UTC)
         horizon = worker.app.conf.worker_eta_horizon
         for item in items:
-            call = item.call
-            if (call.expires is not None and call.expires <= now) or (
-                call.eta is not None and (call.eta - now).total_seconds() > horizon
-            ):
+            if not item.runs_here(now, horizon):
                 continue
+            call = item.call
             events.received(
                 call,
                 call.argsrepr if call.argsrepr is not None else safe_repr(tuple(call.args)),

@@ -44,7 +44,12 @@ def start_worker(
     def serve() -> None:
         async def main() -> None:
             task = asyncio.create_task(worker.arun(install_signals=False))
-            await worker.ready.wait()
+            readied = asyncio.create_task(worker.ready.wait())
+            # A worker that fails to start never gets ready: its error is reported at once.
+            await asyncio.wait({task, readied}, return_when=asyncio.FIRST_COMPLETED)
+            readied.cancel()
+            if task.done():
+                await task
             ready.set()
             await task
 

@@ -68,6 +68,11 @@ class Worker:
     pool's size at run time (remote control's ``pool_grow`` and ``pool_shrink``).
     ``mingle`` (default on; ``--without-mingle`` turns it off) greets the other workers once ready, in
     the background, and takes in the revoked ids and the clock they answer (``_mingle``).
+
+    ``metrics_port`` (default: ``worker_metrics_port``; None: off, 0: any free port) serves Prometheus
+    metrics at ``http://metrics_host:metrics_port/metrics`` (``worker_metrics_host``, 127.0.0.1), from
+    the worker's own loop (``celeriac.middleware.metrics``). ``broker_outages`` counts the times its
+    fetches started failing, ``fetch_failures`` every failed fetch.
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class Worker:
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
         autoscale: tuple[int, int] | None = None,
         mingle: bool = True,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
     ) -> None:
         self.app = app
         self.mingle = mingle
@@ -116,6 +123,14 @@ class Worker:
                 raise ConfigurationError(str(exc)) from None
             self.concurrency = minimum
         self.app_path = app_path
+        self.metrics_port = metrics_port if metrics_port is not None else conf.worker_metrics_port
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics port {self.metrics_port} is not a TCP port: give 1-65535, or 0 for any free one"
+            )
+        self.metrics_host = metrics_host or conf.worker_metrics_host
+        self.broker_outages = 0
+        self.fetch_failures = 0
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
         self.prefetch_multiplier = max(1, prefetch_multiplier or conf.worker_prefetch_multiplier)
@@ -476,6 +491,8 @@ class Worker:
                     break
                 if not backoff.failures:
                     down_since = time.monotonic()
+                    self.broker_outages += 1
+                self.fetch_failures += 1
                 delay = backoff.next()
                 if isinstance(exc, _Wedged):
                     self.log.error(

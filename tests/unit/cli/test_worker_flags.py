@@ -9,7 +9,8 @@ import pytest
 
 from celeriac import __version__
 from celeriac.cli import worker_flags
-from celeriac.cli.main import _parser, child_argv, main
+from celeriac.cli.main import _parser, child_argv, main, supervised_children
+from celeriac.config import Settings
 from celeriac.exceptions import CeleriacError
 
 
@@ -115,3 +116,11 @@ def test_celery_pools_we_lack_run_a_stand_in_and_concurrency_auto() -> None:
     assert _parser().parse_args(shlex.split("worker -c auto")).concurrency is None
     with pytest.raises(SystemExit):
         _parser().parse_args(shlex.split("worker -c 0"))
+
+
+def test_supervised_workers_take_one_metrics_port_each() -> None:
+    args = _parser().parse_args(["-A", "proj", "worker", "--processes", "3", "--metrics-port", "9808"])
+    children = supervised_children(args, Settings(), "w@host")
+    ports = [[a for a in child.argv if a.startswith("--metrics-port=")] for child in children]
+    assert ports == [["--metrics-port=9808"], ["--metrics-port=9809"], ["--metrics-port=9810"]]
+    assert args.metrics_port == 9808  # the command's own options are left as they were
