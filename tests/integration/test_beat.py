@@ -170,7 +170,8 @@ def test_two_beats_send_each_one_second_tick_exactly_once(place: Place, tmp_path
     with beats(place.env, tmp_path, 2) as running:
         assert wait_until(lambda: any(p.leads() for p in running), 15)
         time.sleep(4.2)
-    assert [p.leads() for p in running].count(True) == 1
+    # Usually one beat leads throughout; on a loaded machine a pass can outlast the 2 s lease and the
+    # other take over. Either way each tick goes exactly once: that is the guarantee checked.
     assert_each_second_once(running, place, at_least=3)
 
 
