@@ -73,6 +73,9 @@ class SendOptions:
     reply_to: str | None = None
     retries: int = 0
     add_to_parent: bool = True
+    idempotency_key: str | None = None
+    unique_for: float | None = None
+    unique_until: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:

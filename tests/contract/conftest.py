@@ -77,6 +77,22 @@ def _require(server: str) -> None:
     service_missing(reason)
 
 
+#: The places a shared store (the beat's schedule, unique tasks' keys) is tested on.
+STORE_KINDS = ["memory", "sqlite", "postgresql", "mysql", "redis", "redis-cluster"]
+
+
+def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a shared store of ``kind`` for one test (a new memory place, a new SQLite file)."""
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/stores.sqlite3"
+    if kind == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    _require(kind)
+    return SERVERS[kind][3]
+
+
 def close_amqp_connections(name: str) -> int:
     """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``
     or ``name (...)`` (a broker's consuming link is ``name (consumer)``); return how many there were."""
