@@ -93,6 +93,29 @@ def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return SERVERS[kind][3]
 
 
+async def forget_keys(kind: str, url: str, scope: str, prefix: str = "") -> None:
+    """Delete the unique tasks' keys a test kept at ``url`` under ``scope`` (Redis: after ``prefix``)."""
+    if kind in ("postgresql", "mysql", "sqlite"):
+        import sqlalchemy as sa
+
+        from celeriac.sql.unique_store import SQLKeyStore, key_table
+
+        store = SQLKeyStore(url, scope=scope)
+        db = store._db
+        await db.open()
+        await db.call(
+            db.write, lambda conn: conn.execute(sa.delete(key_table).where(key_table.c.scope == scope))
+        )
+        await store.close()
+    elif kind.startswith("redis"):
+        from celeriac.redis.client import redis_client
+
+        client = redis_client(url, {}, what="the test")
+        async for key in client.scan_iter(match=f"{prefix}celeriac.unique.{scope}.*"):
+            await client.delete(key)
+        await client.aclose()
+
+
 def close_amqp_connections(name: str) -> int:
     """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``
     or ``name (...)`` (a broker's consuming link is ``name (consumer)``); return how many there were."""

@@ -13,29 +13,7 @@ import pytest
 
 from celeriac.testing.contract import KeyStoreContract
 from celeriac.unique.store import KeyStore, create_key_store
-from tests.contract.conftest import STORE_KINDS, store_url
-
-
-async def _clean(kind: str, url: str, scope: str) -> None:
-    if kind in ("postgresql", "mysql", "sqlite"):
-        import sqlalchemy as sa
-
-        from celeriac.sql.unique_store import SQLKeyStore, key_table
-
-        store = SQLKeyStore(url, scope=scope)
-        db = store._db
-        await db.open()
-        await db.call(
-            db.write, lambda conn: conn.execute(sa.delete(key_table).where(key_table.c.scope == scope))
-        )
-        await store.close()
-    elif kind.startswith("redis"):
-        from celeriac.redis.client import redis_client
-
-        client = redis_client(url, {}, what="the test")
-        async for key in client.scan_iter(match=f"celeriac.unique.{scope}.*"):
-            await client.delete(key)
-        await client.aclose()
+from tests.contract.conftest import STORE_KINDS, forget_keys, store_url
 
 
 class TestKeyStores(KeyStoreContract):
@@ -47,4 +25,4 @@ class TestKeyStores(KeyStoreContract):
         url = store_url(kind, request, tmp_path)
         scope = f"contract-{uuid.uuid4().hex[:12]}"
         yield lambda: create_key_store(url, scope=scope)
-        asyncio.run(_clean(kind, url, scope))
+        asyncio.run(forget_keys(kind, url, scope))
