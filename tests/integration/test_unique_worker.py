@@ -110,6 +110,17 @@ def test_a_key_held_until_start_is_let_go_once_the_task_runs(app: Celeriac) -> N
         second.get(timeout=10)
 
 
+def test_a_key_held_until_finish_is_let_go_when_the_task_expires_unrun(app: Celeriac) -> None:
+    _, _, go = _runs_of(app)
+    go.set()  # runs of `slow` end at once
+    slow = app.tasks["uniq.slow"]
+    doomed = slow.apply_async((3,), expires=0.05)
+    time.sleep(0.1)
+    with start_worker(app):
+        assert _sent_anew(lambda: slow.delay(3), doomed.id).get(timeout=10) == 3
+    assert doomed.state == states.REVOKED  # expired: never ran, its key let go
+
+
 def test_the_default_window_outlives_the_run(app: Celeriac) -> None:
     runs, _, _ = _runs_of(app)
     once = app.tasks["uniq.once"]

@@ -46,8 +46,9 @@ class Uniqueness(Middleware):
             await store.close()
 
     def live(self, worker: Worker, hook: str) -> bool:
-        """``after_fetch`` always; the others once a keyed message was fetched."""
-        return hook == "after_fetch" or self._keyed
+        """``after_fetch`` and the rare ``on_abandoned`` always (a keyed message may expire before this
+        middleware sees it fetched); the others once a keyed message was fetched."""
+        return hook in ("after_fetch", "on_abandoned") or self._keyed
 
     async def after_fetch(self, worker: Worker, items: Sequence[WorkItem]) -> None:
         """Ack, without running it, each keyed message whose task id already succeeded with its key:
