@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from celeriac.protocol.message import Message, TaskCall
     from celeriac.result import ResultNode
     from celeriac.schedules import BaseSchedule
-    from celeriac.unique.keys import Uniqueness
     from celeriac.unique.store import KeyStore
 
 P = ParamSpec("P")
@@ -475,7 +474,9 @@ class Celeriac:
         # task's context (its id becomes the parent id, and the new id one of its children).
         opts = SendOptions.parse(options)
         if _unique(opts, task):
-            return _adopted(opts, self.run(self._send_unique(*_keyed(self, name, args, kwargs, opts, task))))
+            # The running task learns of its child only if the message goes out (``_adopted``).
+            built = build_call(self, name, args, kwargs, replace(opts, add_to_parent=False), task)
+            return _adopted(opts, self.run(self._send_unique(built, task)))
         queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         self.run(self._publish(queue, call, not_before, opts, task))
         return self.AsyncResult(call.id, task_name=name)
@@ -494,22 +495,24 @@ class Celeriac:
             return await asyncio.to_thread(task.apply, args, kwargs, **options)
         opts = SendOptions.parse(options)
         if _unique(opts, task):
-            return _adopted(opts, await self._send_unique(*_keyed(self, name, args, kwargs, opts, task)))
+            built = build_call(self, name, args, kwargs, replace(opts, add_to_parent=False), task)
+            return _adopted(opts, await self._send_unique(built, task))
         queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         await self._publish(queue, call, not_before, opts, task)
         return self.AsyncResult(call.id, task_name=name)
 
     async def _send_unique(
-        self,
-        uniqueness: Uniqueness,
-        built: tuple[str, TaskCall, float | None, SendOptions],
-        task: Task[Any, Any] | None,
+        self, built: tuple[str, TaskCall, float | None, SendOptions], task: Task[Any, Any] | None
     ) -> tuple[AsyncResult[Any], bool]:
         """Publish a unique send's message if its key is free; the result of the task holding the key,
         and whether this send published it.
 
         The key is taken before the message goes out, and given back if it could not go out."""
+        from celeriac.unique.keys import HEADER, uniqueness_of
+
         queue, call, not_before, opts = built
+        uniqueness = uniqueness_of(self, call, opts, task)
+        call.headers[HEADER] = uniqueness.header()
         store = self.key_store()
         holder = await store.hold(uniqueness.key, call.id, uniqueness.window)
         if holder != call.id:
@@ -667,26 +670,6 @@ def _unique(opts: SendOptions, task: Task[Any, Any] | None) -> bool:
         or opts.unique_for is not None
         or (task is not None and task.unique_for is not None)
     )
-
-
-def _keyed(
-    app: Celeriac,
-    name: str,
-    args: Sequence[Any] | None,
-    kwargs: dict[str, Any] | None,
-    opts: SendOptions,
-    task: Task[Any, Any] | None,
-) -> tuple[Uniqueness, tuple[str, TaskCall, float | None, SendOptions], Task[Any, Any] | None]:
-    """A unique send's key and its call, built in the caller's thread (where the running task's
-    context is), the key in the message's headers."""
-    from celeriac.unique.keys import HEADER, uniqueness_of
-
-    uniqueness = uniqueness_of(app, name, args, kwargs, opts, task)
-    assert uniqueness is not None
-    # The running task learns of its child only if the message goes out (``_adopted``).
-    headers = {**opts.headers, HEADER: uniqueness.header()}
-    built = build_call(app, name, args, kwargs, replace(opts, headers=headers, add_to_parent=False), task)
-    return uniqueness, built, task
 
 
 def _adopted(opts: SendOptions, sent: tuple[AsyncResult[Any], bool]) -> AsyncResult[Any]:

@@ -53,7 +53,7 @@ class SQLKeyStore(KeyStore):
 
     async def _write(self, fn: Any, *args: Any) -> Any:
         await self._db.open()
-        return await self._db.call(self._db.write, lambda conn: fn(conn, *args))
+        return await self._db.call(self._db.write_retrying, lambda conn: fn(conn, *args))
 
     def _where(self, kind: str, key: str) -> Any:
         return (_k.scope == self.scope) & (_k.kind == kind) & (_k.name == _column(key))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from celeriac.protocol.serializers import dumps
 if TYPE_CHECKING:
     from celeriac._sending import SendOptions
     from celeriac.app import Celeriac
+    from celeriac.protocol.message import TaskCall
     from celeriac.task import Task
 
 __all__ = ["HEADER", "UNTIL", "Uniqueness", "check_task_options", "uniqueness_of"]
@@ -67,22 +67,15 @@ def check_task_options(name: str, unique_for: Any, unique_until: Any) -> None:
 
 
 def uniqueness_of(
-    app: Celeriac,
-    name: str,
-    args: Sequence[Any] | None,
-    kwargs: dict[str, Any] | None,
-    opts: SendOptions,
-    task: Task[Any, Any] | None,
-) -> Uniqueness | None:
-    """The uniqueness of a send, or None when neither the send nor the task asks for one.
+    app: Celeriac, call: TaskCall, opts: SendOptions, task: Task[Any, Any] | None
+) -> Uniqueness:
+    """The uniqueness of ``call``, sent with ``opts`` (which, or the task, ask for one).
 
     Raises ValueError naming the option when ``unique_for``, ``unique_until`` or ``idempotency_key``
     is not what it must be.
     """
     window: Any = opts.unique_for if opts.unique_for is not None else (task.unique_for if task else None)
     explicit = opts.idempotency_key
-    if window is None and explicit is None:
-        return None
     expires = float(app.conf.result_expires or 0) or DAY
     window = _seconds(window, "unique_for") if window is not None else expires
     until: Any = opts.unique_until or (task.unique_until if task else None) or "window"
@@ -91,8 +84,8 @@ def uniqueness_of(
     if explicit is not None:
         if not isinstance(explicit, str) or not explicit:
             raise ValueError(f"idempotency_key is a non-empty string, got {explicit!r}")
-        key = f"{name}:key:{explicit}"
+        key = f"{call.name}:key:{explicit}"
     else:
-        _, data = dumps([list(args or ()), sorted((kwargs or {}).items())], "json")
-        key = f"{name}:args:{hashlib.sha256(data).hexdigest()}"
+        _, data = dumps([call.args, sorted(call.kwargs.items())], "json")
+        key = f"{call.name}:args:{hashlib.sha256(data).hexdigest()}"
     return Uniqueness(key, window, until, max(window, expires))
