@@ -1,5 +1,6 @@
 """Eight senders at once, each on its own event loop and connection, send one unique task with the
-same arguments through every store this machine has: one message goes out, and all eight get its id."""
+same arguments through every store this machine has (with a RabbitMQ broker, the Redis result
+backend's): one message goes out, and all eight get its id."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from celeriac import Celeriac
 from tests.contract.conftest import SERVERS, _require, forget_keys
 
-KINDS = ["memory", "sqlite", "postgresql", "mysql", "redis"]
+# rabbitmq: the keys go to the Redis result backend
+KINDS = ["memory", "sqlite", "postgresql", "mysql", "redis", "rabbitmq"]
 SENDERS = 8
 
 
@@ -29,13 +31,23 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Celeriac]:
     else:
         _require(kind)
         url = SERVERS[kind][3]
+    backend = url
+    if kind == "rabbitmq":
+        _require("redis")
+        backend = SERVERS["redis"][3]
     options = {"global_keyprefix": f"{name}:"} if kind == "redis" else {}
-    app = Celeriac(name, broker=url, backend=url, broker_transport_options=options)
+    app = Celeriac(name, broker=url, backend=backend, broker_transport_options=options)
     yield app
 
     async def clean() -> None:
-        await app.broker().purge(name)
-        await forget_keys(kind, url, name, prefix=f"{name}:")
+        if kind == "rabbitmq":
+            from celeriac.amqp.testkit import delete_amqp
+
+            await delete_amqp(url, [name], [])
+            await forget_keys("redis", backend, name)
+        else:
+            await app.broker().purge(name)
+            await forget_keys(kind, url, name, prefix=f"{name}:")
         await app.aclose()
 
     asyncio.run(clean())

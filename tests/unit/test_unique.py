@@ -218,3 +218,20 @@ def test_rabbitmq_without_a_store_is_a_clear_error_at_send_time() -> None:
             job.delay()
     finally:
         app.close()
+
+
+@pytest.mark.parametrize(
+    ("broker", "backend", "kind", "url"),
+    [
+        (None, None, "SQLKeyStore", "sqlite:///proj.celeriac.sqlite3"),
+        ("redis://h:6379/0", "redis://h:6379/1", "RedisKeyStore", "redis://h:6379/0"),
+        ("amqp://guest@h//", "redis://h:6379/1", "RedisKeyStore", "redis://h:6379/1"),
+        ("amqp://guest@h//", "db+postgresql://h/db", "SQLKeyStore", "db+postgresql://h/db"),
+        ("memory://x", None, "MemoryKeyStore", "memory://x"),
+    ],
+)
+def test_keys_live_on_the_broker_else_on_the_result_backend(broker, backend, kind, url) -> None:
+    from celeriac.unique import key_store_for
+
+    store = key_store_for(Celeriac("proj", broker=broker, backend=backend))
+    assert (type(store).__name__, store.url, store.scope) == (kind, url, "proj")
