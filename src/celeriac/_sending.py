@@ -76,6 +76,9 @@ class SendOptions:
     # kombu's SQS names, sent as message properties: an SQS FIFO queue's group and deduplication id.
     MessageGroupId: str | None = None
     MessageDeduplicationId: str | None = None
+    idempotency_key: str | None = None
+    unique_for: float | None = None
+    unique_until: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:

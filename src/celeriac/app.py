@@ -12,7 +12,7 @@ import re
 import uuid
 import weakref
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
@@ -20,6 +20,7 @@ from celeriac import signals
 from celeriac._builtins import register_builtins
 from celeriac._outages import is_outage, safe_url
 from celeriac._portal import portal
+from celeriac._request import current_request
 from celeriac._sending import RetryPolicy, SendOptions, announce, build_call
 from celeriac._zones import app_zone, now_in
 from celeriac.backends import create_backend
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from celeriac.protocol.message import Message, TaskCall
     from celeriac.result import ResultNode
     from celeriac.schedules import BaseSchedule
+    from celeriac.unique.store import KeyStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,6 +101,9 @@ class Celeriac:
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
         )
+        self._key_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, KeyStore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._router: Router | None = None
         self._timezone: tzinfo | None = None
         #: Celery's per-app signals (sender: the app): sent once, by ``finalize``, when a beat or a
@@ -135,6 +140,9 @@ class Celeriac:
             "broker_url",
         }:
             self._backends.clear()
+        stores = {"broker_url", "result_backend", "broker_transport_options"}
+        if names & (stores | {"result_backend_transport_options"}):
+            self._key_stores.clear()
 
     # -- configuration ------------------------------------------------------------------------------
     def config_from_object(self, obj: Any, *, namespace: str | None = None, force: bool = True) -> None:
@@ -348,6 +356,18 @@ class Celeriac:
             broker = self._brokers[loop] = create_broker(self.broker_url, options)
         return broker
 
+    def key_store(self) -> KeyStore:
+        """This event loop's store of unique tasks' keys (made on first use; ``docs/unique-tasks.md``).
+
+        Raises ConfigurationError when neither the broker nor the result backend can hold one."""
+        loop = asyncio.get_running_loop()
+        store = self._key_stores.get(loop)
+        if store is None:
+            from celeriac.unique.store import key_store_for
+
+            store = self._key_stores[loop] = key_store_for(self)
+        return store
+
     def backend(self) -> Backend:
         """This event loop's result backend (made on first use)."""
         loop = asyncio.get_running_loop()
@@ -424,6 +444,9 @@ class Celeriac:
         loop = asyncio.get_running_loop()
         broker = self._brokers.pop(loop, None)
         backend = self._backends.pop(loop, None)
+        key_store = self._key_stores.pop(loop, None)
+        if key_store is not None:
+            await key_store.close()
         if broker is not None:
             await broker.close()
         if backend is not None:
@@ -450,6 +473,10 @@ class Celeriac:
         # The call is built here, not on the portal loop, because only this thread sees the running
         # task's context (its id becomes the parent id, and the new id one of its children).
         opts = SendOptions.parse(options)
+        if _unique(opts, task):
+            # The running task learns of its child only if the message goes out (``_adopted``).
+            built = build_call(self, name, args, kwargs, replace(opts, add_to_parent=False), task)
+            return _adopted(opts, self.run(self._send_unique(built, task)))
         queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         self.run(self._publish(queue, call, not_before, opts, task))
         return self.AsyncResult(call.id, task_name=name)
@@ -467,9 +494,35 @@ class Celeriac:
         if self.conf.task_always_eager and task is not None:
             return await asyncio.to_thread(task.apply, args, kwargs, **options)
         opts = SendOptions.parse(options)
+        if _unique(opts, task):
+            built = build_call(self, name, args, kwargs, replace(opts, add_to_parent=False), task)
+            return _adopted(opts, await self._send_unique(built, task))
         queue, call, not_before, opts = build_call(self, name, args, kwargs, opts, task)
         await self._publish(queue, call, not_before, opts, task)
         return self.AsyncResult(call.id, task_name=name)
+
+    async def _send_unique(
+        self, built: tuple[str, TaskCall, float | None, SendOptions], task: Task[Any, Any] | None
+    ) -> tuple[AsyncResult[Any], bool]:
+        """Publish a unique send's message if its key is free; the result of the task holding the key,
+        and whether this send published it.
+
+        The key is taken before the message goes out, and given back if it could not go out."""
+        from celeriac.unique.keys import HEADER, uniqueness_of
+
+        queue, call, not_before, opts = built
+        uniqueness = uniqueness_of(self, call, opts, task)
+        call.headers[HEADER] = uniqueness.header()
+        store = self.key_store()
+        holder = await store.hold(uniqueness.key, call.id, uniqueness.window)
+        if holder != call.id:
+            return self.AsyncResult(holder, task_name=call.name), False
+        try:
+            await self._publish(queue, call, not_before, opts, task)
+        except BaseException:
+            await store.release(uniqueness.key, call.id)
+            raise
+        return self.AsyncResult(call.id, task_name=call.name), True
 
     def _send_plan(self, plan: Plan, result: ResultNode) -> None:
         """Send a workflow's messages (``Signature.apply_async``); under ``task_always_eager`` run its
@@ -615,6 +668,24 @@ class Celeriac:
         """A group's result handle from its id and its members' results (``GroupResult.restore`` reads a
         saved one)."""
         return GroupResult(group_id, results, app=self)
+
+
+def _unique(opts: SendOptions, task: Task[Any, Any] | None) -> bool:
+    """Whether a send asks for uniqueness: three attribute reads, so that other sends pay nothing."""
+    return (
+        opts.idempotency_key is not None
+        or opts.unique_for is not None
+        or (task is not None and task.unique_for is not None)
+    )
+
+
+def _adopted(opts: SendOptions, sent: tuple[AsyncResult[Any], bool]) -> AsyncResult[Any]:
+    """The result of a unique send, made a child of the running task if this send published it."""
+    result, published = sent
+    parent = current_request()
+    if published and opts.add_to_parent and parent is not None and parent.id:
+        parent.children.append(result.id)
+    return result
 
 
 #: Broker options taken from settings (a transport ignores those it has no use for).

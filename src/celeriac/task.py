@@ -51,6 +51,8 @@ TASK_OPTIONS: dict[str, Any] = {
     "expires": None,
     "rate_limit": None,
     "store_errors_even_if_ignored": None,
+    "unique_for": None,
+    "unique_until": None,
     "pydantic": False,
     "pydantic_strict": False,
     "pydantic_context": None,
@@ -88,6 +90,10 @@ class Task(Generic[P, R]):
         self.typing = app.conf.task_typing if typing is None else typing
         for key, default in TASK_OPTIONS.items():
             setattr(self, key, options.get(key, getattr(type(self), key, default)))
+        if self.unique_for is not None or self.unique_until is not None:
+            from celeriac.unique.keys import check_task_options
+
+            check_task_options(name, self.unique_for, self.unique_until)
         self._models: Models | None = None
         if self.pydantic:
             self._models = Models(
@@ -128,6 +134,8 @@ class Task(Generic[P, R]):
     expires: float | datetime | None
     rate_limit: str | float | None
     store_errors_even_if_ignored: bool | None
+    unique_for: float | None
+    unique_until: str | None
     pydantic: bool
     pydantic_strict: bool
     pydantic_context: dict[str, Any] | None

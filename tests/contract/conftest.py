@@ -79,6 +79,45 @@ def _require(server: str) -> None:
     service_missing(reason)
 
 
+#: The places a shared store (the beat's schedule, unique tasks' keys) is tested on.
+STORE_KINDS = ["memory", "sqlite", "postgresql", "mysql", "redis", "redis-cluster"]
+
+
+def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a shared store of ``kind`` for one test (a new memory place, a new SQLite file)."""
+    if kind == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/stores.sqlite3"
+    if kind == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    _require(kind)
+    return SERVERS[kind][3]
+
+
+async def forget_keys(kind: str, url: str, scope: str, prefix: str = "") -> None:
+    """Delete the unique tasks' keys a test kept at ``url`` under ``scope`` (Redis: after ``prefix``)."""
+    if kind in ("postgresql", "mysql", "sqlite"):
+        import sqlalchemy as sa
+
+        from celeriac.sql.unique_store import SQLKeyStore, key_table
+
+        store = SQLKeyStore(url, scope=scope)
+        db = store._db
+        await db.open()
+        await db.call(
+            db.write, lambda conn: conn.execute(sa.delete(key_table).where(key_table.c.scope == scope))
+        )
+        await store.close()
+    elif kind.startswith("redis"):
+        from celeriac.redis.client import redis_client
+
+        client = redis_client(url, {}, what="the test")
+        async for key in client.scan_iter(match=f"{prefix}celeriac.unique.{scope}.*"):
+            await client.delete(key)
+        await client.aclose()
+
+
 def close_amqp_connections(name: str) -> int:
     """Close, from the server side (``rabbitmqctl close_connection``), every connection named ``name``
     or ``name (...)`` (a broker's consuming link is ``name (consumer)``); return how many there were."""

@@ -13,20 +13,7 @@ import pytest
 
 from celeriac.beat.store import ScheduleStore, create_store
 from celeriac.testing.contract import ScheduleStoreContract
-from tests.contract.conftest import SERVERS, _require
-
-STORES = ["memory", "sqlite", "postgresql", "mysql", "redis", "redis-cluster"]
-
-
-def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if kind == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/beat.sqlite3"
-    if kind == "redis-cluster":
-        return str(request.getfixturevalue("redis_cluster_url"))
-    _require(kind)
-    return SERVERS[kind][3]
+from tests.contract.conftest import STORE_KINDS, store_url
 
 
 async def _clean(kind: str, url: str, scope: str) -> None:
@@ -55,12 +42,12 @@ async def _clean(kind: str, url: str, scope: str) -> None:
 
 
 class TestScheduleStores(ScheduleStoreContract):
-    @pytest.fixture(params=STORES)
+    @pytest.fixture(params=STORE_KINDS)
     def schedule_store_factory(
         self, request: pytest.FixtureRequest, tmp_path: Path
     ) -> Iterator[Callable[[], ScheduleStore]]:
         kind = request.param
-        url = _url(kind, request, tmp_path)
+        url = store_url(kind, request, tmp_path)
         scope = f"contract-{uuid.uuid4().hex[:12]}"
         yield lambda: create_store(url, scope=scope)
         asyncio.run(_clean(kind, url, scope))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac._plugins import Registry
-from celeriac.exceptions import ConfigurationError
+from celeriac._store_place import builtin_stores, shared_place
 
 if TYPE_CHECKING:
     from celeriac.app import Celeriac
@@ -82,16 +82,7 @@ class ScheduleStore(ABC):
         """Close the store's connections."""
 
 
-_BUILTIN = {
-    "memory": "celeriac.memory.beat_store:MemoryScheduleStore",
-    **dict.fromkeys(
-        ("sqlite", "postgresql", "postgres", "mysql", "mariadb"), "celeriac.sql.beat_store:SQLScheduleStore"
-    ),
-    **dict.fromkeys(
-        ("redis", "rediss", "redis+socket", "redis+cluster", "rediss+cluster", "sentinel"),
-        "celeriac.redis.beat_store:RedisScheduleStore",
-    ),
-}
+_BUILTIN = builtin_stores("beat_store", "MemoryScheduleStore", "SQLScheduleStore", "RedisScheduleStore")
 
 _registry = Registry("schedule store", ENTRY_POINT_GROUP, ScheduleStore, _BUILTIN, prefix="sqla+")  # type: ignore[type-abstract]
 
@@ -101,27 +92,10 @@ def create_store(url: str, options: dict[str, Any] | None = None, *, scope: str 
     return _registry.find(url.removeprefix("db+"))(url, options, scope=scope)
 
 
-def _has_store(url: str) -> bool:
-    try:
-        _registry.find(url.removeprefix("db+"))
-    except ConfigurationError:
-        return False
-    return True
-
-
 def store_for(app: Celeriac) -> ScheduleStore:
     """The store the app's beats share: the broker's, else the result backend's.
 
     Raises ConfigurationError when neither can hold one (a RabbitMQ broker with rpc:// or no backend).
     """
-    conf = app.conf
-    scope = app.main if app.main and app.main != "__main__" else "celery"
-    if _has_store(app.broker_url):
-        return create_store(app.broker_url, dict(conf.broker_transport_options), scope=scope)
-    if _has_store(app.backend_url):
-        return create_store(app.backend_url, dict(conf.result_backend_transport_options), scope=scope)
-    raise ConfigurationError(
-        f"beat keeps its schedule state and leader lease on the broker or the result backend, and neither "
-        f"{app.broker_url.partition('://')[0]}:// (broker) nor {app.backend_url.partition('://')[0]}:// "
-        "(result_backend) can hold it: set result_backend to a redis:// or database URL"
-    )
+    url, options, scope = shared_place(app, _registry, "beat keeps its schedule state and leader lease")
+    return create_store(url, options, scope=scope)

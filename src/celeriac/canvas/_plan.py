@@ -64,6 +64,11 @@ def _build(app: Celeriac, plan: Plan) -> Built:
             log.debug("sending %s: ignoring option(s) celeriac has no use for: %s", name, ", ".join(ignored))
             options = {k: v for k, v in options.items() if k in known}
         opts = SendOptions.parse(options)
+        if opts.idempotency_key is not None or opts.unique_for is not None or opts.unique_until is not None:
+            raise ValueError(
+                f"sending {name}: idempotency_key, unique_for and unique_until apply to one task sent with "
+                "its own apply_async() or delay(), not to a signature or a workflow's tasks"
+            )
         task = app.tasks.get(name)
         queue, call, not_before, opts = build_call(app, name, args, kwargs, opts, task)
         built.append((queue, call, not_before, opts, task))

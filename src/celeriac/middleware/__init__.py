@@ -15,6 +15,7 @@ def default_middleware() -> list[Middleware]:
     from celeriac.middleware.retries import Retries
     from celeriac.middleware.scheduling import Eta, Expiry, RateLimits, Revocation
     from celeriac.middleware.signals import Signals
+    from celeriac.middleware.unique import Uniqueness
 
     return [
         Expiry(),
@@ -25,6 +26,7 @@ def default_middleware() -> list[Middleware]:
         Retries(),
         Results(),
         Continuation(),
+        Uniqueness(),
         Events(),
         Metrics(),
         DeadLetterRetention(),

@@ -39,10 +39,9 @@ replaces the record as the Backend contract says.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -203,7 +202,7 @@ class SQLBackend(Backend):
             "result": self.encode(part.result)[1],
         }
         step = partial(_count_part, row, size, token, lease)
-        counted = await self._db.call(self._retrying, step)
+        counted = await self._db.call(self._db.write_retrying, step)
         if counted is None:
             return None
         counted.sort(key=lambda r: (r.position < 0, r.position, r.arrival))
@@ -218,23 +217,11 @@ class SQLBackend(Backend):
 
     async def chord_grow(self, group_id: str, by: int = 1) -> None:
         await self._open()
-        await self._db.call(self._retrying, partial(_grow_chord, group_id, by))
+        await self._db.call(self._db.write_retrying, partial(_grow_chord, group_id, by))
 
     async def chord_done(self, claim: ChordClaim) -> None:
         await self._open()
         await self._db.call(self._db.write, partial(_end_chord, claim.group_id, claim.token))
-
-    def _retrying(self, step: Callable[[sa.Connection], T]) -> T:
-        """On the database thread: ``self._db.write(step)``, again when the database chose it as the
-        victim of a deadlock (MySQL does so when two first reports of a chord create its row at once)."""
-        for attempt in range(1, 11):
-            try:
-                return self._db.write(step)
-            except sa.exc.DBAPIError as exc:
-                if attempt == 10 or not _is_deadlock(exc):
-                    raise
-                time.sleep(random.uniform(0.001, 0.01 * attempt))
-        raise AssertionError("unreachable")
 
     async def wait(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
         """Wait until ``task_id`` is ready: poll from 1 ms up to ``interval``, woken by local stores."""
@@ -412,16 +399,6 @@ def _end_chord(group_id: str, token: str, conn: sa.Connection) -> None:
         return
     conn.execute(chord_parts.delete().where(chord_parts.c.group_id == group_id))
     conn.execute(chords.update().where(c.group_id == group_id).values(done=True, touched=_naive_utc(_now())))
-
-
-def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
-    """MySQL's 1213 (deadlock) and 1205 (lock wait timeout); PostgreSQL's 40P01 and 40001."""
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in ("40P01", "40001"):
-        return True
-    args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205)
 
 
 def _now() -> datetime:

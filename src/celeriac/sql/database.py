@@ -127,6 +127,19 @@ class Database:
         """On the database thread: ``fn`` inside a transaction that writes."""
         return self._transaction(fn, "IMMEDIATE")
 
+    def write_retrying(self, fn: Callable[[sa.Connection], T]) -> T:
+        """On the database thread: ``write(fn)``, again when the database chose it as the victim of a
+        deadlock (MySQL does so when two transactions create one row at once: a chord's first reports,
+        senders racing for one unique key)."""
+        for attempt in range(1, 11):
+            try:
+                return self.write(fn)
+            except sa.exc.DBAPIError as exc:
+                if attempt == 10 or not _is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * attempt))
+        raise AssertionError("unreachable")
+
     async def close(self) -> None:
         """Close every connection and stop the thread; a later ``open`` starts afresh."""
         if self._engine is not None:
@@ -283,3 +296,13 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     # more than SQLite's own BEGIN.
     mode = conn.get_execution_options().get("celeriac_begin", "DEFERRED")
     conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+
+
+def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """MySQL's 1213 (deadlock) and 1205 (lock wait timeout); PostgreSQL's 40P01 and 40001."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("40P01", "40001"):
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)

@@ -24,7 +24,8 @@ file is a kit and a class::
 
 and likewise ``BackendKit`` with ``BackendContract`` (plus ``CleanupContract`` for a backend with a
 ``cleanup()`` sweep) and a ``backend_kit`` fixture; ``ScheduleStoreContract`` with a
-``schedule_store_factory`` fixture for a beat schedule store. ``docs/plugins.md`` says more.
+``schedule_store_factory`` fixture for a beat schedule store; ``KeyStoreContract`` with a
+``key_store_factory`` fixture for a store of unique tasks' keys. ``docs/plugins.md`` says more.
 
 This package imports pytest; ``import celeriac`` never imports it.
 """
@@ -39,10 +40,12 @@ pytest.register_assert_rewrite(
     "celeriac.testing.contract.broker",
     "celeriac.testing.contract.backend",
     "celeriac.testing.contract.schedule_store",
+    "celeriac.testing.contract.key_store",
 )
 
 from celeriac.testing.contract.backend import BackendContract, CleanupContract  # noqa: E402
 from celeriac.testing.contract.broker import BrokerContract  # noqa: E402
+from celeriac.testing.contract.key_store import KeyStoreContract  # noqa: E402
 from celeriac.testing.contract.kit import BackendKit, BrokerKit, Kit  # noqa: E402
 from celeriac.testing.contract.schedule_store import ScheduleStoreContract  # noqa: E402
 
@@ -52,6 +55,7 @@ __all__ = [
     "BrokerContract",
     "BrokerKit",
     "CleanupContract",
+    "KeyStoreContract",
     "Kit",
     "ScheduleStoreContract",
 ]
