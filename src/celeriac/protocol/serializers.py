@@ -2,7 +2,8 @@
 
 ``json`` (the default) writes kombu's type markers, ``{"__type__": T, "__value__": V}``, for datetime,
 date, time, Decimal, UUID and bytes, so values round-trip with Celery. ``msgpack`` and ``yaml`` need their
-extras; ``pickle`` is only ever loaded when the caller accepts it.
+extras; ``pickle`` is only ever loaded when the caller accepts it. ``auth`` (signed messages) refuses
+everything until ``app.setup_security()`` puts a signer behind it (``celeriac.protocol.signing``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from celeriac.exceptions import ConfigurationError, ContentDisallowed, DecodeError, MissingDependency
+from celeriac.exceptions import (
+    ConfigurationError,
+    ContentDisallowed,
+    DecodeError,
+    MissingDependency,
+    SecurityError,
+)
 
 __all__ = ["content_encoding_of", "content_type_of", "dumps", "loads", "register"]
 
@@ -295,3 +302,17 @@ register("json", "application/json", json_dumps, json_loads)
 register("msgpack", "application/x-msgpack", _msgpack_dumps, _msgpack_loads, content_encoding="binary")
 register("yaml", "application/x-yaml", _yaml_dumps, _yaml_loads)
 register("pickle", "application/x-python-serialize", _pickle_dumps, pickle.loads, content_encoding="binary")
+
+
+def _auth_not_set_up(_: Any) -> Any:
+    # Replaced by app.setup_security(); until then a signed message is refused, never passed through.
+    raise SecurityError("signed (auth) content, but signing is not set up here: call app.setup_security()")
+
+
+def _auth_dumps_not_set_up(_: Any) -> bytes:
+    raise ConfigurationError(
+        "task_serializer is 'auth', but signing is not set up: call app.setup_security()"
+    )
+
+
+register("auth", "application/data", _auth_dumps_not_set_up, _auth_not_set_up)
