@@ -73,6 +73,9 @@ class SendOptions:
     reply_to: str | None = None
     retries: int = 0
     add_to_parent: bool = True
+    #: What events, logs and monitors show for the arguments (Celery's); ``sensitive`` tasks override.
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:
@@ -201,6 +204,9 @@ def build_call(
     soft_limit = (
         opts.soft_time_limit if opts.soft_time_limit is not None else (task.soft_time_limit if task else None)
     )
+    argsrepr, kwargsrepr = opts.argsrepr, opts.kwargsrepr
+    if task is not None and task.redaction:
+        argsrepr, kwargsrepr = task.redaction.reprs(args, kwargs)
     call = TaskCall(
         id=task_id,
         name=name,
@@ -225,6 +231,8 @@ def build_call(
         reply_to=opts.reply_to or app.oid,
         priority=priority,
         headers=dict(opts.headers),
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
     )
     if parent is not None and opts.add_to_parent and parent.id:
         parent.children.append(task_id)

@@ -67,6 +67,9 @@ class Events(Middleware):
                 call.eta is not None and (call.eta - now).total_seconds() > horizon
             ):
                 continue
+            if item.task.redaction:  # whatever the sender wrote
+                events.received(call, *item.task.redaction.reprs(call.args, call.kwargs))
+                continue
             events.received(
                 call,
                 call.argsrepr if call.argsrepr is not None else safe_repr(tuple(call.args)),
