@@ -51,7 +51,7 @@ def accept(
         return Refused(reason, DecodeError(reason))
     if limit and delivery.deliveries > limit:
         try:
-            lost: TaskCall | None = decode_task(message, accept=content)
+            lost: TaskCall | None = decode_task(message, accept=content, max_bytes=max_bytes)
         except DecodeError:
             lost = None
         return Refused(
