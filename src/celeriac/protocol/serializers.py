@@ -117,8 +117,9 @@ def loads(data: bytes, content_type: str, accept: Collection[str]) -> Any:
     if isinstance(data, str):
         # Some clients hand over text they already decoded; the serializers all read bytes.
         data = data.encode("utf-8", "surrogatepass")
+    data = bytes(data)
     try:
-        return entry.loads(bytes(data))
+        value = entry.loads(data)
     except (DecodeError, MissingDependency):
         raise
     except RecursionError:
@@ -128,6 +129,36 @@ def loads(data: bytes, content_type: str, accept: Collection[str]) -> Any:
         # the data is bad and why.
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise DecodeError(f"malformed {entry.name} data ({detail})") from exc
+    if entry.name in _DEPTH_CHECKED and _may_nest_deeply(data, entry.name) and _nested_deeper(value):
+        raise DecodeError(f"{entry.name} data is nested too deeply (over {MAX_DEPTH} levels)")
+    return value
+
+
+#: The deepest nesting of lists and mappings a decoded JSON or YAML body may have. Deeper data would
+#: reach Python's recursion limit later (in a repr, a re-encode, the task); where the decoder itself
+#: stops depends on that limit and on the stack in use, so the cap is checked here, explicitly.
+#: (msgpack stops at its own fixed stack of 1024 levels.)
+MAX_DEPTH = 500
+_DEPTH_CHECKED = frozenset({"json", "yaml"})
+
+
+def _may_nest_deeply(data: bytes, name: str) -> bool:
+    # JSON cannot nest deeper than it has opening brackets; counting them is a fast C pass, so the
+    # walk below runs only for bodies that could be too deep.
+    return name != "json" or data.count(b"[") + data.count(b"{") > MAX_DEPTH
+
+
+def _nested_deeper(value: Any) -> bool:
+    if not isinstance(value, (list, tuple, dict)):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, tuple, dict)))
+    return False
 
 
 def _normalize(content_type: str) -> str:

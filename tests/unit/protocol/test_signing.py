@@ -11,11 +11,15 @@ import pytest
 from celery.security.certificate import Certificate, FSCertStore  # type: ignore[import-untyped]
 from celery.security.key import PrivateKey  # type: ignore[import-untyped]
 from celery.security.serialization import SecureSerializer  # type: ignore[import-untyped]
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from celeriac import Celeriac
 from celeriac.exceptions import ImproperlyConfigured, SecurityError
 from celeriac.protocol import decode_task, encode_task, serializers
 from celeriac.protocol.message import TaskCall
+from celeriac.protocol.signing import Signer, certificate_id
 from tests.signing_keys import Identity, make_identity
 
 AUTH = "application/data"
@@ -161,3 +165,17 @@ def test_a_key_with_a_password(tmp_path: Path) -> None:
         signing_app(locked, locked.cert)
     signing_app(locked, locked.cert, security_key_password="s3cret")
     assert serializers.loads(serializers.dumps([1], "auth")[1], AUTH, ["auth"]) == [1]
+
+
+def test_a_certificate_that_expired_after_loading_is_refused(tmp_path: Path, alice: Identity) -> None:
+    # The store refuses an expired file at setup; one that expires while the worker runs is refused
+    # per message. A signer built directly stands for a store loaded before the expiry.
+    old = make_identity(tmp_path / "old", "old", expired=True)
+    cert = x509.load_pem_x509_certificate(old.cert.read_bytes())
+    key = serialization.load_pem_private_key(old.key.read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signer = Signer(key=key, certificate=cert, store={certificate_id(cert): cert}, digest=hashes.SHA256())
+    with pytest.raises(
+        SecurityError, match=r"signed by certificate 'celeriac tests old \d+', which expired at"
+    ):
+        signer.loads(signer.dumps([1]))

@@ -16,14 +16,15 @@ from celeriac.control.mailbox import COMMANDS, command_message, read_reply
 from celeriac.events.receiver import events_of
 from celeriac.exceptions import MessageTooLarge
 from celeriac.protocol.message import Message
+from celeriac.protocol.serializers import MAX_DEPTH
 from celeriac.testing import start_worker
 from tests.unit.worker.test_events import eventually
 from tests.unit.worker.test_worker import dead_letters
 
 UNPICKLED: list[str] = []
 LIMIT = 4096
-#: Deeper than Python's recursion limit lets a decoder go, yet within LIMIT bytes.
-DEPTH = 2000
+#: Deeper than MAX_DEPTH, not as deep as Python's recursion limit: the explicit cap is what refuses it.
+DEPTH = MAX_DEPTH + 100
 
 
 def _side_effect(what: str) -> str:
@@ -79,7 +80,7 @@ def test_pickle_oversized_and_deep_task_messages_are_dead_lettered_unread(app: C
         eventually(lambda: len(dead_letters(app)) == 3)
         assert app.tasks["echo"].delay(1).get(timeout=10) == 1
     reasons = sorted(d.reason for d in dead_letters(app))
-    assert reasons[0].startswith("undecodable message: JSON data is nested too deeply")
+    assert reasons[0] == f"undecodable message: json data is nested too deeply (over {MAX_DEPTH} levels)"
     assert reasons[1].startswith("undecodable message: message body is ")
     assert f"over the task_message_max_bytes limit of {LIMIT} bytes" in reasons[1]
     assert "refusing to deserialize content of type 'application/x-python-serialize'" in reasons[2]
