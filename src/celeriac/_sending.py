@@ -79,6 +79,9 @@ class SendOptions:
     idempotency_key: str | None = None
     unique_for: float | None = None
     unique_until: str | None = None
+    #: What events, logs and monitors show for the arguments (Celery's); ``sensitive`` tasks override.
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> SendOptions:
@@ -207,6 +210,9 @@ def build_call(
     soft_limit = (
         opts.soft_time_limit if opts.soft_time_limit is not None else (task.soft_time_limit if task else None)
     )
+    argsrepr, kwargsrepr = opts.argsrepr, opts.kwargsrepr
+    if task is not None and task.redaction:
+        argsrepr, kwargsrepr = task.redaction.reprs(args, kwargs)
     call = TaskCall(
         id=task_id,
         name=name,
@@ -231,6 +237,8 @@ def build_call(
         reply_to=opts.reply_to or app.oid,
         priority=priority,
         headers=dict(opts.headers),
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
     )
     if parent is not None and opts.add_to_parent and parent.id:
         parent.children.append(task_id)

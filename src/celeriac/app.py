@@ -29,7 +29,7 @@ from celeriac.canvas import Signature
 from celeriac.canvas._eager import run_eagerly
 from celeriac.canvas._plan import asend_plan, send_plan
 from celeriac.config import Settings, settings_from_object
-from celeriac.exceptions import ConfigurationError, NotRegistered, OperationalError
+from celeriac.exceptions import ConfigurationError, MissingDependency, NotRegistered, OperationalError
 from celeriac.protocol import encode_task
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.routing import Router
@@ -148,6 +148,36 @@ class Celeriac:
     def config_from_object(self, obj: Any, *, namespace: str | None = None, force: bool = True) -> None:
         """Load settings from a module, an object, a mapping, or a dotted path to one of them."""
         self.conf.update(settings_from_object(obj, namespace))
+
+    def setup_security(
+        self,
+        allowed_serializers: Collection[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every task message this process sends and verify every one it reads, as Celery's
+        ``app.setup_security()`` does and on the same wire format (docs/security.md).
+
+        Needs ``task_serializer = "auth"``, ``accept_content = ["auth"]`` and the ``security_*``
+        settings (or the arguments standing for them: file paths, as in Celery); ``serializer`` writes
+        what is signed, ``allowed_serializers`` (default ``["json"]``) what a signed body may hold.
+        Like Celery's, it applies to the whole process.
+
+        Raises:
+            ImproperlyConfigured: a setting is missing or inconsistent, or a file cannot be loaded.
+            MissingDependency: the ``security`` extra (cryptography) is not installed.
+        """
+        try:
+            from celeriac.protocol import signing
+        except ImportError as exc:
+            if exc.name != "cryptography" and not (exc.name or "").startswith("cryptography."):
+                raise
+            raise MissingDependency("message signing", "security") from None
+        signing.setup(self.conf, allowed_serializers, key, key_password, cert, store, digest, serializer)
 
     def autodiscover_tasks(
         self,

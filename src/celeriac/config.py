@@ -95,6 +95,14 @@ SETTINGS: dict[str, Setting] = {
         16 * 1024 * 1024, int, doc="Largest message a worker accepts or a client sends."
     ),
     "task_protocol": _s(2, int),
+    # message signing (app.setup_security): PEM file paths, as Celery reads them
+    "security_key": _s(None, str, doc="PEM private key file that signs messages (setup_security)."),
+    "security_key_password": _s(None, str, bytes, doc="Password of the security_key file, if any."),
+    "security_certificate": _s(None, str, doc="PEM certificate file of security_key."),
+    "security_cert_store": _s(
+        None, str, doc="Directory or glob of the PEM certificates whose signatures are trusted."
+    ),
+    "security_digest": _s("sha256", str, doc="Hash signed with RSA-PSS: sha256, sha384, sha512, ..."),
     # tasks and calling
     "task_default_queue": _s("celery", str),
     "task_default_exchange": _s("celery", str),

@@ -52,6 +52,11 @@ class ContentDisallowed(DecodeError):
     """The message's content type is not in ``accept_content``."""
 
 
+class SecurityError(DecodeError):
+    """A signed message failed verification: malformed, a bad signature, or a certificate that is
+    unknown or expired. It is never decoded."""
+
+
 class MessageTooLarge(DecodeError):
     """A message (or its decompressed body) is over ``task_message_max_bytes``."""
 

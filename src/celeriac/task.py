@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import canvas, states
 from celeriac._exception_records import exception_to_dict
 from celeriac._pydantic import Models
+from celeriac._redaction import Redaction, checked
 from celeriac._request import Context, current_request
 from celeriac.backends.base import EXTENDED_FIELDS, ResultMeta
 from celeriac.canvas import Signature
@@ -53,6 +54,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "store_errors_even_if_ignored": None,
     "unique_for": None,
     "unique_until": None,
+    "sensitive": False,
     "pydantic": False,
     "pydantic_strict": False,
     "pydantic_context": None,
@@ -108,6 +110,10 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         self._arity = _plain_arity(self._signature, bind)
+        #: Hides the arguments ``sensitive`` names wherever they are shown (a false value when none).
+        self.redaction = Redaction(
+            checked(self.sensitive, self._signature, name, bind), self._signature, bind
+        )
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -136,6 +142,7 @@ class Task(Generic[P, R]):
     store_errors_even_if_ignored: bool | None
     unique_for: float | None
     unique_until: str | None
+    sensitive: bool | Collection[str]
     pydantic: bool
     pydantic_strict: bool
     pydantic_context: dict[str, Any] | None
@@ -377,7 +384,8 @@ class Task(Generic[P, R]):
             record.parent_id, record.group_id = request.parent_id, request.group
             if self.app.conf.result_extended:
                 queue = request.delivery_info.get("routing_key")
-                values = (self.name, request.args, request.kwargs, request.hostname, request.retries, queue)
+                args, kwargs = self.redaction.values(request.args or (), request.kwargs or {})
+                values = (self.name, args, kwargs, request.hostname, request.retries, queue)
                 record.extended = dict(zip(EXTENDED_FIELDS, values, strict=True))
         return record
 
@@ -403,8 +411,9 @@ class Task(Generic[P, R]):
         if limit is not None and request.retries >= limit:
             if exc is not None:
                 raise exc
+            args, kwargs = self.redaction.values(request.args or (), request.kwargs or {})
             raise MaxRetriesExceededError(
-                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}"
+                f"Can't retry {self.name}[{request.id}] args:{args} kwargs:{kwargs}"
             )
         when: float | datetime = (
             eta if eta is not None else (countdown if countdown is not None else self.default_retry_delay)

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from celeriac._redaction import HIDDEN
 from celeriac.exceptions import CeleriacError
 from celeriac.protocol import decode_task
 
@@ -164,12 +165,30 @@ def _decoded(app: Celeriac, letter: DeadLetter) -> tuple[dict[str, Any] | None, 
         )
     except Exception as exc:  # the reason it was dead-lettered, often: say it, show the raw body
         return None, f"{type(exc).__name__}: {exc}"
-    fields = {"args": call.args, "kwargs": call.kwargs, "retries": call.retries, "eta": call.eta}
+    task = app.tasks.get(call.name)
+    args, kwargs = task.redaction.values(call.args, call.kwargs) if task else (call.args, call.kwargs)
+    fields = {"args": args, "kwargs": kwargs, "retries": call.retries, "eta": call.eta}
     for name in ("callbacks", "errbacks", "chain", "chord", "group_id", "root_id", "parent_id"):
         value = getattr(call, name)
         if value:
             fields[name] = value
     return fields, None
+
+
+def _hides(app: Celeriac, letter: DeadLetter) -> bool:
+    """Whether the letter is of a task this app marks ``sensitive`` (its raw bytes are not shown)."""
+    task = app.tasks.get(letter.task_name or "")
+    return bool(task and task.redaction)
+
+
+def _headers(app: Celeriac, letter: DeadLetter) -> dict[str, Any] | None:
+    """The message's headers; a sensitive task's argument reprs hidden whatever the sender wrote."""
+    if letter.message is None:
+        return None
+    headers = dict(letter.message.headers)
+    if _hides(app, letter):
+        headers.update(argsrepr=HIDDEN, kwargsrepr=HIDDEN)
+    return headers
 
 
 def _raw(data: bytes) -> str:
@@ -188,14 +207,16 @@ def _as_json(app: Celeriac, letter: DeadLetter) -> dict[str, Any]:
         "task": letter.task_name,
         "id": letter.task_id,
         "reason": letter.reason,
-        "headers": letter.message.headers if letter.message is not None else None,
+        "headers": _headers(app, letter),
         "properties": letter.message.properties if letter.message is not None else None,
     }
     if decoded is not None:
         found.update(decoded)
     else:
         found["undecodable"] = error
-        if letter.message is not None:
+        if _hides(app, letter):
+            found["body"] = f"{HIDDEN} (task {letter.task_name} is sensitive)"
+        elif letter.message is not None:
             found["body"] = _raw(letter.message.body)
         else:
             found["raw"] = _raw(letter.raw)
@@ -217,12 +238,14 @@ def _describe(app: Celeriac, letter: DeadLetter) -> str:
     else:
         lines.append(f"body:   not decodable ({error})")
         stored = letter.raw if letter.message is None else letter.message.body
-        lines.append(f"{'raw:  ' if letter.message is None else 'bytes:'}  {_raw(stored)[:2000]}")
-    if letter.message is not None:
+        shown = (
+            f"{HIDDEN} (task {letter.task_name} is sensitive)" if _hides(app, letter) else _raw(stored)[:2000]
+        )
+        lines.append(f"{'raw:  ' if letter.message is None else 'bytes:'}  {shown}")
+    headers = _headers(app, letter)
+    if letter.message is not None and headers is not None:
         lines.append("headers:")
-        lines += [
-            f"  {key}: {json.dumps(value, default=str)}" for key, value in letter.message.headers.items()
-        ]
+        lines += [f"  {key}: {json.dumps(value, default=str)}" for key, value in headers.items()]
         lines.append("properties:")
         lines += [
             f"  {key}: {json.dumps(value, default=str)}" for key, value in letter.message.properties.items()

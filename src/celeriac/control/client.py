@@ -158,7 +158,7 @@ class Control:
                 except TimeoutError:
                     break
                 try:
-                    got, body = read_reply(answer, accept)
+                    got, body = read_reply(answer, accept, self.app.conf.task_message_max_bytes)
                 except DecodeError as exc:
                     log.warning("ignored an unreadable remote-control reply: %s", exc)
                     continue

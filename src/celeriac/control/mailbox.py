@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac.exceptions import DecodeError
+from celeriac.exceptions import DecodeError, MessageTooLarge
 from celeriac.protocol.message import Message
 from celeriac.protocol.serializers import dumps, loads
 
@@ -106,13 +106,14 @@ def command_message(
     )
 
 
-def read_command(message: Message, accept: Collection[str]) -> Command:
+def read_command(message: Message, accept: Collection[str], max_bytes: int | None = None) -> Command:
     """The command a broadcast carries.
 
     Raises:
-        DecodeError: the body is not a command (not a mapping, no method name, bad fields), or its
-            content type is not accepted.
+        DecodeError: the body is not a command (not a mapping, no method name, bad fields), its
+            content type is not accepted, or it is over ``max_bytes`` (then it is not decoded).
     """
+    _check_size(message, "command", max_bytes)
     try:
         body = loads(message.body, message.content_type, accept)
     except DecodeError:
@@ -167,12 +168,15 @@ def reply_message(node: str, value: Any, *, ticket: str, clock: int) -> Message:
     )
 
 
-def read_reply(message: Message, accept: Collection[str]) -> tuple[str | None, dict[str, Any]]:
+def read_reply(
+    message: Message, accept: Collection[str], max_bytes: int | None = None
+) -> tuple[str | None, dict[str, Any]]:
     """The ticket a reply answers and its ``{node: value}`` body.
 
     Raises:
-        DecodeError: the body is not a mapping or cannot be read.
+        DecodeError: the body is not a mapping, cannot be read, or is over ``max_bytes``.
     """
+    _check_size(message, "reply", max_bytes)
     try:
         body = loads(message.body, message.content_type, accept)
     except DecodeError:
@@ -183,6 +187,15 @@ def read_reply(message: Message, accept: Collection[str]) -> tuple[str | None, d
         raise DecodeError(f"not a remote-control reply: {str(body)[:200]!r}")
     ticket = (message.headers or {}).get("ticket")
     return (str(ticket) if ticket is not None else None), body
+
+
+def _check_size(message: Message, what: str, max_bytes: int | None) -> None:
+    size = len(message.body)
+    if max_bytes is not None and size > max_bytes:
+        raise MessageTooLarge(
+            f"remote-control {what} body is {size} bytes, over the task_message_max_bytes limit of "
+            f"{max_bytes} bytes"
+        )
 
 
 def _text(value: Any) -> str | None:

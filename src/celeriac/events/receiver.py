@@ -27,8 +27,17 @@ __all__ = ["events_of", "receive"]
 log = logging.getLogger("celeriac.events")
 
 
-def events_of(message: Message) -> list[dict[str, Any]]:
-    """The events a message carries (none when it carries no readable event)."""
+#: The largest event message read (the default of task_message_max_bytes); a larger one is skipped.
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def events_of(message: Message, max_bytes: int = MAX_BYTES) -> list[dict[str, Any]]:
+    """The events a message carries: none when it carries no readable event or is over ``max_bytes``."""
+    if len(message.body) > max_bytes:
+        log.warning(
+            "skipped an event message of %d bytes, over the limit of %d", len(message.body), max_bytes
+        )
+        return []
     if message.content_type != "application/json":
         log.warning("skipped an event message of content type %r (events are JSON)", message.content_type)
         return []

@@ -65,6 +65,9 @@ class Events(Middleware):
             if not item.runs_here(now, horizon):
                 continue
             call = item.call
+            if item.task.redaction:  # whatever the sender wrote
+                events.received(call, *item.task.redaction.reprs(call.args, call.kwargs))
+                continue
             events.received(
                 call,
                 call.argsrepr if call.argsrepr is not None else safe_repr(tuple(call.args)),

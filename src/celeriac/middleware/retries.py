@@ -42,6 +42,8 @@ class Retries(Middleware):
             argsrepr=None,
             kwargsrepr=None,
         )
+        if item.task.redaction:
+            call.argsrepr, call.kwargsrepr = item.task.redaction.reprs(call.args, call.kwargs)
         message = item.delivery.message
         assert message is not None
         conf = worker.app.conf

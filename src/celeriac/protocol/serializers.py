@@ -2,7 +2,8 @@
 
 ``json`` (the default) writes kombu's type markers, ``{"__type__": T, "__value__": V}``, for datetime,
 date, time, Decimal, UUID and bytes, so values round-trip with Celery. ``msgpack`` and ``yaml`` need their
-extras; ``pickle`` is only ever loaded when the caller accepts it.
+extras; ``pickle`` is only ever loaded when the caller accepts it. ``auth`` (signed messages) refuses
+everything until ``app.setup_security()`` puts a signer behind it (``celeriac.protocol.signing``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from celeriac.exceptions import ConfigurationError, ContentDisallowed, DecodeError, MissingDependency
+from celeriac.exceptions import (
+    ConfigurationError,
+    ContentDisallowed,
+    DecodeError,
+    MissingDependency,
+    SecurityError,
+)
 
 __all__ = ["content_encoding_of", "content_type_of", "dumps", "loads", "register"]
 
@@ -110,8 +117,9 @@ def loads(data: bytes, content_type: str, accept: Collection[str]) -> Any:
     if isinstance(data, str):
         # Some clients hand over text they already decoded; the serializers all read bytes.
         data = data.encode("utf-8", "surrogatepass")
+    data = bytes(data)
     try:
-        return entry.loads(bytes(data))
+        value = entry.loads(data)
     except (DecodeError, MissingDependency):
         raise
     except RecursionError:
@@ -121,6 +129,36 @@ def loads(data: bytes, content_type: str, accept: Collection[str]) -> Any:
         # the data is bad and why.
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise DecodeError(f"malformed {entry.name} data ({detail})") from exc
+    if entry.name in _DEPTH_CHECKED and _may_nest_deeply(data, entry.name) and _nested_deeper(value):
+        raise DecodeError(f"{entry.name} data is nested too deeply (over {MAX_DEPTH} levels)")
+    return value
+
+
+#: The deepest nesting of lists and mappings a decoded JSON or YAML body may have. Deeper data would
+#: reach Python's recursion limit later (in a repr, a re-encode, the task); where the decoder itself
+#: stops depends on that limit and on the stack in use, so the cap is checked here, explicitly.
+#: (msgpack stops at its own fixed stack of 1024 levels.)
+MAX_DEPTH = 500
+_DEPTH_CHECKED = frozenset({"json", "yaml"})
+
+
+def _may_nest_deeply(data: bytes, name: str) -> bool:
+    # JSON cannot nest deeper than it has opening brackets; counting them is a fast C pass, so the
+    # walk below runs only for bodies that could be too deep.
+    return name != "json" or data.count(b"[") + data.count(b"{") > MAX_DEPTH
+
+
+def _nested_deeper(value: Any) -> bool:
+    if not isinstance(value, (list, tuple, dict)):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, tuple, dict)))
+    return False
 
 
 def _normalize(content_type: str) -> str:
@@ -295,3 +333,17 @@ register("json", "application/json", json_dumps, json_loads)
 register("msgpack", "application/x-msgpack", _msgpack_dumps, _msgpack_loads, content_encoding="binary")
 register("yaml", "application/x-yaml", _yaml_dumps, _yaml_loads)
 register("pickle", "application/x-python-serialize", _pickle_dumps, pickle.loads, content_encoding="binary")
+
+
+def _auth_not_set_up(_: Any) -> Any:
+    # Replaced by app.setup_security(); until then a signed message is refused, never passed through.
+    raise SecurityError("signed (auth) content, but signing is not set up here: call app.setup_security()")
+
+
+def _auth_dumps_not_set_up(_: Any) -> bytes:
+    raise ConfigurationError(
+        "task_serializer is 'auth', but signing is not set up: call app.setup_security()"
+    )
+
+
+register("auth", "application/data", _auth_dumps_not_set_up, _auth_not_set_up)

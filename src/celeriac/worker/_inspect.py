@@ -33,14 +33,25 @@ _URLS = ("broker_url", "result_backend")
 
 def request_info(worker: Worker, item: WorkItem, safe: bool | None = None) -> dict[str, Any]:
     """A held or running task as Celery describes it (``Request.info``); with ``safe``, the argument
-    reprs the client wrote rather than the arguments."""
+    reprs the client wrote rather than the arguments. A ``sensitive`` task's hidden arguments stay hidden
+    either way."""
     call = item.call
     running = item.time_start is not None
+    redaction = item.task.redaction
+    args: Any
+    kwargs: Any
+    if not safe:
+        args, kwargs = redaction.values(call.args, call.kwargs)
+    elif redaction:
+        args, kwargs = redaction.reprs(call.args, call.kwargs)
+    else:
+        args = call.argsrepr if call.argsrepr is not None else call.args
+        kwargs = call.kwargsrepr if call.kwargsrepr is not None else call.kwargs
     return {
         "id": call.id,
         "name": call.name,
-        "args": call.argsrepr if safe and call.argsrepr is not None else call.args,
-        "kwargs": call.kwargsrepr if safe and call.kwargsrepr is not None else call.kwargs,
+        "args": args,
+        "kwargs": kwargs,
         "type": call.name,
         "hostname": worker.hostname,
         "time_start": item.time_start,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from celeriac._request import request_fields
-from celeriac.exceptions import DecodeError, NotRegistered, WorkerLostError
+from celeriac.exceptions import DecodeError, NotRegistered, SecurityError, WorkerLostError
 from celeriac.middleware import WorkItem
 from celeriac.protocol import decode_task
 from celeriac.worker.pools.base import Job
@@ -51,7 +51,7 @@ def accept(
         return Refused(reason, DecodeError(reason))
     if limit and delivery.deliveries > limit:
         try:
-            lost: TaskCall | None = decode_task(message, accept=content)
+            lost: TaskCall | None = decode_task(message, accept=content, max_bytes=max_bytes)
         except DecodeError:
             lost = None
         return Refused(
@@ -62,6 +62,8 @@ def accept(
         )
     try:
         call = decode_task(message, accept=content, max_bytes=max_bytes)
+    except SecurityError as exc:
+        return Refused(f"unverified signed message (not decoded): {exc.reason}", exc)
     except DecodeError as exc:
         return Refused(f"undecodable message: {exc.reason}", exc)
     task = app.tasks.get(call.name)

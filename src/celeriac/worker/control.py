@@ -123,7 +123,7 @@ class RemoteControl:
         state = self.state
         accept = ["json", *state.app.conf.accept_content]
         try:
-            command = read_command(message, accept)
+            command = read_command(message, accept, state.app.conf.task_message_max_bytes)
         except DecodeError as exc:
             log.warning("%s: ignored an unreadable remote-control message: %s", state.hostname, exc)
             return

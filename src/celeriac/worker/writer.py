@@ -220,7 +220,8 @@ class Writer:
             reply_to=call.reply_to or "",
         )
         if self.app.conf.result_extended:
-            values = (call.name, call.args, call.kwargs, self.hostname, call.retries, item.delivery.queue)
+            args, kwargs = item.task.redaction.values(call.args, call.kwargs)
+            values = (call.name, args, kwargs, self.hostname, call.retries, item.delivery.queue)
             meta.extended = dict(zip(EXTENDED_FIELDS, values, strict=True))
         try:
             await self._stores.add(meta)

@@ -297,3 +297,17 @@ def test_json_round_trips_extended_values(value: Any) -> None:
 def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes, content_type: str) -> None:
     with contextlib.suppress(DecodeError):
         serializers.loads(data, content_type, [content_type])
+
+
+def test_json_nesting_is_capped_at_max_depth_whatever_the_recursion_limit() -> None:
+    # (YAML's loader meets Python's recursion limit first, at about 330 levels: "nested too deeply".)
+    def nested(depth: int) -> bytes:
+        return b"[" * depth + b"0" + b"]" * depth
+
+    limit = serializers.MAX_DEPTH
+    assert serializers.loads(nested(limit), JSON, ["json"]) == json.loads(nested(limit))
+    with pytest.raises(DecodeError, match=rf"json data is nested too deeply \(over {limit} levels\)"):
+        serializers.loads(nested(limit + 1), JSON, ["json"])
+    # many brackets, little depth: walked, and accepted
+    wide = [[{}] for _ in range(2 * limit)]
+    assert serializers.loads(serializers.dumps(wide, "json")[1], JSON, ["json"]) == wide
