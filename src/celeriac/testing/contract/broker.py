@@ -463,16 +463,21 @@ class BrokerContract:
         count = 200
         taken: list[str | None] = []
 
-        async def consume(queue: str, seen: list[str | None]) -> None:
+        async def consume(queue: str, seen: list[str | None], ready: asyncio.Barrier) -> None:
             # Each consumer keeps fetching until every message is taken (or 30 s pass): one that found
-            # the queue busy a few times in a row under a loaded machine must not give up early.
+            # the queue busy a few times in a row under a loaded machine must not give up early. Both
+            # connect before either fetches (opening a connection can outlast draining 200 messages),
+            # and each spends a moment on what it got, as a worker does.
             consumer = broker_kit.broker()
+            await consumer.size(queue)
+            await ready.wait()
             deadline = time.monotonic() + 30
             while len(taken) < count and time.monotonic() < deadline:
                 got = await consumer.fetch([queue], 7, 0.2)
                 seen.extend(ids(got))
                 taken.extend(ids(got))
                 await consumer.ack(got)
+                await asyncio.sleep(0.005)
 
         async def scenario() -> None:
             broker, queue = broker_kit.broker(), broker_kit.queue()
@@ -480,7 +485,8 @@ class BrokerContract:
                 await broker.publish(queue, message(f"m{n}"))
             first: list[str | None] = []
             second: list[str | None] = []
-            await asyncio.gather(consume(queue, first), consume(queue, second))
+            ready = asyncio.Barrier(2)
+            await asyncio.gather(consume(queue, first, ready), consume(queue, second, ready))
             assert sorted(first + second, key=str) == sorted((f"m{n}" for n in range(count)), key=str)
             assert first and second, "both consumers should have taken part"
 
