@@ -250,24 +250,15 @@ class SQSBroker(Broker):
         """A delivery whose lease lapsed (SQS may have handed it to another consumer) is not held; one
         still held is hidden for a full lease longer."""
         now = time.monotonic()
-        answers: dict[str, bool] = {}
         by_queue: dict[Queue, list[str]] = {}
         for delivery in deliveries:
             held = self._held.get(delivery.tag)
-            answers[delivery.tag] = held is not None and held.lease_until > now
-            if answers[delivery.tag]:
-                assert held is not None
+            if held is not None and held.lease_until > now:
                 by_queue.setdefault(held.queue, []).append(delivery.tag)
-        visibility = self.settings.lease_visibility
+        kept: set[str] = set()
         for target, receipts in by_queue.items():
-            refused = await self._sqs.show(target, receipts, visibility)
-            for receipt in receipts:
-                held = self._held.get(receipt)
-                if receipt in refused:
-                    answers[receipt] = False
-                elif held is not None:
-                    held.lease_until = now + visibility
-        return [answers[delivery.tag] for delivery in deliveries]
+            kept.update(await self._extend(target, receipts))
+        return [delivery.tag in kept for delivery in deliveries]
 
     async def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         for held, receipt in self._take_held([delivery], "rejected"):
@@ -342,32 +333,37 @@ class SQSBroker(Broker):
     async def _beat(self) -> None:
         # While this broker lives, what it holds stays hidden however long a task runs; once it dies the
         # visibility timeouts run out and SQS hands the messages to another consumer.
-        visibility = self.settings.lease_visibility
         while self._held or self._spare:
             await asyncio.sleep(max(self.lease_seconds / 4, 0.05))
             by_queue: dict[Queue, list[str]] = {}
             for receipt, held in self._held.items():
                 by_queue.setdefault(held.queue, []).append(receipt)
             for target, receipts in by_queue.items():
-                sent_at = time.monotonic()
                 try:
-                    refused = await self._sqs.show(target, receipts, visibility)
+                    await self._extend(target, receipts)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.warning("could not extend the leases on %r; will retry", target.name, exc_info=True)
-                    continue
-                for receipt in receipts:
-                    still = self._held.get(receipt)
-                    if still is None:
-                        continue
-                    if receipt in refused:
-                        del self._held[receipt]
-                        log.warning(
-                            "lost the lease of a message from %r (SQS refused to extend it)", target.name
-                        )
-                    else:
-                        still.lease_until = sent_at + visibility
+
+    async def _extend(self, target: Queue, receipts: list[str]) -> set[str]:
+        """Hide held messages of ``target`` for a full lease longer; return the receipts still held. One
+        SQS refused to extend has lost its lease: it is no longer held."""
+        visibility = self.settings.lease_visibility
+        sent_at = time.monotonic()
+        refused = set(await self._sqs.show(target, receipts, visibility))
+        kept: set[str] = set()
+        for receipt in receipts:
+            still = self._held.get(receipt)
+            if still is None:
+                continue
+            if receipt in refused:
+                del self._held[receipt]
+                log.warning("lost the lease of a message from %r (SQS refused to extend it)", target.name)
+            else:
+                still.lease_until = sent_at + visibility
+                kept.add(receipt)
+        return kept
 
     # -- queues
 
